@@ -1,0 +1,333 @@
+"""The join agent: orders and executions in, confirmations, status events and DLQ records out.
+
+Thin by design: decode, validate, hand the record to the pure core
+(:mod:`execdist.domain.join`), store the new state and publish what the core returned, all in
+the transaction of the source partition. Timeouts arrive as tick records on a co-partitioned
+internal topic, so they too are processed inside the partition's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import orjson
+from faust.types import TP
+
+from execdist import topics
+from execdist.agents.publishing import TransactionalPublisher
+from execdist.codecs.errors import DecodeError, RegistryUnavailable
+from execdist.codecs.input import InputDecoder
+from execdist.codecs.output import encode_json
+from execdist.domain import (
+    Confirmed,
+    Dropped,
+    InvalidRecord,
+    Order,
+    OrderState,
+    Output,
+    RejectReason,
+    Rejected,
+    StatusNotice,
+    StatusType,
+    apply_execution,
+    apply_order,
+    format_time,
+    is_expired,
+    next_tick_due,
+    on_tick,
+    parse_execution,
+    parse_order,
+)
+from execdist.domain.positions import position_change
+from execdist.metrics import Metrics
+from execdist.settings import Settings
+from execdist.tables.store import PartitionedState
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+ConfirmationSink = Callable[[TP, bytes, dict[str, object]], Awaitable[None]]
+"""Where a confirmation goes besides ``execdist.confirmations`` (the subscription router)."""
+
+SWEEP_BATCH = 200
+"""Keys examined for expiry per partition and tick: bounded work, every key visited in time."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JoinProcessor:
+    """Processes one input record at a time, inside its source partition's transaction."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        states: PartitionedState,
+        timers: PartitionedState,
+        publisher: TransactionalPublisher,
+        decoder: InputDecoder,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._states = states
+        self._timers = timers
+        self._publisher = publisher
+        self._decoder = decoder
+        self._metrics = metrics
+        self._clock = clock
+        self._sweep_cursor: dict[int, bytes | None] = {}
+        self.confirmation_sinks: list[ConfirmationSink] = []
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    async def handle(
+        self, tp: TP, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        started = time.perf_counter()
+        if tp.topic == topics.TICKS:
+            await self.handle_tick(tp, offset)
+            return
+        self._metrics.records_in.labels(tp.topic).inc()
+        origin = {
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "offset": offset,
+            "key": None if key is None else base64.b64encode(key).decode(),
+            "value": None if value is None else base64.b64encode(value).decode(),
+        }
+        record = await self._decode(tp, offset, origin, value)
+        if record is None:
+            return
+        order_id = record.order_id
+        if key != order_id.encode():
+            await self._dead_letter(
+                tp,
+                offset,
+                Rejected(
+                    RejectReason.VALIDATION_ERROR,
+                    f"the record key must equal its order_id {order_id!r} (got {key!r}); "
+                    "orders and executions are partitioned by order_id",
+                    origin,
+                ),
+            )
+            return
+        now = self._clock()
+        state = self._load(tp.partition, order_id, now)
+        before = dict(state.live_fills)
+        if isinstance(record, Order):
+            step = apply_order(state, record, now)
+        else:
+            step = apply_execution(state, record, origin, now)
+        await self._store(tp, step.state, before)
+        await self._publish(tp, offset, step.outputs)
+        self._metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    async def _decode(
+        self, tp: TP, offset: int, origin: dict[str, object], value: bytes | None
+    ) -> Order | object | None:
+        while True:
+            try:
+                data = await self._decoder.decode(value)
+                break
+            except RegistryUnavailable as exc:
+                # Not the record's fault: wait for the registry rather than reject good input.
+                log.warning("schema registry unavailable, retrying in 1 s: %s", exc)
+                await asyncio.sleep(1.0)
+            except DecodeError as exc:
+                await self._dead_letter(
+                    tp, offset, Rejected(RejectReason.DECODE_ERROR, str(exc), origin)
+                )
+                return None
+        try:
+            if tp.topic == topics.ORDERS:
+                return parse_order(data)
+            return parse_execution(data)
+        except InvalidRecord as exc:
+            await self._dead_letter(
+                tp, offset, Rejected(RejectReason.VALIDATION_ERROR, str(exc), origin)
+            )
+            return None
+
+    async def handle_tick(self, tp: TP, offset: int) -> None:
+        """Fire due timeouts of this partition and expire a slice of finished orders."""
+        now = self._clock()
+        partition = tp.partition
+        due_index = self._load_timers(partition)
+        changed = False
+        for order_id, due in sorted(due_index.items()):
+            if datetime.fromisoformat(due) > now:
+                continue
+            raw = self._states.get(partition, order_id.encode())
+            if raw is None:
+                del due_index[order_id]
+                changed = True
+                continue
+            state = OrderState.from_dict(orjson.loads(raw))
+            before = dict(state.live_fills)
+            step = on_tick(
+                state,
+                now,
+                gap_timeout=self._settings.gap_timeout,
+                orphan_timeout=self._settings.orphan_timeout,
+            )
+            await self._store(tp, step.state, before, timers=due_index)
+            await self._publish(tp, offset, step.outputs)
+            changed = True
+        if changed:
+            await self._save_timers(tp, due_index)
+        await self._sweep_expired(tp, now, due_index)
+
+    # ---- state --------------------------------------------------------------------------
+
+    def _load(self, partition: int, order_id: str, now: datetime) -> OrderState:
+        raw = self._states.get(partition, order_id.encode())
+        if raw is None:
+            return OrderState.new(order_id, now)
+        return OrderState.from_dict(orjson.loads(raw))
+
+    async def _store(
+        self,
+        tp: TP,
+        state: OrderState,
+        fills_before: dict[str, object],
+        *,
+        timers: dict[str, str] | None = None,
+    ) -> None:
+        key = state.order_id.encode()
+        await self._states.put(tp, key, orjson.dumps(state.to_dict()))
+        due = next_tick_due(
+            state,
+            gap_timeout=self._settings.gap_timeout,
+            orphan_timeout=self._settings.orphan_timeout,
+        )
+        index = timers if timers is not None else self._load_timers(tp.partition)
+        wanted = None if due is None else due.isoformat()
+        if index.get(state.order_id) != wanted:
+            if wanted is None:
+                index.pop(state.order_id, None)
+            else:
+                index[state.order_id] = wanted
+            if timers is None:
+                await self._save_timers(tp, index)
+        if state.order is not None and fills_before != state.live_fills:
+            change = position_change(
+                state.order.account,
+                state.order.symbol,
+                state.order.side,
+                fills_before,  # type: ignore[arg-type]
+                state.live_fills,
+            )
+            if change is not None:
+                await self._publisher.send(
+                    tp,
+                    topics.POSITIONS_BY_ACCOUNT,
+                    change.account.encode(),
+                    orjson.dumps(change.to_dict()),
+                )
+
+    def _load_timers(self, partition: int) -> dict[str, str]:
+        raw = self._timers.get(partition, _timer_key(partition))
+        return {} if raw is None else dict(orjson.loads(raw))
+
+    async def _save_timers(self, tp: TP, index: dict[str, str]) -> None:
+        key = _timer_key(tp.partition)
+        if index:
+            await self._timers.put(tp, key, orjson.dumps(index))
+        else:
+            await self._timers.delete(tp, key)
+        self._metrics.held_executions.set(len(index))
+
+    async def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
+        cursor = self._sweep_cursor.get(tp.partition)
+        last = None
+        for key in list(self._states.keys_from(tp.partition, cursor, SWEEP_BATCH)):
+            last = key
+            raw = self._states.get(tp.partition, key)
+            if raw is None or key.decode() in due_index:
+                continue
+            state = OrderState.from_dict(orjson.loads(raw))
+            if is_expired(state, now, self._settings.order_retention):
+                await self._states.delete(tp, key)
+        self._sweep_cursor[tp.partition] = last
+
+    # ---- outputs ------------------------------------------------------------------------
+
+    async def _publish(self, tp: TP, offset: int, outputs: list[Output]) -> None:
+        for index, output in enumerate(outputs):
+            if isinstance(output, Confirmed):
+                confirmation = output.confirmation
+                body = confirmation.to_dict()
+                key = confirmation.order_id.encode()
+                await self._publisher.send(tp, topics.CONFIRMATIONS, key, encode_json(body))
+                for sink in self.confirmation_sinks:
+                    await sink(tp, key, body)
+                self._metrics.confirmations.labels(confirmation.exec_type.value).inc()
+            elif isinstance(output, Rejected):
+                await self._dead_letter(tp, offset, output)
+            elif isinstance(output, StatusNotice):
+                await self.publish_status(
+                    tp, output.type, output.details, event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}"
+                )
+            elif isinstance(output, Dropped):
+                self._metrics.dropped.labels(output.kind.value).inc()
+
+    async def _dead_letter(self, tp: TP, offset: int, rejected: Rejected) -> None:
+        origin = rejected.origin
+        assert isinstance(origin, dict)
+        key = _unb64(origin.get("key"))
+        value = _unb64(origin.get("value"))
+        headers = [
+            ("error.reason", rejected.reason.value.encode()),
+            ("error.message", rejected.message.encode()),
+            ("error.topic", str(origin["topic"]).encode()),
+            ("error.partition", str(origin["partition"]).encode()),
+            ("error.offset", str(origin["offset"]).encode()),
+        ]
+        await self._publisher.send(tp, topics.DLQ, key, value, headers=headers)
+        self._metrics.dlq.labels(rejected.reason.value).inc()
+        log.info(
+            "dead-lettered %s:%s@%s: %s %s",
+            origin["topic"],
+            origin["partition"],
+            origin["offset"],
+            rejected.reason.value,
+            rejected.message,
+        )
+
+    async def publish_status(
+        self,
+        tp: TP,
+        type_: StatusType,
+        details: dict[str, object],
+        *,
+        event_id: str,
+        subscription_id: str | None = None,
+    ) -> None:
+        event = {
+            "event_id": event_id,
+            "type": type_.value,
+            "source": self._settings.worker_id,
+            "subscription_id": subscription_id,
+            "time": format_time(self._clock()),
+            "details": details,
+        }
+        await self._publisher.send(
+            tp, topics.STATUS, self._settings.worker_id.encode(), encode_json(event)
+        )
+        self._metrics.status_events.labels(type_.value).inc()
+
+
+def _timer_key(partition: int) -> bytes:
+    return f"timers:{partition}".encode()
+
+
+def _unb64(value: object) -> bytes | None:
+    return None if value is None else base64.b64decode(str(value))

@@ -1,0 +1,123 @@
+"""Fill arithmetic: cum_qty, leaves_qty, avg_px and order status from an order's live fills.
+
+Everything is exact. Sums run in a local decimal context wide enough for any decimal(26,8)
+values and with ``Inexact`` trapped, so an impossible rounding raises instead of silently
+changing a figure. The average is divided in integers and rounded once, half-even, to eight
+places: dividing in Decimal first and quantizing afterwards would round twice, and a quotient
+such as 1.234567885000…01 could then come out as …88 instead of …89.
+
+The summary is recomputed from all live fills each time rather than kept as running sums:
+corrections and busts change earlier fills, and an order has few fills, so recomputing is both
+cheap and obviously right.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NamedTuple
+
+from execdist.domain.model import OrderStatus
+
+__all__ = [
+    "AVG_PX_PLACES",
+    "Fill",
+    "FillSummary",
+    "average_price",
+    "order_status_for",
+    "summarize_fills",
+]
+
+AVG_PX_PLACES = 8
+"""Decimal places of avg_px, as the contract requires."""
+
+# 26-digit operands give 52-digit products; 80 digits leaves room for summing billions of them.
+_EXACT = decimal.Context(
+    prec=80,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
+)
+
+
+class Fill(NamedTuple):
+    """One live fill of an order: the current quantity and price of a trade."""
+
+    qty: Decimal
+    px: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class FillSummary:
+    """An order's fill state after applying its live fills."""
+
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    avg_px: Decimal
+    order_status: OrderStatus
+
+
+def summarize_fills(
+    order_qty: Decimal, live_fills: Mapping[str, tuple[Decimal, Decimal]]
+) -> FillSummary:
+    """Compute the contract's fill figures over ``live_fills`` (trade exec_id -> (qty, px))."""
+    fills = list(live_fills.values())
+    with decimal.localcontext(_EXACT):
+        cum_qty = sum((qty for qty, _ in fills), Decimal(0))
+        leaves_qty = max(order_qty - cum_qty, Decimal(0))
+    return FillSummary(
+        cum_qty=cum_qty,
+        leaves_qty=leaves_qty,
+        avg_px=average_price(fills),
+        order_status=order_status_for(order_qty, cum_qty),
+    )
+
+
+def average_price(fills: list[tuple[Decimal, Decimal]]) -> Decimal:
+    """Σ(qty * px) / Σqty rounded half-even to 8 places; ``Decimal(0)`` when Σqty is 0."""
+    with decimal.localcontext(_EXACT):
+        notional = sum((qty * px for qty, px in fills), Decimal(0))
+        cum_qty = sum((qty for qty, _ in fills), Decimal(0))
+    if cum_qty == 0:
+        return Decimal(0)
+    return _divide_half_even(notional, cum_qty, AVG_PX_PLACES)
+
+
+def order_status_for(order_qty: Decimal, cum_qty: Decimal) -> OrderStatus:
+    """UNFILLED at zero, FILLED at exactly the order quantity, OVERFILLED beyond it."""
+    if cum_qty == 0:
+        return OrderStatus.UNFILLED
+    if cum_qty < order_qty:
+        return OrderStatus.PARTIALLY_FILLED
+    if cum_qty == order_qty:
+        return OrderStatus.FILLED
+    return OrderStatus.OVERFILLED
+
+
+def _divide_half_even(numerator: Decimal, denominator: Decimal, places: int) -> Decimal:
+    """numerator / denominator rounded once, half-even, to ``places`` decimal places."""
+    num_int, num_exp = _as_scaled_int(numerator)
+    den_int, den_exp = _as_scaled_int(denominator)
+    # value = num_int·10^num_exp / (den_int·10^den_exp); we want round(value · 10^places).
+    shift = num_exp - den_exp + places
+    if shift >= 0:
+        num_int *= 10**shift
+    else:
+        den_int *= 10**-shift
+    if den_int < 0:
+        num_int, den_int = -num_int, -den_int
+    quotient, remainder = divmod(num_int, den_int)  # floor division: 0 <= remainder < den
+    twice = 2 * remainder
+    if twice > den_int or (twice == den_int and quotient % 2 == 1):
+        quotient += 1
+    return Decimal(quotient).scaleb(-places, _EXACT)
+
+
+def _as_scaled_int(value: Decimal) -> tuple[int, int]:
+    """Split a finite decimal into (integer, exponent) with value = integer · 10^exponent."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError(f"fill arithmetic needs finite decimals, got {value}")
+    integer = int("".join(map(str, digits)) or "0")
+    return (-integer if sign else integer), exponent

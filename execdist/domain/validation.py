@@ -1,0 +1,311 @@
+"""Turn decoded input records into Orders and Executions, or say exactly why not.
+
+Input reaches us in two shapes and both are accepted:
+
+* decoded JSON: decimals as strings ("187.45") or integers, times as ISO-8601 strings;
+* decoded Avro: ``Decimal`` objects and aware ``datetime`` objects already.
+
+JSON numbers with a fraction arrive as ``float`` and are refused for quantities and prices:
+by the time we see them they have been through binary floating point and may no longer be the
+value the sender wrote. Unknown extra fields are ignored so producers can add fields first.
+
+Every refusal is an :class:`~execdist.domain.errors.InvalidRecord` naming the field and saying
+what is allowed; the wiring sends the original bytes to the DLQ as VALIDATION_ERROR.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import TypeVar
+
+from execdist.domain.errors import InvalidRecord
+from execdist.domain.model import ExecType, Execution, Order, OrderType, Side
+
+__all__ = [
+    "MAX_FRACTION_DIGITS",
+    "MAX_ID_LENGTH",
+    "MAX_INTEGER_DIGITS",
+    "parse_execution",
+    "parse_order",
+]
+
+MAX_ID_LENGTH = 128
+"""Longest identifier (ids, account, symbol, venue) we accept; keeps keys and state bounded."""
+MAX_INTEGER_DIGITS = 18
+MAX_FRACTION_DIGITS = 8
+"""Together these are the Avro type ``decimal(26,8)``: anything wider could not be re-encoded."""
+
+# Plain or scientific notation with ASCII digits only: Decimal() itself would also take
+# whitespace, underscores, other scripts' digits, "NaN" and "Infinity".
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def parse_order(data: Mapping[str, object]) -> Order:
+    """Validate a decoded order record and build an :class:`Order`.
+
+    Raises :class:`InvalidRecord` for the first field that breaks a rule.
+    """
+    _require_mapping(data, "an order")
+    order_id = _identifier(data, "order_id")
+    account = _identifier(data, "account")
+    symbol = _identifier(data, "symbol")
+    side = _enum(data, "side", Side)
+    quantity = _decimal(data, "quantity")
+    _check_positive("quantity", quantity)
+    order_type = _enum(data, "order_type", OrderType)
+    limit_price = _optional_decimal(data, "limit_price")
+    if order_type is OrderType.LIMIT:
+        if limit_price is None:
+            raise InvalidRecord("limit_price", "limit_price is required for LIMIT orders")
+        _check_positive("limit_price", limit_price)
+    elif limit_price is not None:
+        raise InvalidRecord(
+            "limit_price",
+            f"limit_price must be null for MARKET orders, got {_show(limit_price)}",
+        )
+    currency = _currency(data, "currency")
+    version = _integer(data, "version")
+    if version < 1:
+        raise InvalidRecord("version", f"version must be 1 or greater, got {version}")
+    return Order(
+        order_id=order_id,
+        account=account,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,
+        order_type=order_type,
+        limit_price=limit_price,
+        currency=currency,
+        version=version,
+        event_time=_time(data, "event_time"),
+    )
+
+
+def parse_execution(data: Mapping[str, object]) -> Execution:
+    """Validate a decoded execution record and build an :class:`Execution`.
+
+    Raises :class:`InvalidRecord` for the first field that breaks a rule.
+    """
+    _require_mapping(data, "an execution")
+    exec_id = _identifier(data, "exec_id")
+    order_id = _identifier(data, "order_id")
+    seq = _integer(data, "seq")
+    if seq < 1:
+        raise InvalidRecord("seq", f"seq must be 1 or greater, got {seq}")
+    exec_type = _enum(data, "exec_type", ExecType)
+    ref_exec_id = _optional_identifier(data, "ref_exec_id")
+    if exec_type is ExecType.TRADE:
+        if ref_exec_id is not None:
+            raise InvalidRecord(
+                "ref_exec_id", f"ref_exec_id must be null for a TRADE, got {ref_exec_id!r}"
+            )
+    else:
+        if ref_exec_id is None:
+            raise InvalidRecord(
+                "ref_exec_id",
+                f"ref_exec_id is required for a {exec_type.value}: "
+                "the exec_id of the execution it corrects or busts",
+            )
+        if ref_exec_id == exec_id:
+            raise InvalidRecord(
+                "ref_exec_id", f"a {exec_type.value} cannot refer to itself ({exec_id!r})"
+            )
+    last_qty = _decimal(data, "last_qty")
+    if exec_type is ExecType.BUST:
+        _check_not_negative("last_qty", last_qty)
+    else:
+        _check_positive("last_qty", last_qty, f" for a {exec_type.value}")
+    last_px = _decimal(data, "last_px")
+    _check_not_negative("last_px", last_px)
+    return Execution(
+        exec_id=exec_id,
+        order_id=order_id,
+        seq=seq,
+        exec_type=exec_type,
+        ref_exec_id=ref_exec_id,
+        last_qty=last_qty,
+        last_px=last_px,
+        venue=_identifier(data, "venue"),
+        exec_time=_time(data, "exec_time"),
+    )
+
+
+def _require_mapping(data: object, what: str) -> None:
+    if not isinstance(data, Mapping):
+        raise InvalidRecord(None, f"{what} must be a JSON object, got {type(data).__name__}")
+
+
+def _required(data: Mapping[str, object], name: str) -> object:
+    if name not in data:
+        raise InvalidRecord(name, f"{name} is required")
+    value = data[name]
+    if value is None:
+        raise InvalidRecord(name, f"{name} is required and must not be null")
+    return value
+
+
+def _show(value: object) -> str:
+    """A short, unambiguous rendering of a bad value for an error message."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _identifier(data: Mapping[str, object], name: str) -> str:
+    return _check_identifier(name, _required(data, name))
+
+
+def _optional_identifier(data: Mapping[str, object], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else _check_identifier(name, value)
+
+
+def _check_identifier(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidRecord(name, f"{name} must be a string, got {_type_name(value)}")
+    if not value.strip():
+        raise InvalidRecord(name, f"{name} must not be empty or blank")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRecord(
+            name, f"{name} must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
+        )
+    return value
+
+
+def _enum(data: Mapping[str, object], name: str, enum_type: type[_E]) -> _E:
+    value = _required(data, name)
+    if isinstance(value, str) and value in enum_type.__members__:
+        return enum_type[value]
+    allowed = ", ".join(enum_type.__members__)
+    raise InvalidRecord(name, f"{name} must be one of {allowed}, got {_show(value)}")
+
+
+def _integer(data: Mapping[str, object], name: str) -> int:
+    value = _required(data, name)
+    # bool is an int subclass; true/false in a seq field is a producer bug, not 1/0.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRecord(name, f"{name} must be an integer, got {_type_name(value)}")
+    return value
+
+
+def _currency(data: Mapping[str, object], name: str) -> str:
+    value = _required(data, name)
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        raise InvalidRecord(
+            name, f"{name} must be a three-letter upper-case code such as 'USD', got {_show(value)}"
+        )
+    return value
+
+
+def _decimal(data: Mapping[str, object], name: str) -> Decimal:
+    return _check_decimal(name, _required(data, name))
+
+
+def _optional_decimal(data: Mapping[str, object], name: str) -> Decimal | None:
+    value = data.get(name)
+    return None if value is None else _check_decimal(name, value)
+
+
+def _check_decimal(name: str, value: object) -> Decimal:
+    if isinstance(value, float):
+        raise InvalidRecord(
+            name,
+            f'{name} must be a decimal string such as "187.45" or an integer, got the '
+            f"JSON number {value!r}: numbers with a fraction are binary floats and inexact",
+        )
+    if isinstance(value, bool):
+        raise InvalidRecord(name, f"{name} must be a decimal, got a boolean")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        if not _DECIMAL_TEXT.fullmatch(value):
+            raise InvalidRecord(
+                name, f'{name} must be a finite decimal such as "187.45", got {_show(value)}'
+            )
+        try:
+            number = Decimal(value)
+        except InvalidOperation as exc:  # unreachable after the regex, kept as a safety net
+            raise InvalidRecord(name, f"{name} is not a decimal: {_show(value)}") from exc
+    else:
+        raise InvalidRecord(
+            name, f'{name} must be a decimal string such as "187.45", got {_type_name(value)}'
+        )
+    if not number.is_finite():
+        raise InvalidRecord(name, f"{name} must be a finite number, got {number}")
+    return _canonical_within_bounds(name, number)
+
+
+def _canonical_within_bounds(name: str, number: Decimal) -> Decimal:
+    """Check the decimal(26,8) bounds and return the value without trailing fractional zeros.
+
+    Digits are counted on the value, not the spelling: "1.500000000" has one fractional digit.
+    Returning a canonical form keeps exponents small so later arithmetic is cheap and exact.
+    """
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked by the caller
+    significant = list(digits)
+    while len(significant) > 1 and significant[-1] == 0 and exponent < 0:
+        significant.pop()
+        exponent += 1
+    if all(digit == 0 for digit in significant):
+        return Decimal(0)
+    fraction_digits = max(0, -exponent)
+    integer_digits = max(0, len(significant) + exponent)
+    if integer_digits > MAX_INTEGER_DIGITS or fraction_digits > MAX_FRACTION_DIGITS:
+        raise InvalidRecord(
+            name,
+            f"{name} must have at most {MAX_INTEGER_DIGITS} digits before the decimal point "
+            f"and {MAX_FRACTION_DIGITS} after (Avro decimal(26,8)), got "
+            f"{integer_digits} and {fraction_digits}",
+        )
+    if exponent > 0:  # 1E+2 -> 100, so the value prints and compares in plain notation
+        significant.extend([0] * exponent)
+        exponent = 0
+    return Decimal((sign, tuple(significant), exponent))
+
+
+def _check_positive(name: str, value: Decimal, context: str = "") -> None:
+    if value <= 0:
+        raise InvalidRecord(name, f"{name} must be greater than 0{context}, got {_show(value)}")
+
+
+def _check_not_negative(name: str, value: Decimal) -> None:
+    if value < 0:
+        raise InvalidRecord(name, f"{name} must be 0 or greater, got {_show(value)}")
+
+
+def _time(data: Mapping[str, object], name: str) -> datetime:
+    value = _required(data, name)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidRecord(
+                name,
+                f"{name} must be an ISO-8601 time such as '2024-05-01T13:30:00.000000Z', "
+                f"got {_show(value)}",
+            ) from exc
+    else:
+        raise InvalidRecord(
+            name, f"{name} must be an ISO-8601 time string, got {_type_name(value)}"
+        )
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidRecord(
+            name,
+            f"{name} must include a timezone ('Z' or an offset such as '+00:00'), got "
+            f"{_show(value if isinstance(value, str) else moment.isoformat())}",
+        )
+    return moment.astimezone(UTC)

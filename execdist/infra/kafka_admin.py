@@ -1,0 +1,95 @@
+"""Start-up checks against the broker: reachable, topics present, inputs co-partitioned.
+
+Faust assigns partitions only for topics that exist when the group forms, and the join is only
+correct when ``orders`` and ``executions`` have the same partition count (partition N of both
+must meet on one worker). So the worker creates what is missing and refuses to start on a
+mismatch, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from execdist import topics
+from execdist.domain.errors import ExecDistError
+from execdist.settings import Settings
+
+
+class BrokerCheckFailed(ExecDistError):
+    """The broker cannot be used as configured; the message says what to do."""
+
+
+def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Every topic the worker needs, with its partition count and config."""
+    n = settings.topic_partitions
+    compacted = {"cleanup.policy": "compact"}
+    return {
+        topics.ORDERS: (n, {}),
+        topics.EXECUTIONS: (n, {}),
+        topics.TICKS: (n, {"retention.ms": str(60 * 60 * 1000)}),
+        topics.POSITIONS_BY_ACCOUNT: (n, {}),
+        topics.CONFIRMATIONS: (n, {}),
+        topics.STATUS: (1, {}),
+        topics.DLQ: (1, {}),
+        **{
+            f"{settings.app_id}-{table}-changelog": (n, compacted)
+            for table in ("execdist-order-state", "execdist-timers", "execdist-positions")
+        },
+    }
+
+
+COPARTITIONED = (topics.ORDERS, topics.EXECUTIONS, topics.TICKS, topics.POSITIONS_BY_ACCOUNT)
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create missing topics and check co-partitioning; :class:`BrokerCheckFailed` if not."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaConnectionError, TimeoutError, OSError) as exc:
+        raise BrokerCheckFailed(
+            f"cannot reach Kafka at {settings.broker} ({exc!r}). Start the local broker with "
+            "'make up', or point EXECDIST_BROKER at a running one."
+        ) from exc
+    try:
+        wanted = required_topics(settings)
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=config,
+            )
+            for name, (partitions, config) in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same moment
+        described = await admin.describe_topics(list(COPARTITIONED))
+        counts = {item["topic"]: len(item["partitions"]) for item in described}
+        wrong = {
+            name: count
+            for name, count in counts.items()
+            if count != settings.topic_partitions
+        }
+        if wrong:
+            found = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+            raise BrokerCheckFailed(
+                f"the join needs {', '.join(COPARTITIONED)} to have "
+                f"EXECDIST_TOPIC_PARTITIONS={settings.topic_partitions} partitions each, but "
+                f"{found}. Set EXECDIST_TOPIC_PARTITIONS to the partition count of 'orders' "
+                "and 'executions', or repartition those topics so that they are equal."
+            )
+    except KafkaError as exc:
+        raise BrokerCheckFailed(f"Kafka at {settings.broker} refused a request: {exc!r}") from exc
+    finally:
+        await admin.close()

@@ -1,0 +1,190 @@
+"""Typed settings, read once from the ``EXECDIST_*`` environment variables.
+
+Every variable has a working local default so that ``make run`` needs no configuration. Invalid
+values stop the worker at start-up with a message naming the variable and what it accepts.
+The admin token is a secret: it never appears in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from execdist.domain.errors import ExecDistError
+
+PREFIX = "EXECDIST_"
+
+
+class SettingsError(ExecDistError):
+    """A configuration variable has a value the service cannot use."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker is configured with. Build it with :meth:`from_env`."""
+
+    broker: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, ``host:port[,host:port...]``."""
+    schema_registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    """Confluent-compatible schema registry base URL."""
+    data_dir: Path = Path("./data")
+    """Where this worker keeps its RocksDB tables; one folder per worker."""
+    web_port: int = 6066
+    """HTTP port of this worker (REST, WebSocket, metrics, blotter)."""
+    web_host: str = "127.0.0.1"
+    """Interface the HTTP server binds to."""
+    advertised_host: str = ""
+    """Host other workers use to reach this one (forwarded queries); defaults to web_host,
+    or to the machine's hostname when web_host is 0.0.0.0."""
+    grpc_port: int = 50051
+    """gRPC port of this worker."""
+    topic_partitions: int = 4
+    """Partitions of orders, executions and every internal co-partitioned topic."""
+    replication_factor: int = 1
+    """Replication factor of the topics execdist creates."""
+    admin_token: str = field(default="dev-admin-token", repr=False)
+    """Bearer token that may do everything."""
+    orphan_timeout: timedelta = timedelta(seconds=30)
+    """How long an execution waits for its order before it goes to the DLQ."""
+    gap_timeout: timedelta = timedelta(seconds=10)
+    """How long a sequence gap may stay open before the held executions are released."""
+    order_retention: timedelta = timedelta(days=7)
+    """How long an order with nothing held stays queryable after its last activity."""
+    tick_interval: timedelta = timedelta(seconds=1)
+    """How often each partition is checked for timeouts and expiry."""
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    """The ``source`` of this worker's status events."""
+    app_id: str = "execdist"
+    """Kafka consumer group and transactional-id prefix; all workers of one cluster share it."""
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the ``EXECDIST_*`` variables (``os.environ`` by default)."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        defaults = cls()
+        settings = cls(
+            broker=reader.text("BROKER", defaults.broker),
+            schema_registry_url=reader.url("SCHEMA_REGISTRY_URL", defaults.schema_registry_url),
+            data_dir=Path(reader.text("DATA_DIR", str(defaults.data_dir))),
+            web_port=reader.port("WEB_PORT", defaults.web_port),
+            web_host=reader.text("WEB_HOST", defaults.web_host),
+            advertised_host=reader.text("CANONICAL_HOST", ""),
+            grpc_port=reader.port("GRPC_PORT", defaults.grpc_port),
+            topic_partitions=reader.integer("TOPIC_PARTITIONS", defaults.topic_partitions, 1, 1024),
+            replication_factor=reader.integer(
+                "REPLICATION_FACTOR", defaults.replication_factor, 1, 16
+            ),
+            admin_token=reader.token("ADMIN_TOKEN", defaults.admin_token),
+            orphan_timeout=reader.seconds("ORPHAN_TIMEOUT_S", defaults.orphan_timeout),
+            gap_timeout=reader.seconds("GAP_TIMEOUT_S", defaults.gap_timeout),
+            order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
+            tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
+            worker_id=reader.text("WORKER_ID", defaults.worker_id),
+            app_id=reader.text("APP_ID", defaults.app_id),
+            log_level=reader.choice(
+                "LOG_LEVEL", defaults.log_level, ("debug", "info", "warning", "error")
+            ),
+        )
+        for host_port in settings.broker.split(","):
+            if ":" not in host_port or not host_port.rsplit(":", 1)[1].isdigit():
+                raise SettingsError(
+                    PREFIX + "BROKER",
+                    f"expected host:port[,host:port...], got {settings.broker!r}",
+                )
+        return settings
+
+    @property
+    def broker_url(self) -> str:
+        """The broker list in the URL form Faust expects."""
+        return ";".join(f"kafka://{hp.strip()}" for hp in self.broker.split(","))
+
+    @property
+    def canonical_url(self) -> str:
+        """The URL other workers forward requests to."""
+        host = self.advertised_host or self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [hp.strip() for hp in self.broker.split(",")]
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def url(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not value.startswith(("http://", "https://")):
+            raise SettingsError(PREFIX + name, f"expected an http(s):// URL, got {value!r}")
+        return value.rstrip("/")
+
+    def token(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if len(value) < 8:
+            raise SettingsError(PREFIX + name, "must be at least 8 characters long")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(
+                PREFIX + name, f"expected a whole number from {low} to {high}, got {raw!r}"
+            ) from None
+        if not low <= value <= high:
+            raise SettingsError(
+                PREFIX + name, f"expected a whole number from {low} to {high}, got {value}"
+            )
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, 1, 65535)
+
+    def seconds(self, name: str, default: timedelta) -> timedelta:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(
+                PREFIX + name, f"expected a number of seconds greater than 0, got {raw!r}"
+            ) from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise SettingsError(
+                PREFIX + name, f"expected a number of seconds greater than 0, got {raw!r}"
+            )
+        return timedelta(seconds=value)
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in allowed:
+            raise SettingsError(
+                PREFIX + name, f"expected one of {', '.join(allowed)}, got {value!r}"
+            )
+        return value

@@ -1,0 +1,27 @@
+"""Topic names of the external contract and of execdist's own internal topics.
+
+``orders``, ``executions`` and every internal topic that the join reads share one partition
+count (``EXECDIST_TOPIC_PARTITIONS``) so that they are co-partitioned: partition N of each is
+owned by the same worker, and so is partition N of the tables' changelogs.
+"""
+
+from __future__ import annotations
+
+ORDERS = "orders"
+EXECUTIONS = "executions"
+CONFIRMATIONS = "execdist.confirmations"
+STATUS = "execdist.status"
+DLQ = "execdist.dlq"
+SUBSCRIBER_PREFIX = "execdist.sub."
+
+TICKS = "execdist-internal.ticks"
+"""Internal: one tick record per partition and second drives timeouts and expiry inside the
+partition's own transaction (timers run outside any event, so they only request work)."""
+POSITIONS_BY_ACCOUNT = "execdist-internal.positions-by-account"
+"""Internal: position changes repartitioned by account, so positions live in a table keyed by
+account."""
+
+
+def subscriber_topic(subscription_id: str) -> str:
+    """The topic that carries one subscription's confirmations."""
+    return SUBSCRIBER_PREFIX + subscription_id

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make run`: broker, registry, one worker and a demo feed in the foreground. Ctrl-C stops all.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+WEB_PORT=${EXECDIST_WEB_PORT:-6066}
+export EXECDIST_ADMIN_TOKEN=${EXECDIST_ADMIN_TOKEN:-dev-admin-token}
+infra_was_running=0
+if bash scripts/infra.sh status | grep -q 'Kafka: running'; then infra_was_running=1; fi
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "[run] stopping..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "$infra_was_running" = 0 ]; then bash scripts/infra.sh down; fi
+  echo "[run] stopped"
+}
+trap stop_all INT TERM EXIT
+
+bash scripts/infra.sh up
+mkdir -p data
+echo "[run] starting a worker on http://127.0.0.1:$WEB_PORT (log: data/worker.log)"
+.venv/bin/execdist worker --web-port "$WEB_PORT" >data/worker.log 2>&1 &
+pids+=($!)
+
+for i in $(seq 1 120); do
+  if curl -fsS "http://127.0.0.1:$WEB_PORT/health/ready" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    echo "[run] the worker exited; the end of its log:"; tail -20 data/worker.log; exit 1
+  fi
+  if [ $((i % 10)) -eq 0 ]; then echo "[run] waiting for the worker to become ready (${i}s)"; fi
+  sleep 1
+done
+
+echo "[run] starting the demo feed (log: data/demo.log)"
+.venv/bin/python -m execdist.demo --rate "${DEMO_RATE:-20}" >data/demo.log 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+  execdist is running.
+    health         http://127.0.0.1:$WEB_PORT/health/ready
+    metrics        http://127.0.0.1:$WEB_PORT/metrics
+    Kafka          127.0.0.1:9092
+    registry       http://127.0.0.1:8081/apis/ccompat/v7
+    admin token    $EXECDIST_ADMIN_TOKEN   (send as 'Authorization: Bearer <token>')
+
+  Try: curl -H 'Authorization: Bearer $EXECDIST_ADMIN_TOKEN' http://127.0.0.1:$WEB_PORT/api/v1/positions/ACC-EQ-01
+  Press Ctrl-C to stop everything.
+
+MSG
+wait -n "${pids[@]}" || true
+echo "[run] a process exited unexpectedly; see data/worker.log and data/demo.log"

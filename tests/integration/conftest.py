@@ -1,0 +1,222 @@
+"""Fixtures for tests against the real Kafka broker and schema registry.
+
+``make test`` starts both (scripts/infra.sh) and exports EXECDIST_BROKER and
+EXECDIST_SCHEMA_REGISTRY_URL. Workers run as real ``execdist worker`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnknownTopicOrPartitionError
+
+from execdist import topics
+
+BROKER = os.environ.get("EXECDIST_BROKER", "127.0.0.1:9092")
+REGISTRY_URL = os.environ.get(
+    "EXECDIST_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"
+)
+ADMIN_TOKEN = "test-admin-token"
+EXECDIST = str(Path(sys.executable).parent / "execdist")
+CONTRACT_TOPICS = [
+    topics.ORDERS,
+    topics.EXECUTIONS,
+    topics.TICKS,
+    topics.POSITIONS_BY_ACCOUNT,
+    topics.CONFIRMATIONS,
+    topics.STATUS,
+    topics.DLQ,
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_available() -> None:
+    host, port = BROKER.split(",")[0].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError:
+        pytest.fail(
+            f"no Kafka broker at {BROKER}: run the suite with 'make test', which starts one",
+            pytrace=False,
+        )
+
+
+async def delete_topics(names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BROKER)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            try:
+                await admin.delete_topics(doomed)
+            except UnknownTopicOrPartitionError:
+                pass
+        for _ in range(100):
+            if not set(await admin.list_topics()) & set(doomed):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+@dataclass
+class Worker:
+    """One ``execdist worker`` process."""
+
+    app_id: str
+    data_dir: Path
+    log_path: Path
+    web_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "EXECDIST_BROKER": BROKER,
+            "EXECDIST_SCHEMA_REGISTRY_URL": REGISTRY_URL,
+            "EXECDIST_APP_ID": self.app_id,
+            "EXECDIST_DATA_DIR": str(self.data_dir),
+            "EXECDIST_ADMIN_TOKEN": ADMIN_TOKEN,
+            "EXECDIST_WORKER_ID": f"worker-{self.web_port}",
+            "EXECDIST_TOPIC_PARTITIONS": "4",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> Worker:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [EXECDIST, "worker", "--web-port", str(self.web_port)],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.process is not None
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """A factory of workers that share one fresh app id (consumer group, changelogs)."""
+    asyncio.run(delete_topics(CONTRACT_TOPICS))
+    app_id = f"execdist-test-{uuid.uuid4().hex[:8]}"
+    workers: list[Worker] = []
+
+    def make(start: bool = True, ready: bool = True, **env: str) -> Worker:
+        index = len(workers)
+        worker = Worker(
+            app_id=app_id,
+            data_dir=tmp_path / f"data-{index}",
+            log_path=tmp_path / f"worker-{index}.log",
+            extra_env=env,
+        )
+        workers.append(worker)
+        if start:
+            worker.start()
+            if ready:
+                worker.wait_ready()
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop()
+
+
+@pytest_asyncio.fixture
+async def producer() -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True, linger_ms=2)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def read_committed(
+    topic_names: list[str],
+    until: Callable[[list[ConsumerRecord]], bool],
+    timeout: float = 60.0,
+) -> list[ConsumerRecord]:
+    """Every committed record of the topics from the start, until ``until`` holds."""
+    consumer = AIOKafkaConsumer(
+        *topic_names,
+        bootstrap_servers=BROKER,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+            if until(records):
+                return records
+    finally:
+        await consumer.stop()
+    return records
