@@ -21,6 +21,7 @@ APICURIO_HOME=$CACHE_DIR/apicurio-registry-$APICURIO_VERSION
 KAFKA_PORT=${EXECDIST_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${EXECDIST_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${EXECDIST_REGISTRY_PORT:-8081}
+REGISTRY_MANAGEMENT_PORT=${EXECDIST_REGISTRY_MANAGEMENT_PORT:-$((REGISTRY_PORT + 1000))}
 KAFKA_HEAP=${EXECDIST_KAFKA_HEAP:-768m}
 REGISTRY_HEAP=${EXECDIST_REGISTRY_HEAP:-384m}
 
@@ -73,10 +74,11 @@ install() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-wait_for() { # name, seconds, command...
-  local name=$1 limit=$2; shift 2
+wait_for() { # name, pidfile, seconds, command...
+  local name=$1 pidfile=$2 limit=$3; shift 3
   local waited=0
   until "$@"; do
+    pid_alive "$pidfile" || { say "$name exited during start-up"; return 1; }
     sleep 1; waited=$((waited + 1))
     if [ $((waited % 10)) -eq 0 ]; then say "still waiting for $name (${waited}s)"; fi
     [ "$waited" -lt "$limit" ] || return 1
@@ -133,12 +135,14 @@ EOF
 start_registry() {
   if pid_alive "$INFRA_DIR/registry.pid"; then say "schema registry already running (pid $(cat "$INFRA_DIR/registry.pid"))"; return; fi
   port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is already in use by another process. Stop it, or set EXECDIST_REGISTRY_PORT (and EXECDIST_SCHEMA_REGISTRY_URL for the worker)."
+  port_open "$REGISTRY_MANAGEMENT_PORT" && die "port $REGISTRY_MANAGEMENT_PORT (registry management) is already in use. Stop that process or set EXECDIST_REGISTRY_MANAGEMENT_PORT."
   local java_bin jar
   java_bin=$(registry_java)
   jar=$(find "$APICURIO_HOME" -name quarkus-run.jar -print -quit)
   say "starting Apicurio Registry $APICURIO_VERSION (in-memory) on http://127.0.0.1:$REGISTRY_PORT"
   (cd "$INFRA_DIR" && exec "$java_bin" -Xms128m -Xmx"$REGISTRY_HEAP" \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+    -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
     -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
     -Dquarkus.log.level=WARN -Dquarkus.log.category.io.apicurio.level=INFO \
     -jar "$jar") </dev/null >"$INFRA_DIR/registry.log" 2>&1 &
@@ -150,9 +154,9 @@ up() {
   mkdir -p "$INFRA_DIR"
   start_kafka
   start_registry
-  wait_for "Kafka" 90 kafka_ready || { tail -20 "$INFRA_DIR/kafka.log" >&2; die "Kafka did not start within 90 s; its log is $INFRA_DIR/kafka.log"; }
+  wait_for "Kafka" "$INFRA_DIR/kafka.pid" 90 kafka_ready || { tail -20 "$INFRA_DIR/kafka.log" >&2; die "Kafka did not start (see above); its log is $INFRA_DIR/kafka.log"; }
   say "Kafka ready: 127.0.0.1:$KAFKA_PORT"
-  wait_for "schema registry" 120 registry_ready || { tail -20 "$INFRA_DIR/registry.log" >&2; die "the schema registry did not answer within 120 s; its log is $INFRA_DIR/registry.log"; }
+  wait_for "schema registry" "$INFRA_DIR/registry.pid" 120 registry_ready || { tail -20 "$INFRA_DIR/registry.log" >&2; die "the schema registry did not start (see above); its log is $INFRA_DIR/registry.log"; }
   say "schema registry ready: http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 }
 
