@@ -23,6 +23,7 @@ from execdist.agents.ticks import request_ticks
 from execdist.codecs.input import InputDecoder
 from execdist.metrics import Metrics
 from execdist.settings import Settings
+from execdist.tables import rocksdb_store
 from execdist.tables.declarations import declare_tables
 from execdist.tables.store import PartitionedState
 from execdist.web.views import register_views
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
-        store="rocksdb://",
+        store=rocksdb_store.register(),
         datadir=worker_data_dir(settings),
         processing_guarantee="exactly_once",
         web_port=settings.web_port,
@@ -92,6 +93,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=0.1,
         broker_commit_every=1000,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout.total_seconds(),
+        broker_heartbeat_interval=max(settings.session_timeout.total_seconds() / 4, 0.5),
         table_standby_replicas=0,
         autodiscover=False,
         web_enabled=True,

@@ -60,6 +60,8 @@ class Settings:
     """How long an order with nothing held stays queryable after its last activity."""
     tick_interval: timedelta = timedelta(seconds=1)
     """How often each partition is checked for timeouts and expiry."""
+    session_timeout: timedelta = timedelta(seconds=10)
+    """How long the group waits for a silent worker before its partitions move elsewhere."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """The ``source`` of this worker's status events."""
     app_id: str = "execdist"
@@ -89,6 +91,7 @@ class Settings:
             gap_timeout=reader.seconds("GAP_TIMEOUT_S", defaults.gap_timeout),
             order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
+            session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
             worker_id=reader.text("WORKER_ID", defaults.worker_id),
             app_id=reader.text("APP_ID", defaults.app_id),
             log_level=reader.choice(

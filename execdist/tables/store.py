@@ -18,6 +18,9 @@ from faust.types import TP
 from execdist.agents.publishing import TransactionalPublisher
 
 
+FAUST_INTERNAL_PREFIX = b"__faust\0"
+
+
 class PartitionedState:
     """Bytes in, bytes out, one RocksDB per partition, changelog written transactionally."""
 
@@ -72,9 +75,9 @@ class PartitionedState:
                 it.next()
         count = 0
         while it.valid() and count < limit:
-            key = it.key()
-            if not isinstance(key, bytes | bytearray):
-                key = str(key).encode()
-            yield bytes(key)
-            count += 1
+            key = bytes(it.key())
             it.next()
+            if key.startswith(FAUST_INTERNAL_PREFIX):
+                continue  # Faust keeps the persisted changelog offset beside our keys
+            yield key
+            count += 1

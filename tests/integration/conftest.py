@@ -197,8 +197,13 @@ async def read_committed(
     topic_names: list[str],
     until: Callable[[list[ConsumerRecord]], bool],
     timeout: float = 60.0,
+    settle: float = 0.0,
 ) -> list[ConsumerRecord]:
-    """Every committed record of the topics from the start, until ``until`` holds."""
+    """Every committed record of the topics from the start, until ``until`` holds.
+
+    With ``settle``, reading goes on that many seconds longer, so that a record that should
+    not be there (a duplicate) has the chance to show up.
+    """
     consumer = AIOKafkaConsumer(
         *topic_names,
         bootstrap_servers=BROKER,
@@ -216,6 +221,9 @@ async def read_committed(
             for messages in batch.values():
                 records.extend(messages)
             if until(records):
+                if settle > 0:
+                    deadline, settle = time.monotonic() + settle, 0.0
+                    continue
                 return records
     finally:
         await consumer.stop()

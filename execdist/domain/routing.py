@@ -1,0 +1,204 @@
+"""Which subscriptions want a confirmation, at a cost that follows the matches, not the total.
+
+:class:`SubscriptionIndex` answers ``match(confirmation)`` exactly as scanning every ACTIVE
+subscription with :meth:`Filter.matches` would, but looks only at a few candidates.
+
+How: every ACTIVE subscription is filed under one *anchor* dimension, the first one its filter
+restricts in the order account, symbol, venue, exec_type, side (roughly from the most to the
+least selective: thousands of accounts, thousands of symbols, tens of venues, three exec types,
+three sides). It is filed once per value it lists there and nowhere else. A confirmation has
+one value per dimension, so it looks up five buckets (plus the subscriptions that restrict no
+dimension at all) and sees every candidate exactly once, without de-duplication. A candidate
+is one whose anchor already matches; the other dimensions and ``min_qty`` are then checked
+with a set lookup each.
+
+Why this keeps the cost near the number of matches: a candidate anchored on a dimension is
+wildcard on every dimension before it, so it can fail only on the less selective dimensions
+after it (or on ``min_qty``). The common subscription (a few accounts, maybe more) is a
+candidate only for its own accounts' confirmations. The suggested alternative, picking the
+smallest of "postings + wildcards" per dimension at match time, degrades to a scan as soon
+as many subscriptions leave accounts empty (symbol-only or venue-only subscribers), because
+the wildcard set of every dimension then holds thousands of entries.
+
+PAUSED subscriptions are kept (``get``, ``len``) but filed nowhere, so they cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from operator import attrgetter
+
+from execdist.domain.model import Confirmation
+from execdist.domain.subscriptions import Subscription, SubscriptionStatus
+
+__all__ = ["SubscriptionIndex"]
+
+
+class _Entry:
+    """An ACTIVE subscription compiled for matching: the checks left after its anchor.
+
+    A check is ``None`` when the dimension is unrestricted or is the anchor (the bucket it was
+    found in already matched). ``plain`` is true when nothing is left to check, which is the
+    common case and skips the checks altogether.
+    """
+
+    __slots__ = (
+        "accounts",
+        "anchor",
+        "exec_types",
+        "id",
+        "min_qty",
+        "plain",
+        "sides",
+        "subscription",
+        "symbols",
+        "venues",
+    )
+
+    def __init__(self, subscription: Subscription, anchor: int | None) -> None:
+        f = subscription.filter
+        self.subscription = subscription
+        self.id = subscription.id
+        self.anchor = anchor
+        checks: list[frozenset[str] | None] = [
+            f.accounts or None,
+            f.symbols or None,
+            f.venues or None,
+            f.exec_types or None,
+            f.sides or None,
+        ]
+        if anchor is not None:
+            checks[anchor] = None
+        self.accounts, self.symbols, self.venues, self.exec_types, self.sides = checks
+        self.min_qty: Decimal | None = f.min_qty
+        self.plain = self.min_qty is None and all(check is None for check in checks)
+
+
+_Bucket = dict[str, _Entry]
+"""Subscription id -> entry: insertion-ordered, O(1) removal."""
+_Postings = dict[str, _Bucket]
+"""A dimension's value -> the subscriptions anchored on that value."""
+
+_ANCHORS = ("accounts", "symbols", "venues", "exec_types", "sides")
+"""Filter fields in anchor order; indexes into this tuple are the ``_Entry.anchor`` values."""
+_entry_id = attrgetter("id")
+
+
+class SubscriptionIndex:
+    """All subscriptions known to a worker, indexed for :meth:`match`.
+
+    Not thread-safe; one index per event loop. ``upsert`` replaces whatever was held under the
+    same id: the caller feeds changes in the order they happened (a table's changelog does).
+    """
+
+    __slots__ = ("_by_id", "_entries", "_postings", "_unanchored")
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Subscription] = {}
+        self._entries: dict[str, _Entry] = {}
+        """ACTIVE subscriptions only."""
+        self._postings: tuple[_Postings, ...] = tuple({} for _ in _ANCHORS)
+        self._unanchored: _Bucket = {}
+        """ACTIVE subscriptions whose filter restricts no dimension (min_qty aside)."""
+
+    def __len__(self) -> int:
+        """Subscriptions held, ACTIVE and PAUSED."""
+        return len(self._by_id)
+
+    def __contains__(self, subscription_id: object) -> bool:
+        return subscription_id in self._by_id
+
+    def __iter__(self) -> Iterator[Subscription]:
+        """Every subscription held, in id order."""
+        return iter(sorted(self._by_id.values(), key=_entry_id))
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
+    def upsert(self, subscription: Subscription) -> None:
+        """Add a subscription, or replace the one held under its id (filter, status, ...)."""
+        self._unfile(subscription.id)
+        self._by_id[subscription.id] = subscription
+        if subscription.status is SubscriptionStatus.ACTIVE:
+            self._file(subscription)
+
+    def remove(self, subscription_id: str) -> Subscription | None:
+        """Forget a subscription; returns it, or ``None`` if it was not held (idempotent)."""
+        self._unfile(subscription_id)
+        return self._by_id.pop(subscription_id, None)
+
+    def match(self, confirmation: Confirmation) -> list[Subscription]:
+        """The ACTIVE subscriptions whose filter matches ``confirmation``, in id order."""
+        found: list[_Entry] = []
+        accounts, symbols, venues, exec_types, sides = self._postings
+        account = confirmation.account
+        symbol = confirmation.symbol
+        venue = confirmation.venue
+        exec_type = confirmation.exec_type
+        side = confirmation.side
+        qty = confirmation.last_qty
+        for bucket in (
+            accounts.get(account),
+            symbols.get(symbol),
+            venues.get(venue),
+            exec_types.get(exec_type),
+            sides.get(side),
+            self._unanchored,
+        ):
+            if not bucket:
+                continue
+            for entry in bucket.values():
+                # Unrolled on purpose: this loop is the hot path of distribution.
+                if entry.plain:
+                    found.append(entry)
+                    continue
+                if entry.accounts is not None and account not in entry.accounts:
+                    continue
+                if entry.symbols is not None and symbol not in entry.symbols:
+                    continue
+                if entry.venues is not None and venue not in entry.venues:
+                    continue
+                if entry.exec_types is not None and exec_type not in entry.exec_types:
+                    continue
+                if entry.sides is not None and side not in entry.sides:
+                    continue
+                if entry.min_qty is not None and qty < entry.min_qty:
+                    continue
+                found.append(entry)
+        if len(found) > 1:
+            found.sort(key=_entry_id)
+        return [entry.subscription for entry in found]
+
+    def _file(self, subscription: Subscription) -> None:
+        f = subscription.filter
+        dimensions: tuple[frozenset[str], ...] = (
+            f.accounts,
+            f.symbols,
+            f.venues,
+            f.exec_types,
+            f.sides,
+        )
+        anchor = next((i for i, values in enumerate(dimensions) if values), None)
+        entry = _Entry(subscription, anchor)
+        self._entries[subscription.id] = entry
+        if anchor is None:
+            self._unanchored[subscription.id] = entry
+            return
+        postings = self._postings[anchor]
+        for value in dimensions[anchor]:
+            postings.setdefault(value, {})[subscription.id] = entry
+
+    def _unfile(self, subscription_id: str) -> None:
+        entry = self._entries.pop(subscription_id, None)
+        if entry is None:
+            return
+        if entry.anchor is None:
+            del self._unanchored[subscription_id]
+            return
+        postings = self._postings[entry.anchor]
+        for value in getattr(entry.subscription.filter, _ANCHORS[entry.anchor]):
+            bucket = postings[value]
+            del bucket[subscription_id]
+            if not bucket:  # keep memory bounded by what is subscribed now
+                del postings[value]
