@@ -18,7 +18,7 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from execdist import topics
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
-from execdist.agents.publishing import TransactionalPublisher
+from execdist.agents.publishing import CommitGate, ExecDistApp, TransactionalPublisher
 from execdist.agents.ticks import request_ticks
 from execdist.codecs.input import InputDecoder
 from execdist.metrics import Metrics
@@ -74,7 +74,7 @@ def worker_data_dir(settings: Settings) -> str:
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app, its topics, tables, agents and web views from ``settings``."""
     Path(worker_data_dir(settings)).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = ExecDistApp(
         settings.app_id,
         broker=settings.broker_url,
         store=rocksdb_store.register(),
@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger_ms=1,
         stream_buffer_maxsize=4096,
     )
+    app.commit_gate = gate = CommitGate()
     metrics = Metrics()
     publisher = TransactionalPublisher(app)
     tables = declare_tables(app, settings)
@@ -136,7 +137,9 @@ def create_app(settings: Settings) -> faust.App:
     async def join_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            await join.handle(message.tp, message.offset, message.key, message.value)
+            async with gate.lock:
+                await join.handle(message.tp, message.offset, message.key, message.value)
+                event.ack()
 
     positions_processor = PositionsProcessor(positions)
     positions_source = app.topic(
@@ -151,7 +154,9 @@ def create_app(settings: Settings) -> faust.App:
     async def positions_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            await positions_processor.handle(message.tp, message.key, message.value)
+            async with gate.lock:
+                await positions_processor.handle(message.tp, message.key, message.value)
+                event.ack()
 
     @app.timer(settings.tick_interval.total_seconds(), on_leader=False)
     async def tick_timer() -> None:

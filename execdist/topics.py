@@ -20,6 +20,11 @@ partition's own transaction (timers run outside any event, so they only request 
 POSITIONS_BY_ACCOUNT = "execdist-internal.positions-by-account"
 """Internal: position changes repartitioned by account, so positions live in a table keyed by
 account."""
+SUBSCRIPTIONS = "execdist-internal.subscriptions"
+"""Internal, compacted: every subscription's latest version, keyed by id; read by all workers."""
+WORKERS = "execdist-internal.workers"
+"""Internal, compacted: each worker's latest report (partitions, delivery figures), keyed by
+worker id; read by all workers to answer the cluster-wide status queries."""
 
 
 def subscriber_topic(subscription_id: str) -> str:

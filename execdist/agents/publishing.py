@@ -15,9 +15,12 @@ one Kafka transaction, or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 
 import faust
+from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.types.tuples import RecordMetadata
 
@@ -59,3 +62,39 @@ class TransactionalPublisher:
             list(headers) if headers is not None else None,
             transactional_id=self.transactional_id(source),
         )
+
+
+class CommitGate:
+    """Keeps transaction commits between events, never in the middle of one.
+
+    Faust commits on a timer while an agent may be half-way through an event: the commit
+    would then hold some of the event's outputs and state writes but not its offset (or the
+    other way round), and a crash before the next commit would replay the event against state
+    that already has part of it. Agents process each event, and ack it, while holding the gate;
+    :class:`GatedTransactionManager` holds it while committing.
+    """
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+
+class GatedTransactionManager(TransactionManager):  # type: ignore[misc]
+    """Faust's transaction manager, committing only while no event is being processed."""
+
+    async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        gate: CommitGate = self.app.commit_gate
+        async with gate.lock:
+            return bool(await super().commit(offsets, start_new_transaction=start_new_transaction))
+
+
+class GatedTransport(AIOKafkaTransport):  # type: ignore[misc]
+    TransactionManager = GatedTransactionManager
+
+
+class ExecDistApp(faust.App):  # type: ignore[misc]
+    """faust.App whose consumer commits through :class:`GatedTransactionManager`."""
+
+    commit_gate: CommitGate
+
+    def _new_transport(self) -> GatedTransport:
+        return GatedTransport(self.conf.broker_consumer, self)

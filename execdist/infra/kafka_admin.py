@@ -34,6 +34,8 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.CONFIRMATIONS: (n, {}),
         topics.STATUS: (1, {}),
         topics.DLQ: (1, {}),
+        topics.SUBSCRIPTIONS: (1, compacted),
+        topics.WORKERS: (1, {**compacted, "min.cleanable.dirty.ratio": "0.1"}),
         **{
             f"{settings.app_id}-{table}-changelog": (n, compacted)
             for table in ("execdist-order-state", "execdist-timers", "execdist-positions")
@@ -42,6 +44,29 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
 
 
 COPARTITIONED = (topics.ORDERS, topics.EXECUTIONS, topics.TICKS, topics.POSITIONS_BY_ACCOUNT)
+
+
+async def create_topic(
+    settings: Settings, name: str, partitions: int, config: dict[str, str] | None = None
+) -> None:
+    """Create one topic if it does not exist yet (a subscriber's topic, for example)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=config or {},
+                )
+            ]
+        )
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:

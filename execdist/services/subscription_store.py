@@ -1,0 +1,168 @@
+"""The subscription store every worker keeps in full, fed by a compacted Kafka topic.
+
+Each change (create, update, delete) is one record keyed by subscription id on
+``execdist-internal.subscriptions`` (one partition, compacted, so the log keeps the latest
+version of each). Every worker reads the topic from the start and follows it, so a change made
+on any worker is in force on all of them within the fetch wait (about 100 ms) and survives
+restarts of every worker. The log order decides conflicts the same way on every worker: a
+record that would give a name to a second subscription is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from execdist import topics
+from execdist.domain.routing import SubscriptionIndex
+from execdist.domain.subscriptions import Subscription, hash_token, token_matches
+from execdist.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Subscription | None, Subscription | None], None]
+"""Called with (before, after) for every change applied; ``after`` is None on delete."""
+
+
+class SubscriptionStore(Service):
+    """All subscriptions, their routing index and token lookup, kept in step with the topic."""
+
+    def __init__(self, settings: Settings, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self.index = SubscriptionIndex()
+        self._by_id: dict[str, Subscription] = {}
+        self._id_by_name: dict[str, str] = {}
+        self._id_by_token_hash: dict[str, str] = {}
+        self._applied = -1
+        self._changed = asyncio.Condition()
+        self.loaded = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._tp = TopicPartition(topics.SUBSCRIPTIONS, 0)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+            group_id=None,
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_beginning(self._tp)
+        self.add_future(self._follow())
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        if end == 0:
+            self.loaded.set()
+        while not self.should_stop:
+            batch = await self._consumer.getmany(self._tp, timeout_ms=200)
+            records = batch.get(self._tp, [])
+            for record in records:
+                self._apply(record.key, record.value)
+                self._applied = record.offset
+            if records or not self.loaded.is_set():
+                position = await self._consumer.position(self._tp)
+                if position >= end:
+                    self.loaded.set()
+                async with self._changed:
+                    self._applied = max(self._applied, position - 1)
+                    self._changed.notify_all()
+
+    # ---- applying the log ------------------------------------------------------------------
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        subscription_id = key.decode()
+        before = self._by_id.get(subscription_id)
+        if value is None:
+            if before is not None:
+                self._forget(before)
+                self._notify(before, None)
+            return
+        after = Subscription.from_dict(orjson.loads(value))
+        owner = self._id_by_name.get(after.name)
+        if owner is not None and owner != subscription_id:
+            log.info("skipping %s: name %r already belongs to %s", subscription_id, after.name, owner)
+            return
+        if before is not None:
+            self._forget(before)
+        self._by_id[after.id] = after
+        self._id_by_name[after.name] = after.id
+        self._id_by_token_hash[after.token_hash] = after.id
+        self.index.upsert(after)
+        self._notify(before, after)
+
+    def _forget(self, subscription: Subscription) -> None:
+        self._by_id.pop(subscription.id, None)
+        if self._id_by_name.get(subscription.name) == subscription.id:
+            del self._id_by_name[subscription.name]
+        self._id_by_token_hash.pop(subscription.token_hash, None)
+        self.index.remove(subscription.id)
+
+    def _notify(self, before: Subscription | None, after: Subscription | None) -> None:
+        for listener in self.listeners:
+            listener(before, after)
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
+    def all(self) -> list[Subscription]:
+        return [self._by_id[key] for key in sorted(self._by_id)]
+
+    def id_for_name(self, name: str) -> str | None:
+        return self._id_by_name.get(name)
+
+    def scope_of(self, token: str) -> str | None:
+        """The subscription a token is scoped to, or None (constant-time compare of the hash)."""
+        subscription_id = self._id_by_token_hash.get(hash_token(token))
+        if subscription_id is None:
+            return None
+        subscription = self._by_id[subscription_id]
+        return subscription_id if token_matches(token, subscription.token_hash) else None
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    async def put(self, subscription: Subscription, timeout: float = 10.0) -> Subscription | None:
+        """Write a version and wait until it is applied here; returns what is now in force."""
+        value = orjson.dumps(subscription.to_dict(include_secret=True))
+        await self._write(subscription.id.encode(), value, timeout)
+        return self._by_id.get(subscription.id)
+
+    async def delete(self, subscription_id: str, timeout: float = 10.0) -> None:
+        await self._write(subscription_id.encode(), None, timeout)
+
+    async def _write(self, key: bytes, value: bytes | None, timeout: float) -> None:
+        assert self._producer is not None
+        metadata = await self._producer.send_and_wait(topics.SUBSCRIPTIONS, value, key=key)
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: self._applied >= metadata.offset), timeout
+            )
