@@ -7,28 +7,37 @@ starts, and tests call it with their own settings.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TP
+from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
 from execdist.agents.publishing import CommitGate, ExecDistApp, TransactionalPublisher
+from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.ticks import request_ticks
 from execdist.codecs.input import InputDecoder
+from execdist.domain.delivery import DeliveryStats
 from execdist.metrics import Metrics
+from execdist.services.subscription_store import SubscriptionStore
+from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
 from execdist.tables import rocksdb_store
 from execdist.tables.declarations import declare_tables
 from execdist.tables.store import PartitionedState
+from execdist.web.docs import register_docs
+from execdist.web.subscriptions import register_subscription_views
 from execdist.web.views import register_views
 
 log = logging.getLogger(__name__)
+
+INPUT_TOPICS = (topics.ORDERS, topics.EXECUTIONS)
 
 
 @dataclass
@@ -37,19 +46,24 @@ class Components:
 
     settings: Settings
     metrics: Metrics
+    registry: AsyncSchemaRegistryClient
     publisher: TransactionalPublisher
     states: PartitionedState
     timers: PartitionedState
     positions: PartitionedState
     join: JoinProcessor
+    subscriptions: SubscriptionStore
+    stats: DeliveryStats
+    reports: WorkerReports
     ready: ReadinessTracker
 
 
 class ReadinessTracker:
-    """Ready once partitions are assigned and table recovery has completed."""
+    """Ready once partitions are assigned, tables recovered and subscriptions loaded."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, subscriptions: SubscriptionStore) -> None:
         self._app = app
+        self._subscriptions = subscriptions
         self.assigned = False
 
     def on_assigned(self, *_: Any, **__: Any) -> None:
@@ -63,6 +77,7 @@ class ReadinessTracker:
             and not self._app.rebalancing
             and recovery.completed.is_set()
             and not recovery.in_recovery
+            and self._subscriptions.loaded.is_set()
         )
 
 
@@ -71,10 +86,42 @@ def worker_data_dir(settings: Settings) -> str:
     return str(settings.data_dir / f"worker-{settings.web_port}")
 
 
+class _App(ExecDistApp):
+    """The worker's app: also starts and stops execdist's own services."""
+
+    services: list[ServiceT]
+
+    def on_init_dependencies(self) -> Iterable[ServiceT]:
+        return [*super().on_init_dependencies(), *self.services]
+
+
+def describe_worker(app: faust.App, metrics: Metrics) -> dict[str, object]:
+    """What this worker reports about itself: input partitions, lag and totals."""
+    assigned = sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in INPUT_TOPICS)
+    lag = 0
+    consumer = app.consumer
+    for tp in assigned:
+        highwater = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp)
+        if highwater is not None:
+            lag += max(highwater - (committed or 0), 0)
+    confirmations = sum(
+        sample.value
+        for metric in metrics.confirmations.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+    return {
+        "partitions": sorted({tp.partition for tp in assigned}),
+        "lag": lag,
+        "confirmations_total": int(confirmations),
+    }
+
+
 def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app, its topics, tables, agents and web views from ``settings``."""
+    """Build the Faust app, its topics, tables, agents, services and views from ``settings``."""
     Path(worker_data_dir(settings)).mkdir(parents=True, exist_ok=True)
-    app = ExecDistApp(
+    app = _App(
         settings.app_id,
         broker=settings.broker_url,
         store=rocksdb_store.register(),
@@ -117,9 +164,27 @@ def create_app(settings: Settings) -> faust.App:
         decoder=InputDecoder(registry),
         metrics=metrics,
     )
-    ready = ReadinessTracker(app)
+    subscriptions = SubscriptionStore(settings)
+    stats = DeliveryStats()
+    reports = WorkerReports(settings, stats, lambda: describe_worker(app, metrics))
+    app.services = [subscriptions, reports]
+    join.confirmation_sinks.append(
+        SubscriptionRouter(subscriptions.index, publisher, registry, stats, metrics)
+    )
+    ready = ReadinessTracker(app, subscriptions)
     components = Components(
-        settings, metrics, publisher, states, timers, positions, join, ready
+        settings=settings,
+        metrics=metrics,
+        registry=registry,
+        publisher=publisher,
+        states=states,
+        timers=timers,
+        positions=positions,
+        join=join,
+        subscriptions=subscriptions,
+        stats=stats,
+        reports=reports,
+        ready=ready,
     )
     app.on_partitions_assigned.connect(ready.on_assigned)  # type: ignore[arg-type]
 
@@ -135,10 +200,14 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(join_source, name="execdist.join")
     async def join_agent(stream: faust.StreamT[bytes]) -> None:
+        # Route nothing before every subscription in force is known.
+        await subscriptions.loaded.wait()
         async for event in stream.events():
             message = event.message
             async with gate.lock:
-                await join.handle(message.tp, message.offset, message.key, message.value)
+                await join.handle(
+                    message.tp, message.offset, message.key, message.value, message.timestamp
+                )
                 event.ack()
 
     positions_processor = PositionsProcessor(positions)
@@ -163,9 +232,7 @@ def create_app(settings: Settings) -> faust.App:
         await request_ticks(app)
 
     register_views(app, components)
+    register_subscription_views(app, components)
+    register_docs(app)
     app.execdist = components  # type: ignore[attr-defined]
     return app
-
-
-def source_tp(topic: str, partition: int) -> TP:
-    return TP(topic, partition)

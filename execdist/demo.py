@@ -76,7 +76,9 @@ def order_flow(
         exec_id = f"{order_id}-E{seq}"
         px = base_px + Decimal(rng.randrange(-25, 26)) / Decimal(100)
         yield FeedRecord(
-            topics.EXECUTIONS, key, orjson.dumps(_execution(exec_id, order_id, seq, "TRADE", None, qty, px))
+            topics.EXECUTIONS,
+            key,
+            orjson.dumps(_execution(exec_id, order_id, seq, "TRADE", None, qty, px)),
         )
         trades.append(exec_id)
         if rng.random() < 0.08 and trades:
@@ -86,7 +88,15 @@ def order_flow(
                 topics.EXECUTIONS,
                 key,
                 orjson.dumps(
-                    _execution(f"{order_id}-E{seq}", order_id, seq, "CORRECT", ref, qty, px + Decimal("0.01"))
+                    _execution(
+                        f"{order_id}-E{seq}",
+                        order_id,
+                        seq,
+                        "CORRECT",
+                        ref,
+                        qty,
+                        px + Decimal("0.01"),
+                    )
                 ),
             )
         elif rng.random() < 0.04 and trades:
@@ -98,7 +108,13 @@ def order_flow(
                 orjson.dumps(_execution(f"{order_id}-E{seq}", order_id, seq, "BUST", ref, 0, px)),
             )
     if allow_amend and rng.random() < 0.05:
-        yield FeedRecord(topics.ORDERS, key, orjson.dumps({**order, "version": 2, "quantity": str(quantity + 100), "event_time": _now()}))
+        yield FeedRecord(
+            topics.ORDERS,
+            key,
+            orjson.dumps(
+                {**order, "version": 2, "quantity": str(quantity + 100), "event_time": _now()}
+            ),
+        )
 
 
 def _execution(

@@ -48,6 +48,24 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.distribution_latency = Histogram(
+            "execdist_distribution_latency_seconds",
+            "From the input record's timestamp to its confirmation being queued for delivery.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.delivered = Counter(
+            "execdist_subscription_delivered_total",
+            "Confirmations queued for a subscription's topic.",
+            ["subscription"],
+            registry=self.registry,
+        )
+        self.subscriptions = Gauge(
+            "execdist_subscriptions",
+            "Subscriptions known to this worker, by status.",
+            ["status"],
+            registry=self.registry,
+        )
         self.held_executions = Gauge(
             "execdist_held_orders",
             "Orders with executions held (waiting for their order or for a missing seq).",

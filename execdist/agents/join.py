@@ -24,14 +24,15 @@ from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
 from execdist.domain import (
+    Confirmation,
     Confirmed,
     Dropped,
     InvalidRecord,
     Order,
     OrderState,
     Output,
-    RejectReason,
     Rejected,
+    RejectReason,
     StatusNotice,
     StatusType,
     apply_execution,
@@ -51,8 +52,12 @@ from execdist.tables.store import PartitionedState
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-ConfirmationSink = Callable[[TP, bytes, dict[str, object]], Awaitable[None]]
-"""Where a confirmation goes besides ``execdist.confirmations`` (the subscription router)."""
+ConfirmationSink = Callable[
+    [TP, bytes, Confirmation, dict[str, object], bytes, float | None], Awaitable[None]
+]
+"""Where a confirmation goes besides ``execdist.confirmations`` (the subscription router):
+called with the source partition, key, confirmation, its JSON dict and bytes, and the
+timestamp of the input record that caused it."""
 
 SWEEP_BATCH = 200
 """Keys examined for expiry per partition and tick: bounded work, every key visited in time."""
@@ -85,13 +90,20 @@ class JoinProcessor:
         self._clock = clock
         self._sweep_cursor: dict[int, bytes | None] = {}
         self.confirmation_sinks: list[ConfirmationSink] = []
+        self._input_timestamp: float | None = None
 
     # ---- inputs -------------------------------------------------------------------------
 
     async def handle(
-        self, tp: TP, offset: int, key: bytes | None, value: bytes | None
+        self,
+        tp: TP,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float | None = None,
     ) -> None:
         started = time.perf_counter()
+        self._input_timestamp = timestamp
         if tp.topic == topics.TICKS:
             await self.handle_tick(tp, offset)
             return
@@ -266,15 +278,19 @@ class JoinProcessor:
                 confirmation = output.confirmation
                 body = confirmation.to_dict()
                 key = confirmation.order_id.encode()
-                await self._publisher.send(tp, topics.CONFIRMATIONS, key, encode_json(body))
+                value = encode_json(body)
+                await self._publisher.send(tp, topics.CONFIRMATIONS, key, value)
                 for sink in self.confirmation_sinks:
-                    await sink(tp, key, body)
+                    await sink(tp, key, confirmation, body, value, self._input_timestamp)
                 self._metrics.confirmations.labels(confirmation.exec_type.value).inc()
             elif isinstance(output, Rejected):
                 await self._dead_letter(tp, offset, output)
             elif isinstance(output, StatusNotice):
                 await self.publish_status(
-                    tp, output.type, output.details, event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}"
+                    tp,
+                    output.type,
+                    output.details,
+                    event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}",
                 )
             elif isinstance(output, Dropped):
                 self._metrics.dropped.labels(output.kind.value).inc()

@@ -14,8 +14,8 @@ import faust
 from faust.exceptions import ProducerSendError
 
 from execdist import topics
-from execdist.domain import format_time
 from execdist.agents.join import utc_now
+from execdist.domain import format_time
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ class PositionChange:
     qty: Decimal
     """Change of the order's live quantity (negative after a bust or a downward correction)."""
     notional: Decimal
-    """Change of the order's Σ qty × px over live fills."""
+    """Change of the order's Σ qty * px over live fills."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -51,7 +51,7 @@ class PositionChange:
 
 
 def fill_totals(fills: Mapping[str, Fill]) -> tuple[Decimal, Decimal]:
-    """Σ qty and Σ qty × px over live fills, exact."""
+    """Σ qty and Σ qty * px over live fills, exact."""
     qty = sum((fill.qty for fill in fills.values()), ZERO)
     notional = sum((fill.qty * fill.px for fill in fills.values()), ZERO)
     return qty, notional

@@ -9,6 +9,7 @@ mismatch, with a message that says what to do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -95,16 +96,13 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             if name not in existing
         ]
         if missing:
-            try:
+            # another worker may create them at the same moment
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created them at the same moment
         described = await admin.describe_topics(list(COPARTITIONED))
         counts = {item["topic"]: len(item["partitions"]) for item in described}
         wrong = {
-            name: count
-            for name, count in counts.items()
-            if count != settings.topic_partitions
+            name: count for name, count in counts.items() if count != settings.topic_partitions
         }
         if wrong:
             found = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))

@@ -108,7 +108,9 @@ class SubscriptionStore(Service):
         after = Subscription.from_dict(orjson.loads(value))
         owner = self._id_by_name.get(after.name)
         if owner is not None and owner != subscription_id:
-            log.info("skipping %s: name %r already belongs to %s", subscription_id, after.name, owner)
+            log.info(
+                "skipping %s: name %r already belongs to %s", subscription_id, after.name, owner
+            )
             return
         if before is not None:
             self._forget(before)

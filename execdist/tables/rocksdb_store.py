@@ -24,9 +24,7 @@ SCHEME = "execdist-rocksdb"
 class FreshOnAssignStore(Store):  # type: ignore[misc]
     """Faust's RocksDB store, emptied for every partition newly assigned to this worker."""
 
-    async def assign_partitions(
-        self, table: Any, tps: set[TP], generation_id: int = 0
-    ) -> None:
+    async def assign_partitions(self, table: Any, tps: set[TP], generation_id: int = 0) -> None:
         standbys = self.app.assignor.assigned_standbys()
         for tp in tps:
             if (

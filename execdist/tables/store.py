@@ -17,7 +17,6 @@ from faust.types import TP
 
 from execdist.agents.publishing import TransactionalPublisher
 
-
 FAUST_INTERNAL_PREFIX = b"__faust\0"
 
 

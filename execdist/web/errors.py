@@ -21,9 +21,7 @@ class HttpError(ExecDistError):
         return error_response(self.status, self.code, self.message, self.field)
 
 
-def error_response(
-    status: int, code: str, message: str, field: str | None = None
-) -> web.Response:
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
     body: dict[str, object] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field

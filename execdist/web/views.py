@@ -87,7 +87,7 @@ def register_views(app: faust.App, components: Components) -> None:
         @api
         @app.table_route(table=states_table, match_info="order_id")
         async def get(self, request: Request, order_id: str) -> Response:
-            require_admin(request, settings.admin_token)
+            require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             return json_response(order_view(load_state(order_id)))
 
     @app.page("/api/v1/orders/{order_id}/confirmations")
@@ -95,7 +95,7 @@ def register_views(app: faust.App, components: Components) -> None:
         @api
         @app.table_route(table=states_table, match_info="order_id")
         async def get(self, request: Request, order_id: str) -> Response:
-            require_admin(request, settings.admin_token)
+            require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             state = load_state(order_id)
             items = sorted(
                 (confirmation.to_dict() for confirmation in state.confirmations),
@@ -108,8 +108,10 @@ def register_views(app: faust.App, components: Components) -> None:
         @api
         @app.table_route(table=positions_table, match_info="account")
         async def get(self, request: Request, account: str) -> Response:
-            require_admin(request, settings.admin_token)
+            require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             raw = components.positions.lookup(account.encode())
             if raw is None:
-                raise HttpError(404, "not_found", f"no executions are known for account {account!r}")
+                raise HttpError(
+                    404, "not_found", f"no executions are known for account {account!r}"
+                )
             return json_response(position_view(account, orjson.loads(raw)))

@@ -7,6 +7,7 @@ EXECDIST_SCHEMA_REGISTRY_URL. Workers run as real ``execdist worker`` processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -69,10 +70,8 @@ async def delete_topics(names: list[str]) -> None:
         existing = set(await admin.list_topics())
         doomed = [name for name in names if name in existing]
         if doomed:
-            try:
+            with contextlib.suppress(UnknownTopicOrPartitionError):
                 await admin.delete_topics(doomed)
-            except UnknownTopicOrPartitionError:
-                pass
         for _ in range(100):
             if not set(await admin.list_topics()) & set(doomed):
                 break

@@ -58,9 +58,11 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(cluster, producer
     duplicates = sum(count - 1 for count in seen.values() if count > 1)
     expected_ids = {c["exec_id"] for items in expected.values() for c in items}
     lost = len(expected_ids - set(seen))
-    print(f"\ncrash test: {len(records)} inputs, {executions} executions, "
-          f"{len(out)} confirmations read, expected {total}, lost {lost}, "
-          f"duplicated {duplicates}, drained {drained_s:.1f}s after the last input")
+    print(
+        f"\ncrash test: {len(records)} inputs, {executions} executions, "
+        f"{len(out)} confirmations read, expected {total}, lost {lost}, "
+        f"duplicated {duplicates}, drained {drained_s:.1f}s after the last input"
+    )
     if lost:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         states = {}

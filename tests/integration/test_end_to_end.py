@@ -40,7 +40,9 @@ async def test_confirmations_flow_end_to_end(cluster, producer) -> None:
         assert order["avg_px"] == last["avg_px"]
         assert order["last_seq"] == last["seq"]
         history = (await http.get(f"/api/v1/orders/{order_id}/confirmations")).json()
-        assert [c["exec_id"] for c in history["items"]] == [c["exec_id"] for c in expected[order_id]]
+        assert [c["exec_id"] for c in history["items"]] == [
+            c["exec_id"] for c in expected[order_id]
+        ]
         missing = await http.get("/api/v1/orders/NO-SUCH-ORDER")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"

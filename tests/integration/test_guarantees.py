@@ -180,7 +180,9 @@ async def test_correction_and_bust_give_exact_cum_and_avg(send) -> None:
     await send(topics.EXECUTIONS, execution(o, 2, last_qty="200", last_px="10.20"), o)
     await send(
         topics.EXECUTIONS,
-        execution(o, 3, exec_type="CORRECT", ref_exec_id=f"{o}-X1", last_qty="150", last_px="10.00"),
+        execution(
+            o, 3, exec_type="CORRECT", ref_exec_id=f"{o}-X1", last_qty="150", last_px="10.00"
+        ),
         o,
     )
     await send(
@@ -290,7 +292,9 @@ async def test_avro_inputs_are_accepted_beside_json(send) -> None:
     await send(topics.EXECUTIONS, execution(o, 1), o)
     await send(
         topics.EXECUTIONS,
-        await encoder.encode("executions-value", "execution", execution(o, 2, last_px="415.12345678")),
+        await encoder.encode(
+            "executions-value", "execution", execution(o, 2, last_px="415.12345678")
+        ),
         o,
     )
     confirmations = await confirmations_of(o, 2)

@@ -1,0 +1,155 @@
+"""Delivery figures per subscription: counts, last delivery and latency histograms.
+
+Each worker keeps its own :class:`DeliveryStats`; the cluster view merges the workers'
+snapshots. Histograms have fixed buckets so that merging is exact and cheap; percentiles are
+reported as the upper bound of the bucket they fall in (conservative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from execdist.domain.model import format_time, parse_stored_time
+
+BUCKETS_MS: tuple[float, ...] = (
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+)
+"""Upper bounds of the latency buckets in milliseconds; one more bucket holds the rest."""
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
+
+
+@dataclass
+class LatencyHistogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
+    max_ms: float = 0.0
+
+    def observe(self, latency_ms: float) -> None:
+        index = 0
+        while index < len(BUCKETS_MS) and latency_ms > BUCKETS_MS[index]:
+            index += 1
+        self.counts[index] += 1
+        self.max_ms = max(self.max_ms, latency_ms)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.max_ms = max(self.max_ms, other.max_ms)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def percentiles(self) -> dict[str, float | None]:
+        total = self.total
+        result: dict[str, float | None] = {}
+        for name, quantile in PERCENTILES.items():
+            if total == 0:
+                result[name] = None
+                continue
+            rank = quantile * total
+            running = 0
+            value = self.max_ms
+            for index, count in enumerate(self.counts):
+                running += count
+                if running >= rank and count:
+                    value = BUCKETS_MS[index] if index < len(BUCKETS_MS) else self.max_ms
+                    break
+            result[name] = min(value, self.max_ms) if total else None
+        result["max"] = self.max_ms if total else None
+        return result
+
+    def to_dict(self) -> dict[str, object]:
+        return {"counts": list(self.counts), "max_ms": self.max_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LatencyHistogram:
+        counts = [int(str(c)) for c in data.get("counts", [])]  # type: ignore[attr-defined]
+        if len(counts) != len(BUCKETS_MS) + 1:
+            counts = [0] * (len(BUCKETS_MS) + 1)
+        return cls(counts=counts, max_ms=float(str(data.get("max_ms", 0.0))))
+
+
+@dataclass
+class SubscriptionDelivery:
+    delivered: int = 0
+    last_delivery: datetime | None = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "delivered": self.delivered,
+            "last_delivery": None
+            if self.last_delivery is None
+            else format_time(self.last_delivery),
+            "latency": self.latency.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> SubscriptionDelivery:
+        last = data.get("last_delivery")
+        latency = data.get("latency")
+        return cls(
+            delivered=int(str(data.get("delivered", 0))),
+            last_delivery=None if last is None else parse_stored_time(last),
+            latency=LatencyHistogram.from_dict(latency if isinstance(latency, Mapping) else {}),
+        )
+
+    def merge(self, other: SubscriptionDelivery) -> None:
+        self.delivered += other.delivered
+        if other.last_delivery is not None and (
+            self.last_delivery is None or other.last_delivery > self.last_delivery
+        ):
+            self.last_delivery = other.last_delivery
+        self.latency.merge(other.latency)
+
+
+class DeliveryStats:
+    """One worker's delivery figures, per subscription and in total."""
+
+    def __init__(self) -> None:
+        self.by_subscription: dict[str, SubscriptionDelivery] = {}
+        self.overall = LatencyHistogram()
+
+    def record(self, subscription_id: str, at: datetime, latency_ms: float) -> None:
+        delivery = self.by_subscription.get(subscription_id)
+        if delivery is None:
+            delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
+        delivery.delivered += 1
+        delivery.last_delivery = at
+        delivery.latency.observe(latency_ms)
+
+    def record_confirmation(self, latency_ms: float) -> None:
+        self.overall.observe(latency_ms)
+
+    def snapshot(self) -> dict[str, object]:
+        return {key: value.to_dict() for key, value in self.by_subscription.items()}
+
+
+def merge_deliveries(
+    snapshots: Iterable[Mapping[str, object]], subscription_id: str
+) -> SubscriptionDelivery:
+    """The cluster-wide figures of one subscription from the workers' snapshots."""
+    total = SubscriptionDelivery()
+    for snapshot in snapshots:
+        entry = snapshot.get(subscription_id)
+        if isinstance(entry, Mapping):
+            total.merge(SubscriptionDelivery.from_dict(entry))
+    return total

@@ -1,0 +1,251 @@
+"""Each worker's report, shared with every worker, and the periodic status events.
+
+Every second a worker writes its report (partitions, lag, confirmation counts, delivery figures
+per subscription) to ``execdist-internal.workers``, keyed by worker id and incarnation, and
+reads everyone's reports back: any worker can then answer the cluster-wide status queries.
+Every ``status_interval`` it also publishes HEALTH, PERFORMANCE and DISTRIBUTION_STATUS events
+on ``execdist.status``. Delivery figures count records handed to the transactional producer;
+a record whose transaction is aborted by a crash is counted once too often.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from execdist import topics
+from execdist.codecs.output import encode_json
+from execdist.domain.delivery import DeliveryStats, LatencyHistogram, SubscriptionDelivery
+from execdist.domain.model import StatusType, format_time, parse_stored_time
+from execdist.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL_S = 1.0
+STALE_AFTER = timedelta(seconds=10)
+"""A worker whose last report is older than this is no longer listed as live."""
+
+
+class WorkerReports(Service):
+    """Publishes this worker's report and status events; keeps everyone's latest report."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stats: DeliveryStats,
+        describe: Callable[[], Mapping[str, object]],
+        *,
+        status_interval: float = 10.0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._stats = stats
+        self._describe = describe
+        self._status_interval = status_interval
+        self.incarnation = uuid.uuid4().hex[:8]
+        self.reports: dict[str, dict[str, object]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tp = TopicPartition(topics.WORKERS, 0)
+        self._last_total = 0
+        self._last_time = time.monotonic()
+        self.rate_per_s = 0.0
+        self._last_delivered: dict[str, int] = {}
+        self._event_seq = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self._settings.worker_id}/{self.incarnation}"
+
+    async def on_start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.bootstrap_servers, linger_ms=5
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=200,
+            group_id=None,
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_beginning(self._tp)
+        self.add_future(self._follow())
+        self.add_future(self._report_loop())
+        self.add_future(self._status_loop())
+
+    async def on_stop(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._publish_report(stopped=True)
+            finally:
+                await self._producer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while not self.should_stop:
+            batch = await self._consumer.getmany(self._tp, timeout_ms=500)
+            for record in batch.get(self._tp, []):
+                if record.key is None:
+                    continue
+                key = record.key.decode()
+                if record.value is None:
+                    self.reports.pop(key, None)
+                else:
+                    self.reports[key] = orjson.loads(record.value)
+
+    async def _report_loop(self) -> None:
+        while not self.should_stop:
+            await self.sleep(REPORT_INTERVAL_S)
+            try:
+                await self._publish_report()
+            except Exception as exc:  # noqa: BLE001 - a report can wait; the worker must not stop
+                log.warning("could not publish worker report: %r", exc)
+
+    def current_report(self, stopped: bool = False) -> dict[str, object]:
+        description = dict(self._describe())
+        total = int(str(description.get("confirmations_total", 0)))
+        now = time.monotonic()
+        elapsed = max(now - self._last_time, 1e-6)
+        self.rate_per_s = max(total - self._last_total, 0) / elapsed
+        self._last_total, self._last_time = total, now
+        rates = {}
+        for subscription_id, delivery in self._stats.by_subscription.items():
+            before = self._last_delivered.get(subscription_id, 0)
+            rates[subscription_id] = round(max(delivery.delivered - before, 0) / elapsed, 3)
+            self._last_delivered[subscription_id] = delivery.delivered
+        return {
+            **description,
+            "worker_id": self._settings.worker_id,
+            "incarnation": self.incarnation,
+            "url": self._settings.canonical_url,
+            "time": format_time(datetime.now(UTC)),
+            "stopped": stopped,
+            "rate_per_s": round(self.rate_per_s, 3),
+            "latency": self._stats.overall.to_dict(),
+            "delivery": self._stats.snapshot(),
+            "delivery_rates": rates,
+        }
+
+    async def _publish_report(self, stopped: bool = False) -> None:
+        assert self._producer is not None
+        report = self.current_report(stopped)
+        self.reports[self.key] = report
+        await self._producer.send_and_wait(
+            topics.WORKERS, orjson.dumps(report), key=self.key.encode()
+        )
+
+    # ---- status events ------------------------------------------------------------------
+
+    async def publish_status(
+        self,
+        type_: StatusType,
+        details: Mapping[str, object],
+        subscription_id: str | None = None,
+    ) -> None:
+        """A status event from this worker, outside any transaction (it observes, it is not
+        derived from input)."""
+        assert self._producer is not None
+        self._event_seq += 1
+        event = {
+            "event_id": f"{self.key}:{self._event_seq}",
+            "type": type_.value,
+            "source": self._settings.worker_id,
+            "subscription_id": subscription_id,
+            "time": format_time(datetime.now(UTC)),
+            "details": dict(details),
+        }
+        await self._producer.send(
+            topics.STATUS, encode_json(event), key=self._settings.worker_id.encode()
+        )
+
+    async def _status_loop(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self._status_interval)
+            try:
+                await self._publish_periodic_status()
+            except Exception as exc:  # noqa: BLE001 - status events must not stop the worker
+                log.warning("could not publish status events: %r", exc)
+
+    async def _publish_periodic_status(self) -> None:
+        report = self.reports.get(self.key) or self.current_report()
+        await self.publish_status(
+            StatusType.HEALTH,
+            {
+                "worker_id": self._settings.worker_id,
+                "url": self._settings.canonical_url,
+                "partitions": report.get("partitions", []),
+                "lag": report.get("lag", 0),
+            },
+        )
+        await self.publish_status(
+            StatusType.PERFORMANCE,
+            {
+                "confirmations_per_s": report.get("rate_per_s", 0.0),
+                "distribution_latency_ms": self._stats.overall.percentiles(),
+            },
+        )
+        for subscription_id, delivery in self._stats.by_subscription.items():
+            await self.publish_status(
+                StatusType.DISTRIBUTION_STATUS,
+                {
+                    "delivered": delivery.delivered,
+                    "last_delivery_at": None
+                    if delivery.last_delivery is None
+                    else format_time(delivery.last_delivery),
+                    "latency_ms": delivery.latency.percentiles(),
+                },
+                subscription_id=subscription_id,
+            )
+
+    # ---- cluster view -------------------------------------------------------------------
+
+    def live_reports(self) -> list[dict[str, object]]:
+        now = datetime.now(UTC)
+        live = []
+        for report in self.reports.values():
+            seen = parse_stored_time(report["time"])
+            if not report.get("stopped") and now - seen <= STALE_AFTER:
+                live.append(report)
+        return sorted(live, key=lambda r: str(r["worker_id"]))
+
+    def subscription_delivery(self, subscription_id: str) -> tuple[SubscriptionDelivery, int]:
+        """Merged figures of one subscription over every report, and how many reported it."""
+        total = SubscriptionDelivery()
+        reporting = 0
+        for report in self.reports.values():
+            delivery = report.get("delivery")
+            if isinstance(delivery, Mapping) and subscription_id in delivery:
+                entry = delivery[subscription_id]
+                if isinstance(entry, Mapping):
+                    total.merge(SubscriptionDelivery.from_dict(entry))
+                    reporting += 1
+        return total, reporting
+
+    def subscription_rate(self, subscription_id: str) -> float:
+        """Deliveries per second, summed over the live workers' last reports."""
+        total = 0.0
+        for report in self.live_reports():
+            rates = report.get("delivery_rates")
+            if isinstance(rates, Mapping):
+                total += float(str(rates.get(subscription_id, 0.0)))
+        return total
+
+    def cluster_latency(self) -> LatencyHistogram:
+        merged = LatencyHistogram()
+        for report in self.live_reports():
+            latency = report.get("latency")
+            if isinstance(latency, Mapping):
+                merged.merge(LatencyHistogram.from_dict(latency))
+        return merged

@@ -1,0 +1,263 @@
+"""Subscription management and operator views.
+
+Tokens: the admin token may do everything; the token returned when a subscription is created
+may read that subscription, its status and its streams, and nothing else. Only a hash of each
+subscription token is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import faust
+import orjson
+from aiohttp import web
+from faust.web import Request, Response, View
+
+from execdist.codecs.registry import register_schema
+from execdist.codecs.schemas import raw_schema
+from execdist.domain.model import StatusType
+from execdist.domain.subscriptions import (
+    InvalidSubscription,
+    OutputFormat,
+    Subscription,
+    SubscriptionStatus,
+    apply_patch,
+    hash_token,
+    new_subscription,
+    parse_create,
+    parse_patch,
+)
+from execdist.infra.kafka_admin import create_topic
+from execdist.web.auth import bearer_token, is_admin
+from execdist.web.errors import HttpError
+from execdist.web.views import api, json_response
+
+if TYPE_CHECKING:
+    from execdist.app import Components
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+
+def register_subscription_views(app: faust.App, components: Components) -> None:
+    settings = components.settings
+    store = components.subscriptions
+    reports = components.reports
+
+    def authorize(request: Request, subscription_id: str | None, *, admin_only: bool) -> None:
+        """401 without a valid token; 403 when the token's scope does not cover the request."""
+        token = bearer_token(request)
+        if token is None:
+            raise HttpError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
+        if is_admin(token, settings.admin_token):
+            return
+        scope = store.scope_of(token)
+        if scope is None:
+            raise HttpError(401, "unauthorized", "the token is not valid")
+        if admin_only or scope != subscription_id:
+            raise HttpError(403, "forbidden", "this token is scoped to another subscription")
+
+    async def read_json(request: Request) -> object:
+        if request.content_length is not None and request.content_length > 64 * 1024:
+            raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
+        raw = await request.read()
+        if len(raw) > 64 * 1024:
+            raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise HttpError(400, "invalid", "the body must be a JSON object", "body") from None
+
+    def existing(subscription_id: str) -> Subscription:
+        subscription = store.get(subscription_id)
+        if subscription is None:
+            raise HttpError(404, "not_found", f"no subscription {subscription_id!r}")
+        return subscription
+
+    def invalid(exc: InvalidSubscription) -> HttpError:
+        return HttpError(400, "invalid", exc.message, exc.field)
+
+    @app.page("/api/v1/subscriptions")
+    class Subscriptions(View):
+        @api
+        async def post(self, request: Request) -> Response:
+            authorize(request, None, admin_only=True)
+            try:
+                create = parse_create(await read_json(request))
+            except InvalidSubscription as exc:
+                raise invalid(exc) from None
+            if store.id_for_name(create.name) is not None:
+                raise HttpError(
+                    409, "conflict", f"a subscription named {create.name!r} exists", "name"
+                )
+            subscription_id = uuid.uuid4().hex[:16]
+            token = f"eds_{secrets.token_urlsafe(32)}"
+            subscription = new_subscription(
+                create,
+                subscription_id=subscription_id,
+                token_hash=hash_token(token),
+                now=datetime.now(UTC),
+            )
+            await create_topic(settings, subscription.topic, subscription.partitions)
+            if subscription.format is OutputFormat.AVRO:
+                await register_schema(
+                    components.registry, f"{subscription.topic}-value", raw_schema("confirmation")
+                )
+            stored = await store.put(subscription)
+            if stored is None or stored.id != subscription.id:
+                raise HttpError(
+                    409, "conflict", f"a subscription named {create.name!r} exists", "name"
+                )
+            await reports.publish_status(
+                StatusType.SUBSCRIPTION_CREATED,
+                {"name": stored.name, "topic": stored.topic},
+                subscription_id=stored.id,
+            )
+            return json_response({**stored.to_dict(), "token": token}, status=201)
+
+        @api
+        async def get(self, request: Request) -> Response:
+            authorize(request, None, admin_only=True)
+            limit = _limit(request.query.get("limit"))
+            after = _cursor(request.query.get("cursor"))
+            status = request.query.get("status")
+            if status is not None and status not in SubscriptionStatus.__members__:
+                raise HttpError(400, "invalid", "status must be one of ACTIVE, PAUSED", "status")
+            items = [
+                s
+                for s in store.all()
+                if (after is None or s.id > after) and (status is None or s.status.value == status)
+            ]
+            page = items[:limit]
+            next_cursor = _encode_cursor(page[-1].id) if len(items) > limit else None
+            return json_response({"items": [s.to_dict() for s in page], "next_cursor": next_cursor})
+
+    @app.page("/api/v1/subscriptions/{subscription_id}")
+    class OneSubscription(View):
+        @api
+        async def get(self, request: Request, subscription_id: str) -> Response:
+            authorize(request, subscription_id, admin_only=False)
+            return json_response(existing(subscription_id).to_dict())
+
+        @api
+        async def patch(self, request: Request, subscription_id: str) -> Response:
+            authorize(request, subscription_id, admin_only=True)
+            current = existing(subscription_id)
+            try:
+                patch = parse_patch(await read_json(request))
+            except InvalidSubscription as exc:
+                raise invalid(exc) from None
+            changed = apply_patch(current, patch, datetime.now(UTC))
+            if changed is current:
+                return json_response(current.to_dict())
+            owner = store.id_for_name(changed.name)
+            if owner is not None and owner != subscription_id:
+                raise HttpError(
+                    409, "conflict", f"a subscription named {changed.name!r} exists", "name"
+                )
+            stored = await store.put(changed)
+            if stored is None or stored.version != changed.version:
+                raise HttpError(409, "conflict", "the subscription changed meanwhile; retry")
+            await reports.publish_status(
+                StatusType.SUBSCRIPTION_UPDATED,
+                {"version": stored.version, "status": stored.status.value},
+                subscription_id=stored.id,
+            )
+            return json_response(stored.to_dict())
+
+        @api
+        async def delete(self, request: Request, subscription_id: str) -> Response:
+            authorize(request, subscription_id, admin_only=True)
+            subscription = existing(subscription_id)
+            await store.delete(subscription_id)
+            await reports.publish_status(
+                StatusType.SUBSCRIPTION_DELETED,
+                {"name": subscription.name, "topic": subscription.topic},
+                subscription_id=subscription_id,
+            )
+            return web.Response(status=204)
+
+    @app.page("/api/v1/subscriptions/{subscription_id}/status")
+    class SubscriptionStatusView(View):
+        @api
+        async def get(self, request: Request, subscription_id: str) -> Response:
+            authorize(request, subscription_id, admin_only=False)
+            subscription = existing(subscription_id)
+            delivery, reporting = reports.subscription_delivery(subscription_id)
+            latency = delivery.latency.percentiles()
+            return json_response(
+                {
+                    "subscription_id": subscription_id,
+                    "status": subscription.status.value,
+                    "delivered": delivery.delivered,
+                    "last_delivery_at": None
+                    if delivery.last_delivery is None
+                    else delivery.last_delivery.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "rate_per_s": reports.subscription_rate(subscription_id),
+                    "latency_ms": latency,
+                    "workers_reporting": reporting,
+                }
+            )
+
+    @app.page("/api/v1/status")
+    class ClusterStatus(View):
+        @api
+        async def get(self, request: Request) -> Response:
+            authorize(request, None, admin_only=True)
+            workers = [
+                {
+                    "worker_id": r["worker_id"],
+                    "url": r["url"],
+                    "partitions": r.get("partitions", []),
+                    "last_seen": r["time"],
+                    "confirmations_total": r.get("confirmations_total", 0),
+                    "rate_per_s": r.get("rate_per_s", 0.0),
+                    "lag": r.get("lag", 0),
+                }
+                for r in reports.live_reports()
+            ]
+            subscriptions = store.all()
+            return json_response(
+                {
+                    "workers": workers,
+                    "partitions": settings.topic_partitions,
+                    "total_lag": sum(int(str(w["lag"])) for w in workers),
+                    "confirmations_per_s": round(
+                        sum(float(str(w["rate_per_s"])) for w in workers), 3
+                    ),
+                    "distribution_latency_ms": reports.cluster_latency().percentiles(),
+                    "subscriptions": {
+                        "active": sum(1 for s in subscriptions if s.is_active),
+                        "paused": sum(1 for s in subscriptions if not s.is_active),
+                    },
+                }
+            )
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise HttpError(
+            400, "invalid", f"limit must be a whole number from 1 to {MAX_LIMIT}", "limit"
+        )
+    return int(raw)
+
+
+def _encode_cursor(subscription_id: str) -> str:
+    return base64.urlsafe_b64encode(subscription_id.encode()).decode().rstrip("=")
+
+
+def _cursor(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise HttpError(400, "invalid", "cursor is not one this API returned", "cursor") from None
