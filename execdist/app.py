@@ -6,6 +6,7 @@ starts, and tests call it with their own settings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
+from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
 from execdist.agents.publishing import CommitGate, ExecDistApp, TransactionalPublisher
@@ -24,14 +26,18 @@ from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.ticks import request_ticks
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
+from execdist.grpc.server import GrpcServer
 from execdist.metrics import Metrics
+from execdist.relay.hub import RelayHub
 from execdist.services.subscription_store import SubscriptionStore
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
 from execdist.tables import rocksdb_store
 from execdist.tables.declarations import declare_tables
 from execdist.tables.store import PartitionedState
+from execdist.web.blotter import register_blotter
 from execdist.web.docs import register_docs
+from execdist.web.streams import register_stream_views
 from execdist.web.subscriptions import register_subscription_views
 from execdist.web.views import register_views
 
@@ -55,6 +61,7 @@ class Components:
     subscriptions: SubscriptionStore
     stats: DeliveryStats
     reports: WorkerReports
+    relay: RelayHub
     ready: ReadinessTracker
 
 
@@ -167,10 +174,16 @@ def create_app(settings: Settings) -> faust.App:
     subscriptions = SubscriptionStore(settings)
     stats = DeliveryStats()
     reports = WorkerReports(settings, stats, lambda: describe_worker(app, metrics))
-    app.services = [subscriptions, reports]
+    relay = RelayHub(settings, InputDecoder(registry))
+    app.services = [subscriptions, reports, relay]
+    app.services.append(GrpcServer(settings, subscriptions, relay))
     join.confirmation_sinks.append(
         SubscriptionRouter(subscriptions.index, publisher, registry, stats, metrics)
     )
+    continuity = InputContinuity(
+        app, timers, contiguous=(topics.ORDERS, topics.EXECUTIONS, topics.TICKS)
+    )
+    gate.before_commit = continuity.flush
     ready = ReadinessTracker(app, subscriptions)
     components = Components(
         settings=settings,
@@ -184,9 +197,20 @@ def create_app(settings: Settings) -> faust.App:
         subscriptions=subscriptions,
         stats=stats,
         reports=reports,
+        relay=relay,
         ready=ready,
     )
     app.on_partitions_assigned.connect(ready.on_assigned)  # type: ignore[arg-type]
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def _forget_new_partitions(sender: object, assigned: set[Any], **_: object) -> None:
+        continuity.on_assigned(assigned)
+
+    async def settled() -> None:
+        """Hold events back while a rebalance or table recovery is under way."""
+        recovery = app.tables.recovery
+        while app.rebalancing or not recovery.completed.is_set() or recovery.in_recovery:
+            await asyncio.sleep(0.02)
 
     join_source = app.topic(
         topics.ORDERS,
@@ -204,10 +228,12 @@ def create_app(settings: Settings) -> faust.App:
         await subscriptions.loaded.wait()
         async for event in stream.events():
             message = event.message
+            await settled()
             async with gate.lock:
-                await join.handle(
-                    message.tp, message.offset, message.key, message.value, message.timestamp
-                )
+                if await continuity.admit(message.tp, message.offset):
+                    await join.handle(
+                        message.tp, message.offset, message.key, message.value, message.timestamp
+                    )
                 event.ack()
 
     positions_processor = PositionsProcessor(positions)
@@ -223,8 +249,10 @@ def create_app(settings: Settings) -> faust.App:
     async def positions_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            await settled()
             async with gate.lock:
-                await positions_processor.handle(message.tp, message.key, message.value)
+                if await continuity.admit(message.tp, message.offset):
+                    await positions_processor.handle(message.tp, message.key, message.value)
                 event.ack()
 
     @app.timer(settings.tick_interval.total_seconds(), on_leader=False)
@@ -233,6 +261,8 @@ def create_app(settings: Settings) -> faust.App:
 
     register_views(app, components)
     register_subscription_views(app, components)
+    register_stream_views(app, components)
     register_docs(app)
+    register_blotter(app)
     app.execdist = components  # type: ignore[attr-defined]
     return app

@@ -53,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
             "Stop the process using it or choose another with --web-port or EXECDIST_WEB_PORT.\n"
         )
         return 2
+    if settings.grpc_port == settings.web_port or not _port_free(
+        settings.web_host, settings.grpc_port
+    ):
+        sys.stderr.write(
+            f"execdist: gRPC port {settings.grpc_port} on {settings.web_host} is already in use. "
+            "Stop the process using it or choose another with EXECDIST_GRPC_PORT.\n"
+        )
+        return 2
 
     # imported late: configuration errors answer before Faust loads
     from execdist.app import create_app

@@ -62,6 +62,8 @@ class Settings:
     """How often each partition is checked for timeouts and expiry."""
     session_timeout: timedelta = timedelta(seconds=10)
     """How long the group waits for a silent worker before its partitions move elsewhere."""
+    relay_client_queue: int = 2000
+    """Frames a real-time client may have waiting before it is closed as too slow (1013)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """The ``source`` of this worker's status events."""
     app_id: str = "execdist"
@@ -92,6 +94,9 @@ class Settings:
             order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
             session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
+            relay_client_queue=reader.integer(
+                "RELAY_CLIENT_QUEUE", defaults.relay_client_queue, 10, 1_000_000
+            ),
             worker_id=reader.text("WORKER_ID", defaults.worker_id),
             app_id=reader.text("APP_ID", defaults.app_id),
             log_level=reader.choice(

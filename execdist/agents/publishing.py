@@ -16,10 +16,12 @@ one Kafka transaction, or not at all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import faust
 from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.types.tuples import RecordMetadata
@@ -76,6 +78,11 @@ class CommitGate:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        self.before_commit: Callable[[], Awaitable[None]] = _nothing
+
+
+async def _nothing() -> None:
+    return None
 
 
 class GatedTransactionManager(TransactionManager):  # type: ignore[misc]
@@ -84,11 +91,33 @@ class GatedTransactionManager(TransactionManager):  # type: ignore[misc]
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         gate: CommitGate = self.app.commit_gate
         async with gate.lock:
+            # the state records which input offsets it holds, in the same transaction
+            await gate.before_commit()
             return bool(await super().commit(offsets, start_new_transaction=start_new_transaction))
+
+
+class StableHighwaterConsumerThread(AIOKafkaConsumerThread):  # type: ignore[misc]
+    """Asks the broker for the last stable offsets before restoring tables.
+
+    Under transactions Faust takes a changelog's highwater from the consumer's cached
+    ``last_stable_offset``, which is unknown (-1) until that partition has been fetched: a
+    newly assigned partition then looks empty and its table is not restored at all. A
+    ``read_committed`` ListOffsets request returns the real last stable offset.
+    """
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        consumer = self._ensure_consumer()
+        return dict(await consumer.end_offsets(partitions))
+
+
+class StableHighwaterConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    def _new_consumer_thread(self) -> StableHighwaterConsumerThread:
+        return StableHighwaterConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class GatedTransport(AIOKafkaTransport):  # type: ignore[misc]
     TransactionManager = GatedTransactionManager
+    Consumer = StableHighwaterConsumer
 
 
 class ExecDistApp(faust.App):  # type: ignore[misc]

@@ -99,8 +99,13 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             # another worker may create them at the same moment
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-        described = await admin.describe_topics(list(COPARTITIONED))
-        counts = {item["topic"]: len(item["partitions"]) for item in described}
+        counts: dict[str, int] = {}
+        for _ in range(100):  # a topic just created may not show its partitions yet
+            described = await admin.describe_topics(list(COPARTITIONED))
+            counts = {item["topic"]: len(item["partitions"]) for item in described}
+            if all(counts.get(name) for name in COPARTITIONED):
+                break
+            await asyncio.sleep(0.1)
         wrong = {
             name: count for name, count in counts.items() if count != settings.topic_partitions
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from execdist.app import Components
 
 MAX_LIMIT = 500
+_CURSOR_ID = re.compile(r"[A-Za-z0-9._-]{1,236}")
+"""What a cursor decodes to: a subscription id."""
 DEFAULT_LIMIT = 100
 
 
@@ -66,7 +69,11 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     async def read_json(request: Request) -> object:
         if request.content_length is not None and request.content_length > 64 * 1024:
             raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp's own limit (client_max_size), hit by a large body without Content-Length.
+            raise HttpError(413, "too_large", "the request body must be at most 64 KiB") from None
         if len(raw) > 64 * 1024:
             raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
         try:
@@ -243,7 +250,9 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses, and other scripts'
+    # digits), and a short string, since int() refuses more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise HttpError(
             400, "invalid", f"limit must be a whole number from 1 to {MAX_LIMIT}", "limit"
         )
@@ -258,6 +267,13 @@ def _cursor(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        # validate=True: without it, characters outside the alphabet are skipped silently, so
+        # "!!" decoded to "" and listed from the start instead of being refused.
+        decoded = base64.b64decode(
+            raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True
+        ).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise HttpError(400, "invalid", "cursor is not one this API returned", "cursor") from None
+        decoded = ""
+    if not _CURSOR_ID.fullmatch(decoded):
+        raise HttpError(400, "invalid", "cursor is not one this API returned", "cursor")
+    return decoded

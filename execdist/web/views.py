@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from execdist.domain import OrderState, order_view
 from execdist.domain.positions import position_view
-from execdist.web.auth import require_admin
+from execdist.web.auth import bearer_token, require_admin
 from execdist.web.errors import HttpError, error_response
 
 if TYPE_CHECKING:
@@ -33,11 +33,43 @@ def api(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapper(self: View, request: Request, *args: Any, **kwargs: Any) -> Any:
         try:
+            _reject_undecodable_token(request)
             return await handler(self, request, *args, **kwargs)
         except HttpError as exc:
             return exc.response()
 
     return wrapper
+
+
+def _reject_undecodable_token(request: Request) -> None:
+    """401 for a token that is not UTF-8 text.
+
+    aiohttp turns header bytes that are not UTF-8 into lone surrogates; such a token can match
+    no token, and the constant-time comparison cannot encode it (it raised, answering 500).
+    """
+    token = bearer_token(request)
+    if token is None:
+        return
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HttpError(401, "unauthorized", "the token is not valid") from None
+
+
+@web.middleware
+async def json_routing_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods answer with the contract's error object, not aiohttp's text."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", "no such resource")
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(
+            405, "method_not_allowed", f"{request.method} is not allowed here"
+        )
+        response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
+    return response
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -48,6 +80,9 @@ def register_views(app: faust.App, components: Components) -> None:
     settings = components.settings
     states_table = components.states.table
     positions_table = components.positions.table
+    web_app = getattr(app.web, "web_app", None)
+    if isinstance(web_app, web.Application):
+        web_app.middlewares.append(json_routing_errors)
 
     @app.page("/health/live")
     class Live(View):

@@ -80,6 +80,19 @@ async def delete_topics(names: list[str]) -> None:
         await admin.close()
 
 
+def start_all(workers: list[Worker]) -> None:
+    """Start workers and wait until all are ready; stop them all if any fails."""
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+
+
 @dataclass
 class Worker:
     """One ``execdist worker`` process."""
@@ -88,6 +101,7 @@ class Worker:
     data_dir: Path
     log_path: Path
     web_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -105,6 +119,7 @@ class Worker:
             "EXECDIST_ADMIN_TOKEN": ADMIN_TOKEN,
             "EXECDIST_WORKER_ID": f"worker-{self.web_port}",
             "EXECDIST_TOPIC_PARTITIONS": "4",
+            "EXECDIST_GRPC_PORT": str(self.grpc_port),
         }
         env.update(self.extra_env)
         return env
@@ -124,6 +139,7 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                self.process.wait()
                 raise AssertionError(f"worker exited early:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:

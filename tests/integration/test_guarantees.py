@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     Worker,
     delete_topics,
     read_committed,
+    start_all,
 )
 
 pytestmark = pytest.mark.integration
@@ -46,8 +47,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             "EXECDIST_ORPHAN_TIMEOUT_S": "2",
             "EXECDIST_TICK_INTERVAL_S": "0.5",
         },
-    ).start()
-    worker.wait_ready()
+    )
+    start_all([worker])
     yield worker
     worker.stop()
 

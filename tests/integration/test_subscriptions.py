@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     Worker,
     delete_topics,
     read_committed,
+    start_all,
 )
 from tests.integration.expectations import expected_confirmations
 
@@ -45,10 +46,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
         Worker(app_id=app_id, data_dir=tmp / f"data-{i}", log_path=tmp / f"worker-{i}.log")
         for i in range(2)
     ]
-    for worker in pair:
-        worker.start()
-    for worker in pair:
-        worker.wait_ready()
+    start_all(pair)
     yield pair
     for worker in pair:
         worker.stop()

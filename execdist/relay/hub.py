@@ -1,0 +1,337 @@
+"""The real-time relay: one reader per subscription per worker, fanned out to its clients.
+
+Every transport (WebSocket, SSE, gRPC) reads a subscription through :class:`RelayHub`. The hub
+reads the subscription's own topic (``read_committed``, so only confirmations whose transaction
+committed), keeps the most recent records in a ring, and copies each record into the bounded
+queue of every client attached to it. A client that does not keep up overflows its queue and
+is dropped, without ever slowing the reader, the other clients or the pipeline.
+
+Cursors are positions in the subscription topic: for each partition the next offset to read,
+written ``"0:1234"`` (``"0:1234,1:88"`` with more partitions). The cursor sent with a record
+is the position just after it, so reconnecting with the last cursor seen continues with no gap
+and no repeat. A client that starts before what the ring holds catches up with a reader of its
+own, then attaches to the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from execdist.codecs.input import InputDecoder
+from execdist.codecs.output import encode_json
+from execdist.domain.errors import ExecDistError
+from execdist.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RING_CAPACITY = 20_000
+"""Recent records kept per subscription for clients that reconnect or start slightly behind."""
+CLIENT_QUEUE = 2_000
+"""Frames a client may have waiting before it counts as too slow and is closed."""
+IDLE_READER_S = 30.0
+DRAIN_GRACE_S = 0.25
+"""How long the shared reader waits for a lagging client before dropping it as too slow."""
+READ_BATCH = 100
+"""Records the shared reader hands out before it lets the clients' senders run."""
+"""How long a subscription's reader lives on after its last client left."""
+
+
+class InvalidCursor(ExecDistError):
+    """A ``from`` value that is not latest, earliest or a cursor of this subscription."""
+
+
+Position = dict[int, int]
+
+
+def format_cursor(position: Mapping[int, int]) -> str:
+    return ",".join(f"{partition}:{offset}" for partition, offset in sorted(position.items()))
+
+
+def parse_cursor(text: str, partitions: int) -> Position:
+    position: Position = {}
+    try:
+        for part in text.split(","):
+            partition, offset = part.split(":")
+            position[int(partition)] = int(offset)
+    except ValueError:
+        raise InvalidCursor(
+            f"from must be 'latest', 'earliest' or a cursor like '0:42', got {text!r}"
+        ) from None
+    if set(position) != set(range(partitions)) or min(position.values()) < 0:
+        raise InvalidCursor(
+            f"the cursor must give a non-negative offset for each of the {partitions} "
+            f"partitions of this subscription, got {text!r}"
+        )
+    return position
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One confirmation for a client: the cursor after it and its JSON bytes."""
+
+    cursor: str
+    value: bytes
+
+    def data(self) -> object:
+        return orjson.loads(self.value)
+
+
+@dataclass(eq=False)
+class RelayClient:
+    """One connected client of a subscription."""
+
+    position: Position
+    queue: asyncio.Queue[Frame | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
+    limit: int = CLIENT_QUEUE
+    too_slow: bool = False
+    attached: bool = False
+    catch_up: asyncio.Task[None] | None = None
+
+    def offer(self, partition: int, offset: int, value: bytes) -> None:
+        """Queue a record unless the client has it already; mark it too slow if full."""
+        if self.too_slow or offset < self.position.get(partition, 0):
+            return
+        self.position[partition] = offset + 1
+        try:
+            self.queue.put_nowait(Frame(format_cursor(self.position), value))
+        except asyncio.QueueFull:
+            self.give_up()
+
+    def give_up(self) -> None:
+        """Mark the client too slow and wake its sender so it notices and closes."""
+        self.too_slow = True
+        with contextlib.suppress(asyncio.QueueFull, asyncio.QueueEmpty):
+            if self.queue.full():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+    async def next(self, timeout: float) -> Frame | None:
+        """The next frame, or ``None`` after ``timeout`` seconds without one (heartbeat)."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class SubscriptionReader:
+    """The one shared reader of a subscription topic on this worker."""
+
+    def __init__(
+        self, settings: Settings, topic: str, partitions: int, decoder: InputDecoder
+    ) -> None:
+        self._settings = settings
+        self._decoder = decoder
+        self.topic = topic
+        self.partitions = partitions
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self._ring: deque[tuple[int, int, bytes]] = deque(maxlen=RING_CAPACITY)
+        self.ring_start: Position = {}
+        self.position: Position = {}
+        self.clients: set[RelayClient] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.idle_since: float | None = None
+        self.started = asyncio.Event()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=20,
+            group_id=None,
+        )
+
+    async def start(self) -> None:
+        self._consumer = self._new_consumer()
+        await self._consumer.start()
+        self._consumer.assign(self._tps)
+        ends = await self._consumer.end_offsets(self._tps)
+        for tp in self._tps:
+            self._consumer.seek(tp, ends[tp])
+            self.position[tp.partition] = ends[tp]
+            self.ring_start[tp.partition] = ends[tp]
+        self._task = asyncio.create_task(self._read())
+        self.started.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=READ_BATCH)
+            for tp, records in batch.items():
+                for record in records:
+                    value = await self.as_json(record.value)
+                    self._append(tp.partition, record.offset, value)
+            for tp in self._tps:
+                # transaction markers move the position without a record
+                self.position[tp.partition] = await self._consumer.position(tp)
+            await self._let_clients_drain()
+
+    async def _let_clients_drain(self) -> None:
+        """Give the clients' senders time to catch up before the next batch.
+
+        A client still more than half full after ``DRAIN_GRACE_S`` is not keeping up: it is
+        marked too slow (its sender closes it with 1013), so it holds the others up only once
+        and only that long.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_GRACE_S
+        while True:
+            behind = [c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2]
+            if not behind:
+                return
+            if loop.time() > deadline:
+                for client in behind:
+                    client.give_up()
+                return
+            await asyncio.sleep(0.002)
+
+    async def as_json(self, value: bytes) -> bytes:
+        """Clients always get JSON; an Avro subscription's records are decoded for them."""
+        if value[:1] != b"\x00":
+            return value
+        record = await self._decoder.decode(value)
+        return encode_json(record)
+
+    def _append(self, partition: int, offset: int, value: bytes) -> None:
+        if len(self._ring) == self._ring.maxlen:
+            dropped_partition, dropped_offset, _ = self._ring[0]
+            self.ring_start[dropped_partition] = dropped_offset + 1
+        self._ring.append((partition, offset, value))
+        self.position[partition] = offset + 1
+        for client in tuple(self.clients):
+            client.offer(partition, offset, value)
+
+    def covers(self, client: RelayClient) -> bool:
+        """True when the ring holds everything from the client's position on, and what it
+        would replay fits in the client's queue."""
+        position = client.position
+        if not all(position[p] >= self.ring_start.get(p, 0) for p in range(self.partitions)):
+            return False
+        backlog = sum(max(self.position[p] - position[p], 0) for p in range(self.partitions))
+        return backlog <= client.limit - client.queue.qsize()
+
+    def attach(self, client: RelayClient) -> None:
+        """Replay what the ring holds past the client's position, then feed it live."""
+        for partition, offset, value in self._ring:
+            client.offer(partition, offset, value)
+        client.attached = True
+        self.clients.add(client)
+        self.idle_since = None
+
+    async def catch_up(self, client: RelayClient) -> None:
+        """Read with a consumer of the client's own until the shared ring covers it, then
+        attach (in the same step, so the ring cannot move on in between)."""
+        consumer = self._new_consumer()
+        await consumer.start()
+        try:
+            consumer.assign(self._tps)
+            for tp in self._tps:
+                consumer.seek(tp, client.position[tp.partition])
+            while not client.too_slow:
+                if self.covers(client):
+                    self.attach(client)
+                    return
+                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        value = await self.as_json(record.value)
+                        client.offer(tp.partition, record.offset, value)
+                for tp in self._tps:
+                    moved = await consumer.position(tp)
+                    if moved > client.position[tp.partition]:
+                        client.position[tp.partition] = moved
+                # let the client drain: catching up must not overflow a healthy client
+                while client.queue.qsize() > client.limit // 2 and not client.too_slow:
+                    await asyncio.sleep(0.01)
+        finally:
+            await consumer.stop()
+
+
+class RelayHub(Service):
+    """All shared readers of this worker, created on demand, stopped when idle."""
+
+    def __init__(self, settings: Settings, decoder: InputDecoder, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._decoder = decoder
+        self._readers: dict[str, SubscriptionReader] = {}
+        self._lock = asyncio.Lock()
+
+    async def on_stop(self) -> None:
+        for reader in list(self._readers.values()):
+            await reader.stop()
+        self._readers.clear()
+
+    @Service.timer(5.0)
+    async def _stop_idle_readers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for topic, reader in list(self._readers.items()):
+            if reader.clients:
+                continue
+            if reader.idle_since is None:
+                reader.idle_since = loop.time()
+            elif loop.time() - reader.idle_since > IDLE_READER_S:
+                del self._readers[topic]
+                await reader.stop()
+
+    async def _reader(self, topic: str, partitions: int) -> SubscriptionReader:
+        async with self._lock:
+            reader = self._readers.get(topic)
+            if reader is None:
+                reader = SubscriptionReader(self._settings, topic, partitions, self._decoder)
+                await reader.start()
+                self._readers[topic] = reader
+            return reader
+
+    async def connect(self, topic: str, partitions: int, start: str) -> RelayClient:
+        """A client of ``topic`` starting at ``start`` (latest, earliest or a cursor)."""
+        position = {} if start in ("latest", "earliest") else parse_cursor(start, partitions)
+        reader = await self._reader(topic, partitions)
+        if start == "latest":
+            position = dict(reader.position)
+        elif start == "earliest":
+            position = await self._beginnings(topic, partitions)
+        limit = self._settings.relay_client_queue
+        client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+        if reader.covers(client):
+            reader.attach(client)
+        else:
+            client.catch_up = asyncio.create_task(reader.catch_up(client))
+        return client
+
+    def disconnect(self, topic: str, client: RelayClient) -> None:
+        if client.catch_up is not None:
+            client.catch_up.cancel()
+        reader = self._readers.get(topic)
+        if reader is not None:
+            reader.clients.discard(client)
+
+    async def _beginnings(self, topic: str, partitions: int) -> Position:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers, group_id=None
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            beginnings = await consumer.beginning_offsets(tps)
+            return {tp.partition: beginnings[tp] for tp in tps}
+        finally:
+            await consumer.stop()

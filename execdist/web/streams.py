@@ -1,0 +1,206 @@
+"""Real-time transports over HTTP: the WebSocket relay and Server-Sent Events.
+
+Both read through the worker's :class:`~execdist.relay.hub.RelayHub`, so any worker serves any
+subscription (the subscription topic is the source, not the worker that produced it). The
+token may come as ``Authorization: Bearer`` or, for browsers, as ``?token=``; the web server
+keeps no access log, so tokens in URLs are not written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import faust
+from aiohttp import WSMsgType, web
+from faust.web import Request, View
+
+from execdist.domain.model import format_time
+from execdist.domain.subscriptions import Subscription
+from execdist.relay.hub import InvalidCursor, RelayClient, parse_cursor
+from execdist.web.auth import bearer_token, is_admin
+from execdist.web.errors import HttpError
+from execdist.web.views import api
+
+if TYPE_CHECKING:
+    from execdist.app import Components
+
+HEARTBEAT_S = 5.0
+"""A heartbeat goes out after this long without a confirmation."""
+SEND_TIMEOUT_S = 5.0
+"""A client that takes longer than this to accept one frame is too slow."""
+CLOSE_TIMEOUT_S = 2.0
+MAX_CLIENT_MESSAGES = 50
+"""Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
+TOO_SLOW = 1013
+
+
+def register_stream_views(app: faust.App, components: Components) -> None:
+    settings = components.settings
+    store = components.subscriptions
+    hub = components.relay
+
+    def authorize(request: Request, subscription_id: str) -> Subscription:
+        token = bearer_token(request)
+        if token is None:
+            raise HttpError(401, "unauthorized", "send 'Authorization: Bearer <token>' or ?token=")
+        if not is_admin(token, settings.admin_token):
+            scope = store.scope_of(token)
+            if scope is None:
+                raise HttpError(401, "unauthorized", "the token is not valid")
+            if scope != subscription_id:
+                raise HttpError(403, "forbidden", "this token is scoped to another subscription")
+        subscription = store.get(subscription_id)
+        if subscription is None:
+            raise HttpError(404, "not_found", f"no subscription {subscription_id!r}")
+        return subscription
+
+    def start_from(value: str | None, subscription: Subscription) -> str:
+        start = value or "latest"
+        if start not in ("latest", "earliest"):
+            try:
+                parse_cursor(start, subscription.partitions)
+            except InvalidCursor as exc:
+                raise HttpError(400, "invalid", str(exc), "from") from None
+        return start
+
+    @app.page("/api/v1/subscriptions/{subscription_id}/stream")
+    class WebSocketStream(View):
+        @api
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
+            subscription = authorize(request, subscription_id)
+            start = start_from(request.query.get("from"), subscription)
+            ws = web.WebSocketResponse(max_msg_size=4096, autoping=True)
+            if not ws.can_prepare(request).ok:
+                raise HttpError(400, "invalid", "this endpoint needs a WebSocket upgrade request")
+            await ws.prepare(request)
+            _bound_send_buffer(request)
+            client = await hub.connect(subscription.topic, subscription.partitions, start)
+            listener = asyncio.create_task(_watch_client_messages(ws))
+            try:
+                await _pump_websocket(ws, client, listener)
+            finally:
+                listener.cancel()
+                hub.disconnect(subscription.topic, client)
+            return ws
+
+    @app.page("/api/v1/subscriptions/{subscription_id}/events")
+    class ServerSentEvents(View):
+        @api
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
+            subscription = authorize(request, subscription_id)
+            start = start_from(
+                request.headers.get("Last-Event-ID") or request.query.get("from"), subscription
+            )
+            client = await hub.connect(subscription.topic, subscription.partitions, start)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await response.prepare(request)
+            _bound_send_buffer(request)
+            try:
+                await response.write(b"retry: 1000\n\n")
+                await _pump_sse(response, client)
+            except (ConnectionResetError, TimeoutError):
+                pass  # the client went away or stalled; nothing more to send
+            finally:
+                hub.disconnect(subscription.topic, client)
+            return response
+
+
+SOCKET_SEND_BUFFER = 256 * 1024
+"""Kernel send buffer per streaming client: bounds memory per client and lets a client that
+stops reading be noticed (and closed) within a few hundred kilobytes, not megabytes."""
+
+
+def _bound_send_buffer(request: Request) -> None:
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+
+def heartbeat_text() -> str:
+    return f'{{"type":"heartbeat","time":"{format_time(datetime.now(UTC))}"}}'
+
+
+async def _pump_websocket(
+    ws: web.WebSocketResponse, client: RelayClient, listener: asyncio.Task[None]
+) -> None:
+    while not ws.closed and not listener.done():
+        frame = await client.next(HEARTBEAT_S)
+        if client.too_slow:
+            await _close(ws, TOO_SLOW, b"client too slow")
+            return
+        if frame is None:
+            text = heartbeat_text()
+        else:
+            text = (
+                f'{{"type":"confirmation","cursor":"{frame.cursor}","data":{frame.value.decode()}}}'
+            )
+        try:
+            await asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT_S)
+        except TimeoutError:
+            await _close(ws, TOO_SLOW, b"client too slow")
+            return
+        except ConnectionResetError:
+            return
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+    """Close with ``code``; a client that does not read still gets the close frame queued."""
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT_S)
+    except (TimeoutError, ConnectionResetError):
+        transport = ws._req.transport if ws._req is not None else None
+        if transport is not None:
+            transport.close()  # flushes what is buffered, the close frame included
+
+
+async def _watch_client_messages(ws: web.WebSocketResponse) -> None:
+    """Clients have nothing to send; a flood of messages closes the connection (1008)."""
+    window_start = time.monotonic()
+    count = 0
+    async for message in ws:
+        if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+            return
+        now = time.monotonic()
+        if now - window_start > 10.0:
+            window_start, count = now, 0
+        count += 1
+        if count > MAX_CLIENT_MESSAGES:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.close(code=1008, message=b"too many messages from the client")
+            return
+
+
+async def _pump_sse(response: web.StreamResponse, client: RelayClient) -> None:
+    while True:
+        frame = await client.next(HEARTBEAT_S)
+        if client.too_slow:
+            await asyncio.wait_for(
+                response.write(b'event: error\ndata: {"reason": "client too slow"}\n\n'),
+                CLOSE_TIMEOUT_S,
+            )
+            return
+        if frame is None:
+            chunk = f"event: heartbeat\ndata: {heartbeat_text()}\n\n".encode()
+        else:
+            chunk = (
+                b"id: "
+                + frame.cursor.encode()
+                + b"\nevent: confirmation\ndata: "
+                + frame.value
+                + b"\n\n"
+            )
+        await asyncio.wait_for(response.write(chunk), SEND_TIMEOUT_S)

@@ -1,0 +1,294 @@
+"""The real-time relay through two real workers: WebSocket and SSE resume, cross-worker
+delivery, a stalled client closed with 1013 while a healthy one keeps up, token scopes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import orjson
+import pytest
+
+from execdist.demo import FeedRecord, order_flow
+from tests.integration.conftest import (
+    ADMIN_TOKEN,
+    BROKER,
+    CONTRACT_TOPICS,
+    Worker,
+    delete_topics,
+    read_committed,
+    start_all,
+)
+from tests.integration.expectations import expected_confirmations
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
+    asyncio.run(delete_topics(CONTRACT_TOPICS))
+    tmp: Path = tmp_path_factory.mktemp("relay")
+    app_id = f"execdist-relay-{uuid.uuid4().hex[:8]}"
+    pair = [
+        Worker(
+            app_id=app_id,
+            data_dir=tmp / f"data-{i}",
+            log_path=tmp / f"worker-{i}.log",
+            extra_env={"EXECDIST_RELAY_CLIENT_QUEUE": "300"},
+        )
+        for i in range(2)
+    ]
+    start_all(pair)
+    yield pair
+    for worker in pair:
+        worker.stop()
+
+
+async def subscribe(worker: Worker, **filter_: object) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=worker.url, headers=ADMIN) as http:
+        response = await http.post(
+            "/api/v1/subscriptions",
+            json={"name": f"relay-{uuid.uuid4().hex[:8]}", "filter": filter_},
+        )
+    assert response.status_code == 201, response.text
+    await asyncio.sleep(1.0)
+    return dict(response.json())
+
+
+async def produce(records: list[FeedRecord]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(record.topic, record.value, key=record.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def flows(prefix: str, orders: int, seed: int) -> list[FeedRecord]:
+    rng = random.Random(seed)
+    return [
+        r for n in range(orders) for r in order_flow(rng, f"{prefix}-{n:04d}", allow_amend=False)
+    ]
+
+
+def ws_url(worker: Worker, subscription: dict[str, object], start: str, token: str) -> str:
+    return (
+        f"ws://127.0.0.1:{worker.web_port}/api/v1/subscriptions/{subscription['id']}/stream"
+        f"?from={start}&token={token}"
+    )
+
+
+async def read_ws(url: str, count: int, timeout: float = 60.0) -> tuple[list[dict], str | None]:
+    """Up to ``count`` confirmation frames; returns them and the last cursor."""
+    frames: list[dict] = []
+    cursor = None
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(frames) < count:
+            remaining = deadline - asyncio.get_running_loop().time()
+            assert remaining > 0, f"only {len(frames)} of {count} frames arrived"
+            message = await ws.receive(timeout=remaining)
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            frame = orjson.loads(message.data)
+            if frame["type"] == "confirmation":
+                frames.append(frame["data"])
+                cursor = frame["cursor"]
+            else:
+                assert frame["type"] == "heartbeat"
+    return frames, cursor
+
+
+async def test_websocket_resume_across_workers_has_no_gap_and_no_repeat(workers) -> None:
+    first, second = workers
+    subscription = await subscribe(first)
+    records = flows("WS", 120, 21)
+    await produce(records)
+    expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= len(expected), 60)
+    half = len(expected) // 2
+    token = str(subscription["token"])
+    head, cursor = await read_ws(ws_url(first, subscription, "earliest", token), half)
+    assert cursor is not None
+    # resume on the other worker, which did not serve the first half
+    tail, last = await read_ws(ws_url(second, subscription, cursor, token), len(expected) - half)
+    got = [c["exec_id"] for c in head + tail]
+    assert len(got) == len(set(got))
+    assert sorted(got) == sorted(expected)
+    # nothing is left after the last cursor: the next frame is a heartbeat, not a repeat
+    url = ws_url(first, subscription, str(last), token)
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        frame = orjson.loads((await ws.receive(timeout=15)).data)
+    assert frame["type"] == "heartbeat"
+
+
+async def test_live_frames_reach_clients_on_both_workers(workers) -> None:
+    first, second = workers
+    subscription = await subscribe(first, accounts=["ACC-EQ-01"])
+    token = str(subscription["token"])
+    records = flows("LIVE", 80, 4)
+    expected = [
+        c["exec_id"]
+        for items in expected_confirmations(records).values()
+        for c in items
+        if c["account"] == "ACC-EQ-01"
+    ]
+    assert expected
+    readers = [
+        asyncio.create_task(read_ws(ws_url(w, subscription, "latest", token), len(expected)))
+        for w in (first, second)
+    ]
+    await asyncio.sleep(1.0)
+    await produce(records)
+    for task in readers:
+        frames, _ = await task
+        assert sorted(c["exec_id"] for c in frames) == sorted(expected)
+        assert all(c["account"] == "ACC-EQ-01" for c in frames)
+
+
+async def test_sse_resumes_with_last_event_id(workers) -> None:
+    first, second = workers
+    subscription = await subscribe(first)
+    records = flows("SSE", 40, 9)
+    await produce(records)
+    expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= len(expected), 60)
+    headers = {"Authorization": f"Bearer {subscription['token']}"}
+
+    async def read_sse(worker: Worker, count: int, last_id: str | None) -> tuple[list[str], str]:
+        got: list[str] = []
+        event_id = last_id or ""
+        params = {} if last_id else {"from": "earliest"}
+        extra = {"Last-Event-ID": last_id} if last_id else {}
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream(
+                "GET",
+                f"{worker.url}/api/v1/subscriptions/{subscription['id']}/events",
+                params=params,
+                headers={**headers, **extra},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line == "":
+                    if event.get("event") == "confirmation":
+                        got.append(orjson.loads(event["data"])["exec_id"])
+                        event_id = event["id"]
+                        if len(got) >= count:
+                            break
+                    event = {}
+                    continue
+                field, _, value = line.partition(": ")
+                event[field] = value
+        return got, event_id
+
+    half = len(expected) // 2
+    head, last_id = await read_sse(first, half, None)
+    tail, _ = await read_sse(second, len(expected) - half, last_id)
+    assert sorted(head + tail) == sorted(expected)
+    assert len(set(head + tail)) == len(expected)
+
+
+async def test_stalled_client_is_closed_with_1013_and_healthy_one_keeps_up(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    token = str(subscription["token"])
+    stalled = await _stalled_websocket(first, str(subscription["id"]), token)
+    records = flows("SLOW", 900, 13)
+    expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
+    healthy = asyncio.create_task(
+        read_ws(ws_url(first, subscription, "latest", token), len(expected), timeout=90)
+    )
+    await asyncio.sleep(1.0)
+    # produce from another thread, so that this loop stays free to read like a real client
+    await asyncio.to_thread(asyncio.run, produce(records))
+    frames, _ = await healthy
+    assert sorted(c["exec_id"] for c in frames) == sorted(expected)
+    # the stalled client now reads what was buffered: it must end in a close frame with 1013
+    code = await asyncio.wait_for(asyncio.to_thread(_drain_until_close, stalled), 60)
+    assert code == 1013
+
+
+async def test_stream_refuses_other_tokens_and_bad_cursors(workers) -> None:
+    first, _ = workers
+    mine = await subscribe(first)
+    other = await subscribe(first)
+    async with aiohttp.ClientSession() as session:
+        for token, status in ((other["token"], 403), ("bogus-token", 401)):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(ws_url(first, mine, "latest", str(token)))
+            assert refused.value.status == status
+        with pytest.raises(aiohttp.WSServerHandshakeError) as bad_cursor:
+            await session.ws_connect(ws_url(first, mine, "nonsense", str(mine["token"])))
+        assert bad_cursor.value.status == 400
+    async with httpx.AsyncClient(base_url=first.url) as http:
+        sse = await http.get(
+            f"/api/v1/subscriptions/{mine['id']}/events",
+            headers={"Authorization": f"Bearer {other['token']}"},
+        )
+        assert sse.status_code == 403
+        assert sse.json()["error"]["code"] == "forbidden"
+
+
+async def _stalled_websocket(worker: Worker, subscription_id: str, token: str) -> socket.socket:
+    """A WebSocket client with a tiny receive buffer that never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", worker.web_port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /api/v1/subscriptions/{subscription_id}/stream?from=latest&token={token} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{worker.web_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def _drain_until_close(sock: socket.socket) -> int:
+    """Read frames until the server's close frame; return its code."""
+    sock.settimeout(30)
+    buffer = b""
+
+    def read(n: int) -> bytes:
+        nonlocal buffer
+        while len(buffer) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed without a close frame")
+            buffer += chunk
+        data, buffer = buffer[:n], buffer[n:]
+        return data
+
+    while True:
+        first, second = read(2)
+        opcode = first & 0x0F
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(read(8), "big")
+        payload = read(length)
+        if opcode == 0x8:
+            sock.close()
+            return int.from_bytes(payload[:2], "big")
