@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status run test test-unit check bench clean help
+.PHONY: install up down status run test test-unit check bench fanout clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -38,6 +38,7 @@ run: install
 	@bash scripts/run.sh
 
 test: install
+	@bash scripts/install_browser.sh
 	@bash scripts/test.sh
 
 test-unit: install
@@ -46,6 +47,9 @@ test-unit: install
 check: install
 	@$(VENV)/bin/ruff check execdist tests scripts
 	@$(VENV)/bin/mypy execdist
+
+fanout: install
+	@bash scripts/with_infra.sh $(PY) -m bench.fanout
 
 clean: down
 	rm -rf $(VENV) data .coverage .coverage.* htmlcov

@@ -180,9 +180,7 @@ def create_app(settings: Settings) -> faust.App:
     join.confirmation_sinks.append(
         SubscriptionRouter(subscriptions.index, publisher, registry, stats, metrics)
     )
-    continuity = InputContinuity(
-        app, timers, contiguous=(topics.ORDERS, topics.EXECUTIONS, topics.TICKS)
-    )
+    continuity = InputContinuity(timers)
     gate.before_commit = continuity.flush
     ready = ReadinessTracker(app, subscriptions)
     components = Components(
@@ -206,11 +204,19 @@ def create_app(settings: Settings) -> faust.App:
     async def _forget_new_partitions(sender: object, assigned: set[Any], **_: object) -> None:
         continuity.on_assigned(assigned)
 
-    async def settled() -> None:
-        """Hold events back while a rebalance or table recovery is under way."""
+
+    async def recovered() -> None:
+        """Hold an event back while its tables are being restored.
+
+        Faust can hand an agent events fetched just before table recovery began; applied
+        against half-restored state they would be wrong. If another rebalance starts while
+        waiting, the wait ends (the revocation waits for this event in turn) and Faust's
+        own ordering applies.
+        """
+        generation = app.consumer_generation_id
         recovery = app.tables.recovery
-        while app.rebalancing or not recovery.completed.is_set() or recovery.in_recovery:
-            await asyncio.sleep(0.02)
+        while recovery.in_recovery and app.consumer_generation_id == generation:
+            await asyncio.sleep(0.01)
 
     join_source = app.topic(
         topics.ORDERS,
@@ -228,9 +234,9 @@ def create_app(settings: Settings) -> faust.App:
         await subscriptions.loaded.wait()
         async for event in stream.events():
             message = event.message
-            await settled()
+            await recovered()
             async with gate.lock:
-                if await continuity.admit(message.tp, message.offset):
+                if continuity.admit(message.tp, message.offset):
                     await join.handle(
                         message.tp, message.offset, message.key, message.value, message.timestamp
                     )
@@ -249,9 +255,9 @@ def create_app(settings: Settings) -> faust.App:
     async def positions_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            await settled()
+            await recovered()
             async with gate.lock:
-                if await continuity.admit(message.tp, message.offset):
+                if continuity.admit(message.tp, message.offset):
                     await positions_processor.handle(message.tp, message.key, message.value)
                 event.ack()
 

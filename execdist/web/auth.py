@@ -20,7 +20,9 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def is_admin(token: str | None, admin_token: str) -> bool:
-    return token is not None and hmac.compare_digest(token.encode(), admin_token.encode())
+    return token is not None and hmac.compare_digest(
+        token.encode("utf-8", "surrogateescape"), admin_token.encode()
+    )
 
 
 ScopeLookup = Callable[[str], str | None]
