@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status run test test-unit check bench fanout clean help
+.PHONY: install up down status run test test-unit check bench fanout reliability clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -47,6 +47,9 @@ test-unit: install
 check: install
 	@$(VENV)/bin/ruff check execdist tests scripts
 	@$(VENV)/bin/mypy execdist
+
+reliability: install
+	@bash scripts/test.sh tests/reliability -p no:cacheprovider --no-cov-gate
 
 fanout: install
 	@bash scripts/with_infra.sh $(PY) -m bench.fanout

@@ -21,6 +21,13 @@ trap cleanup EXIT INT TERM
 bash scripts/infra.sh up
 started=1
 
+gate=1
+args=()
+for arg in "$@"; do
+  if [ "$arg" = "--no-cov-gate" ]; then gate=0; else args+=("$arg"); fi
+done
+set -- "${args[@]}"
+
 rm -f .coverage .coverage.*
 export COVERAGE_PROCESS_START="$ROOT/pyproject.toml"
 set +e
@@ -28,6 +35,7 @@ set +e
 status=$?
 set -e
 .venv/bin/coverage combine -q >/dev/null 2>&1 || true
+if [ "$gate" = 0 ]; then exit "$status"; fi
 echo "[test] coverage of execdist/ (the gate is 85 % of lines):"
 if ! .venv/bin/coverage report --fail-under=85; then
   [ "$status" -ne 0 ] || status=1

@@ -29,7 +29,7 @@ from execdist.domain.subscriptions import Subscription
 from execdist.grpc import execdist_pb2 as pb
 from execdist.grpc import execdist_pb2_grpc as pb_grpc
 from execdist.relay.hub import Frame, InvalidCursor, RelayHub, parse_cursor
-from execdist.services.subscription_store import SubscriptionStore
+from execdist.services.subscription_store import NotLoaded, SubscriptionStore
 from execdist.settings import Settings
 from execdist.web.auth import is_admin
 
@@ -114,7 +114,10 @@ class DistributionServicer(pb_grpc.DistributionServicer):
                 "send the 'authorization' metadata: 'Bearer <token>'",
             )
         if not is_admin(token, self._settings.admin_token):
-            scope = self._store.scope_of(token)
+            try:
+                scope = self._store.scope_of(token)
+            except NotLoaded as exc:
+                raise RequestRefused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
             if scope is None:
                 raise RequestRefused(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid")
             if scope != subscription_id:
@@ -152,6 +155,13 @@ class DistributionServicer(pb_grpc.DistributionServicer):
         try:
             while True:
                 frame = await client.next(HEARTBEAT_S)
+                if client.shutting_down:
+                    self._hub.disconnect(subscription.topic, client)
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "worker shutting down; reconnect with your last cursor",
+                    )
+                    return
                 if client.too_slow:
                     break
                 try:

@@ -93,6 +93,7 @@ class RelayClient:
     queue: asyncio.Queue[Frame | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     limit: int = CLIENT_QUEUE
     too_slow: bool = False
+    shutting_down: bool = False
     attached: bool = False
     catch_up: asyncio.Task[None] | None = None
 
@@ -277,6 +278,9 @@ class RelayHub(Service):
 
     async def on_stop(self) -> None:
         for reader in list(self._readers.values()):
+            for client in list(reader.clients):
+                client.shutting_down = True  # its sender closes it as "going away"
+                client.give_up()
             await reader.stop()
         self._readers.clear()
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
 from execdist import topics
+from execdist.domain.errors import ExecDistError
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription, hash_token, token_matches
 from execdist.settings import Settings
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Subscription | None, Subscription | None], None]
 """Called with (before, after) for every change applied; ``after`` is None on delete."""
+
+
+class NotLoaded(ExecDistError):
+    """The worker has not read every subscription yet; answer 503 and let the client retry."""
+
+    retriable = True
 
 
 class SubscriptionStore(Service):
@@ -143,7 +150,13 @@ class SubscriptionStore(Service):
         return self._id_by_name.get(name)
 
     def scope_of(self, token: str) -> str | None:
-        """The subscription a token is scoped to, or None (constant-time compare of the hash)."""
+        """The subscription a token is scoped to, or None (constant-time compare of the hash).
+
+        Raises :class:`NotLoaded` while the store is still reading the topic: a valid token
+        must not be refused as unknown just because the worker has only started.
+        """
+        if not self.loaded.is_set():
+            raise NotLoaded("the worker is still loading subscriptions; retry in a moment")
         subscription_id = self._id_by_token_hash.get(hash_token(token))
         if subscription_id is None:
             return None

@@ -37,6 +37,7 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_CLIENT_MESSAGES = 50
 """Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
 TOO_SLOW = 1013
+GOING_AWAY = 1001
 
 
 def register_stream_views(app: faust.App, components: Components) -> None:
@@ -139,6 +140,9 @@ async def _pump_websocket(
 ) -> None:
     while not ws.closed and not listener.done():
         frame = await client.next(HEARTBEAT_S)
+        if client.shutting_down:
+            await _close(ws, GOING_AWAY, b"worker shutting down; reconnect with your last cursor")
+            return
         if client.too_slow:
             await _close(ws, TOO_SLOW, b"client too slow")
             return
@@ -187,6 +191,8 @@ async def _watch_client_messages(ws: web.WebSocketResponse) -> None:
 async def _pump_sse(response: web.StreamResponse, client: RelayClient) -> None:
     while True:
         frame = await client.next(HEARTBEAT_S)
+        if client.shutting_down:
+            return  # the client reconnects with Last-Event-ID
         if client.too_slow:
             await asyncio.wait_for(
                 response.write(b'event: error\ndata: {"reason": "client too slow"}\n\n'),

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from execdist.domain import OrderState, order_view
 from execdist.domain.positions import position_view
+from execdist.services.subscription_store import NotLoaded
 from execdist.web.auth import bearer_token, require_admin
 from execdist.web.errors import HttpError, error_response
 
@@ -37,6 +38,8 @@ def api(handler: Handler) -> Handler:
             return await handler(self, request, *args, **kwargs)
         except HttpError as exc:
             return exc.response()
+        except NotLoaded as exc:
+            return error_response(503, "starting", str(exc))
 
     return wrapper
 
