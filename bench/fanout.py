@@ -105,7 +105,9 @@ def client_process(
 
     async def main() -> None:
         events = [asyncio.Event() for _ in targets]
-        tasks = [asyncio.create_task(one(s, t, e)) for (s, t), e in zip(targets, events, strict=True)]
+        tasks = [
+            asyncio.create_task(one(s, t, e)) for (s, t), e in zip(targets, events, strict=True)
+        ]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
@@ -128,14 +130,27 @@ async def produce(rate: float, seconds: float, accounts: list[str]) -> int:
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             account = accounts[n % len(accounts)]
             order = {
-                "order_id": order_id, "account": account, "symbol": "AAPL", "side": "BUY",
-                "quantity": "100", "order_type": "MARKET", "limit_price": None,
-                "currency": "USD", "version": 1, "event_time": now,
+                "order_id": order_id,
+                "account": account,
+                "symbol": "AAPL",
+                "side": "BUY",
+                "quantity": "100",
+                "order_type": "MARKET",
+                "limit_price": None,
+                "currency": "USD",
+                "version": 1,
+                "event_time": now,
             }
             execution = {
-                "exec_id": f"{order_id}-1", "order_id": order_id, "seq": 1,
-                "exec_type": "TRADE", "ref_exec_id": None, "last_qty": "100",
-                "last_px": "187.45", "venue": "XNAS", "exec_time": now,
+                "exec_id": f"{order_id}-1",
+                "order_id": order_id,
+                "seq": 1,
+                "exec_type": "TRADE",
+                "ref_exec_id": None,
+                "last_qty": "100",
+                "last_px": "187.45",
+                "venue": "XNAS",
+                "exec_time": now,
             }
             key = order_id.encode()
             await producer.send("orders", orjson.dumps(order), key=key)

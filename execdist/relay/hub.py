@@ -38,7 +38,7 @@ RING_CAPACITY = 20_000
 CLIENT_QUEUE = 2_000
 """Frames a client may have waiting before it counts as too slow and is closed."""
 IDLE_READER_S = 30.0
-DRAIN_GRACE_S = 0.25
+DRAIN_GRACE_S = 1.0
 """How long the shared reader waits for a lagging client before dropping it as too slow."""
 READ_BATCH = 100
 """Records the shared reader hands out before it lets the clients' senders run."""

@@ -8,6 +8,7 @@ import base64
 import os
 import random
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
             app_id=app_id,
             data_dir=tmp / f"data-{i}",
             log_path=tmp / f"worker-{i}.log",
-            extra_env={"EXECDIST_RELAY_CLIENT_QUEUE": "300"},
+            extra_env={"EXECDIST_RELAY_CLIENT_QUEUE": "1000"},
         )
         for i in range(2)
     ]
@@ -205,6 +206,23 @@ async def test_sse_resumes_with_last_event_id(workers) -> None:
     assert len(set(head + tail)) == len(expected)
 
 
+HEALTHY_CLIENT = """
+import asyncio, sys, aiohttp, orjson
+async def main(url, count):
+    got = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        while len(got) < count:
+            message = await ws.receive(timeout=90)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                raise SystemExit(f"closed after {len(got)} frames: {message}")
+            frame = orjson.loads(message.data)
+            if frame["type"] == "confirmation":
+                got.append(frame["data"]["exec_id"])
+    sys.stdout.write(orjson.dumps(got).decode())
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
 async def test_stalled_client_is_closed_with_1013_and_healthy_one_keeps_up(workers) -> None:
     first, _ = workers
     subscription = await subscribe(first)
@@ -212,14 +230,20 @@ async def test_stalled_client_is_closed_with_1013_and_healthy_one_keeps_up(worke
     stalled = await _stalled_websocket(first, str(subscription["id"]), token)
     records = flows("SLOW", 900, 13)
     expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
-    healthy = asyncio.create_task(
-        read_ws(ws_url(first, subscription, "latest", token), len(expected), timeout=90)
+    # the healthy client is a process of its own, as a real client would be
+    healthy = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HEALTHY_CLIENT,
+        ws_url(first, subscription, "latest", token),
+        str(len(expected)),
+        stdout=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.0)
-    # produce from another thread, so that this loop stays free to read like a real client
-    await asyncio.to_thread(asyncio.run, produce(records))
-    frames, _ = await healthy
-    assert sorted(c["exec_id"] for c in frames) == sorted(expected)
+    await asyncio.sleep(3.0)
+    await produce(records)
+    out, _ = await asyncio.wait_for(healthy.communicate(), 120)
+    assert healthy.returncode == 0
+    assert sorted(orjson.loads(out)) == sorted(expected)
     # the stalled client now reads what was buffered: it must end in a close frame with 1013
     code = await asyncio.wait_for(asyncio.to_thread(_drain_until_close, stalled), 60)
     assert code == 1013
