@@ -188,19 +188,27 @@ class SubscriptionReader:
     async def _let_clients_drain(self) -> None:
         """Give the clients' senders time to catch up before the next batch.
 
-        A client still more than half full after ``DRAIN_GRACE_S`` is not keeping up: it is
-        marked too slow (its sender closes it with 1013), so it holds the others up only once
-        and only that long.
+        A client that is more than half full and drains nothing at all for
+        ``DRAIN_GRACE_S`` has stalled: it is marked too slow (its sender closes it with
+        1013), so it holds the others up only once and only that long. A client that drains,
+        however slowly, is waited for up to the same time; if it cannot keep up with the
+        stream at all, its queue overflows and it is closed the same way.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_GRACE_S
+        started: dict[RelayClient, int] = {}
         while True:
-            behind = [c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2]
+            behind = [
+                c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2
+            ]
             if not behind:
                 return
+            for client in behind:
+                started.setdefault(client, client.queue.qsize())
             if loop.time() > deadline:
                 for client in behind:
-                    client.give_up()
+                    if client.queue.qsize() >= started[client]:
+                        client.give_up()
                 return
             await asyncio.sleep(0.002)
 

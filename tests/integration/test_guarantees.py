@@ -148,12 +148,25 @@ async def test_executions_before_their_order_are_held_then_confirmed(send) -> No
     assert confirmations[0]["account"] == "ACC-G"
 
 
-async def test_amendment_changes_leaves_and_stale_replay_is_ignored(send) -> None:
+async def test_amendment_changes_leaves_and_stale_replay_is_ignored(send, worker: Worker) -> None:
+    # orders and executions are separate topics, read independently: each step waits until
+    # the previous one is applied, so that the order of events is certain
     o = oid()
     await send(topics.ORDERS, order(o), o)
     await send(topics.EXECUTIONS, execution(o, 1), o)
+    await confirmations_of(o, 1)
     await send(topics.ORDERS, order(o, version=2, quantity="500"), o)
     await send(topics.ORDERS, order(o, version=1, quantity="9000"), o)  # stale replay
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=worker.url, headers=headers) as http:
+        for _ in range(100):
+            state = (await http.get(f"/api/v1/orders/{o}")).json()
+            if state["stale_orders_ignored"] == 1:
+                break
+            await asyncio.sleep(0.1)
+    assert state["order"]["version"] == 2
+    assert state["order"]["quantity"] == "500"
+    assert state["stale_orders_ignored"] == 1
     await send(topics.EXECUTIONS, execution(o, 2), o)
     confirmations = await confirmations_of(o, 2)
     assert [c["order_qty"] for c in confirmations] == ["1000", "500"]
