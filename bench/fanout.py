@@ -108,7 +108,10 @@ def client_process(
         tasks = [
             asyncio.create_task(one(s, t, e)) for (s, t), e in zip(targets, events, strict=True)
         ]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            sys.stderr.write(f"[fanout] {len(errors)} clients failed, e.g. {errors[0]!r}\n")
 
     asyncio.run(main())
     queue.put((latencies, len(latencies), closed))

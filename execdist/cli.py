@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "--web-host",
         settings.web_host,
         "--loglevel",
-        settings.log_level,
+        {"warning": "warn"}.get(settings.log_level, settings.log_level),
         *rest,
     ]
     sys.argv = ["execdist", *faust_args]
