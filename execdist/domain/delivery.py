@@ -7,7 +7,7 @@ reported as the upper bound of the bucket they fall in (conservative).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -141,15 +141,3 @@ class DeliveryStats:
 
     def snapshot(self) -> dict[str, object]:
         return {key: value.to_dict() for key, value in self.by_subscription.items()}
-
-
-def merge_deliveries(
-    snapshots: Iterable[Mapping[str, object]], subscription_id: str
-) -> SubscriptionDelivery:
-    """The cluster-wide figures of one subscription from the workers' snapshots."""
-    total = SubscriptionDelivery()
-    for snapshot in snapshots:
-        entry = snapshot.get(subscription_id)
-        if isinstance(entry, Mapping):
-            total.merge(SubscriptionDelivery.from_dict(entry))
-    return total

@@ -94,7 +94,6 @@ class RelayClient:
     limit: int = CLIENT_QUEUE
     too_slow: bool = False
     shutting_down: bool = False
-    attached: bool = False
     catch_up: asyncio.Task[None] | None = None
 
     def offer(self, partition: int, offset: int, value: bytes) -> None:
@@ -241,7 +240,6 @@ class SubscriptionReader:
         """Replay what the ring holds past the client's position, then feed it live."""
         for partition, offset, value in self._ring:
             client.offer(partition, offset, value)
-        client.attached = True
         self.clients.add(client)
         self.idle_since = None
 

@@ -22,6 +22,7 @@ from execdist import topics
 from execdist.domain.errors import ExecDistError
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription, hash_token, token_matches
+from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,17 +63,10 @@ class SubscriptionStore(Service):
             enable_idempotence=True,
             acks="all",
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-            group_id=None,
-        )
         await self._producer.start()
-        await self._consumer.start()
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_beginning(self._tp)
+        self._consumer, self._tp = await follow_from_start(
+            self._settings, topics.SUBSCRIPTIONS, read_committed=True, fetch_max_wait_ms=100
+        )
         self.add_future(self._follow())
 
     async def on_stop(self) -> None:

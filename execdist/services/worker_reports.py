@@ -24,6 +24,7 @@ from execdist import topics
 from execdist.codecs.output import encode_json
 from execdist.domain.delivery import DeliveryStats, LatencyHistogram, SubscriptionDelivery
 from execdist.domain.model import StatusType, format_time, parse_stored_time
+from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,10 @@ class WorkerReports(Service):
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._settings.bootstrap_servers, linger_ms=5
         )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=200,
-            group_id=None,
-        )
         await self._producer.start()
-        await self._consumer.start()
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_beginning(self._tp)
+        self._consumer, self._tp = await follow_from_start(
+            self._settings, topics.WORKERS, read_committed=False, fetch_max_wait_ms=200
+        )
         self.add_future(self._follow())
         self.add_future(self._report_loop())
         self.add_future(self._status_loop())

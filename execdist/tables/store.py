@@ -28,10 +28,6 @@ class PartitionedState:
         self._publisher = publisher
 
     @property
-    def name(self) -> str:
-        return str(self.table.name)
-
-    @property
     def changelog_topic(self) -> str:
         return str(self.table.changelog_topic.get_topic_name())
 

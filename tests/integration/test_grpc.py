@@ -5,89 +5,32 @@ like on the WebSocket relay (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, INVA
 from __future__ import annotations
 
 import asyncio
-import random
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import grpc
-import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from execdist.demo import FeedRecord, order_flow
 from execdist.grpc import execdist_pb2 as pb
 from execdist.grpc import execdist_pb2_grpc as pb_grpc
 from tests.integration.conftest import (
     ADMIN_TOKEN,
-    BROKER,
-    CONTRACT_TOPICS,
     Worker,
-    delete_topics,
-    free_port,
     read_committed,
 )
 from tests.integration.expectations import expected_confirmations
+from tests.integration.helpers import flows, produce, subscribe, worker_pair
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
-    asyncio.run(delete_topics(CONTRACT_TOPICS))
-    tmp: Path = tmp_path_factory.mktemp("grpc")
-    app_id = f"execdist-grpc-{uuid.uuid4().hex[:8]}"
-    pair = [
-        Worker(
-            app_id=app_id,
-            data_dir=tmp / f"data-{i}",
-            log_path=tmp / f"worker-{i}.log",
-            extra_env={"EXECDIST_GRPC_PORT": str(free_port())},
-        )
-        for i in range(2)
-    ]
-    for worker in pair:
-        worker.start()
-    for worker in pair:
-        worker.wait_ready()
-    yield pair
-    for worker in pair:
-        worker.stop()
-
-
-async def subscribe(worker: Worker) -> dict[str, object]:
-    async with httpx.AsyncClient(
-        base_url=worker.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    ) as http:
-        response = await http.post(
-            "/api/v1/subscriptions", json={"name": f"grpc-{uuid.uuid4().hex[:8]}", "filter": {}}
-        )
-    assert response.status_code == 201, response.text
-    await asyncio.sleep(1.0)  # in force on every worker within a second
-    return dict(response.json())
-
-
-async def produce(records: list[FeedRecord]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(record.topic, record.value, key=record.key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def flows(prefix: str, orders: int, seed: int) -> list[FeedRecord]:
-    rng = random.Random(seed)
-    return [
-        r for n in range(orders) for r in order_flow(rng, f"{prefix}-{n:04d}", allow_amend=False)
-    ]
+    yield from worker_pair(tmp_path_factory, "grpc")
 
 
 def grpc_port(worker: Worker) -> int:
-    return int(worker.extra_env["EXECDIST_GRPC_PORT"])
+    return worker.grpc_port
 
 
 @asynccontextmanager
@@ -105,7 +48,11 @@ def bearer(token: object) -> tuple[tuple[str, str], ...]:
 
 
 async def read_grpc(
-    worker: Worker, subscription_id: object, start: str, token: object, count: int,
+    worker: Worker,
+    subscription_id: object,
+    start: str,
+    token: object,
+    count: int,
     timeout: float = 60.0,
 ) -> tuple[list[pb.Confirmation], str | None]:
     """Up to ``count`` confirmations from ``start``; returns them and the last cursor."""
@@ -151,17 +98,13 @@ async def test_grpc_resume_across_workers_has_no_gap_and_no_repeat(workers) -> N
     expected = {
         c["exec_id"]: c for items in expected_confirmations(records).values() for c in items
     }
-    await read_committed(
-        [str(subscription["topic"])], lambda got: len(got) >= len(expected), 60
-    )
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= len(expected), 60)
     half = len(expected) // 2
     token = subscription["token"]
     head, cursor = await read_grpc(first, subscription["id"], "earliest", token, half)
     assert cursor is not None
     # resume on the other worker, which did not serve the first half
-    tail, last = await read_grpc(
-        second, subscription["id"], cursor, token, len(expected) - half
-    )
+    tail, last = await read_grpc(second, subscription["id"], cursor, token, len(expected) - half)
     got = [c.exec_id for c in head + tail]
     assert len(got) == len(set(got))
     assert sorted(got) == sorted(expected)
@@ -211,9 +154,7 @@ async def test_grpc_refuses_other_tokens_unknown_subscriptions_and_bad_cursors(
     assert await refusal(first, latest, bearer(other["token"])) == (
         grpc.StatusCode.PERMISSION_DENIED
     )
-    assert await refusal(second, latest, bearer("bogus-token")) == (
-        grpc.StatusCode.UNAUTHENTICATED
-    )
+    assert await refusal(second, latest, bearer("bogus-token")) == (grpc.StatusCode.UNAUTHENTICATED)
     assert await refusal(first, latest, ()) == grpc.StatusCode.UNAUTHENTICATED
     assert await refusal(first, request("no-such-id", "latest"), bearer(ADMIN_TOKEN)) == (
         grpc.StatusCode.NOT_FOUND

@@ -6,84 +6,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import random
 import socket
 import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import httpx
 import orjson
 import pytest
 
-from execdist.demo import FeedRecord, order_flow
 from tests.integration.conftest import (
-    ADMIN_TOKEN,
-    BROKER,
-    CONTRACT_TOPICS,
     Worker,
-    delete_topics,
     read_committed,
-    start_all,
 )
 from tests.integration.expectations import expected_confirmations
+from tests.integration.helpers import flows, produce, subscribe, worker_pair
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
-    asyncio.run(delete_topics(CONTRACT_TOPICS))
-    tmp: Path = tmp_path_factory.mktemp("relay")
-    app_id = f"execdist-relay-{uuid.uuid4().hex[:8]}"
-    pair = [
-        Worker(
-            app_id=app_id,
-            data_dir=tmp / f"data-{i}",
-            log_path=tmp / f"worker-{i}.log",
-            extra_env={"EXECDIST_RELAY_CLIENT_QUEUE": "1000"},
-        )
-        for i in range(2)
-    ]
-    start_all(pair)
-    yield pair
-    for worker in pair:
-        worker.stop()
-
-
-async def subscribe(worker: Worker, **filter_: object) -> dict[str, object]:
-    async with httpx.AsyncClient(base_url=worker.url, headers=ADMIN) as http:
-        response = await http.post(
-            "/api/v1/subscriptions",
-            json={"name": f"relay-{uuid.uuid4().hex[:8]}", "filter": filter_},
-        )
-    assert response.status_code == 201, response.text
-    await asyncio.sleep(1.0)
-    return dict(response.json())
-
-
-async def produce(records: list[FeedRecord]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(record.topic, record.value, key=record.key)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def flows(prefix: str, orders: int, seed: int) -> list[FeedRecord]:
-    rng = random.Random(seed)
-    return [
-        r for n in range(orders) for r in order_flow(rng, f"{prefix}-{n:04d}", allow_amend=False)
-    ]
+    yield from worker_pair(
+        tmp_path_factory, "relay", extra_env={"EXECDIST_RELAY_CLIENT_QUEUE": "1000"}
+    )
 
 
 def ws_url(worker: Worker, subscription: dict[str, object], start: str, token: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -23,14 +22,12 @@ from execdist.domain.subscriptions import Filter
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     BROKER,
-    CONTRACT_TOPICS,
     REGISTRY_URL,
     Worker,
-    delete_topics,
     read_committed,
-    start_all,
 )
 from tests.integration.expectations import expected_confirmations
+from tests.integration.helpers import worker_pair
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +36,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
-    asyncio.run(delete_topics([*CONTRACT_TOPICS, topics.SUBSCRIPTIONS, topics.WORKERS]))
-    tmp: Path = tmp_path_factory.mktemp("subscriptions")
-    app_id = f"execdist-subs-{uuid.uuid4().hex[:8]}"
-    pair = [
-        Worker(app_id=app_id, data_dir=tmp / f"data-{i}", log_path=tmp / f"worker-{i}.log")
-        for i in range(2)
-    ]
-    start_all(pair)
-    yield pair
-    for worker in pair:
-        worker.stop()
+    yield from worker_pair(
+        tmp_path_factory, "subs", extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS)
+    )
 
 
 @pytest_asyncio.fixture
