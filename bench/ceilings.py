@@ -37,6 +37,10 @@ PERF_LINE = re.compile(
     r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, (?P<p50>\d+) ms 50th, "
     r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th, (?P<p999>\d+) ms 99.9th"
 )
+PERF_WINDOW = re.compile(
+    r"(?P<records>\d+) records sent, (?P<eps>[\d.]+) records/sec \((?P<mbs>[\d.]+) MB/sec\), "
+    r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency\.$"
+)
 E2E_AVG = re.compile(r"Avg latency: ([\d.]+) ms")
 E2E_PERCENTILES = re.compile(r"50th = (\d+), 99th = (\d+), 99.9th = (\d+)")
 
@@ -44,7 +48,9 @@ E2E_PERCENTILES = re.compile(r"50th = (\d+), 99th = (\d+), 99.9th = (\d+)")
 @dataclass(frozen=True)
 class CeilingPlan:
     broker_records: int
-    """Records for the unthrottled producer run."""
+    """Records for the unthrottled producer run (at most)."""
+    broker_seconds: float
+    """How long the unthrottled producer run may take."""
     broker_latency_seconds: float
     """Length of the fixed-rate producer run."""
     e2e_messages: int
@@ -54,8 +60,8 @@ class CeilingPlan:
     relay_transactional: bool
 
 
-def java_tool(main_class: str, args: list[str], timeout: float) -> str:
-    command = [
+def java_command(main_class: str, args: list[str]) -> list[str]:
+    return [
         "java",
         "-Xmx512m",
         f"-Dlog4j.configuration=file:{ROOT / 'scripts' / 'kafka' / 'log4j.properties'}",
@@ -64,14 +70,22 @@ def java_tool(main_class: str, args: list[str], timeout: float) -> str:
         main_class,
         *args,
     ]
+
+
+def java_tool(main_class: str, args: list[str], timeout: float) -> str:
+    command = java_command(main_class, args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{main_class} failed: {done.stderr.strip()[-500:]}")
     return done.stdout
 
 
-def producer_performance(topic: str, records: int, size: int, throughput: int) -> dict[str, Any]:
-    out = java_tool(
+def producer_performance(
+    topic: str, records: int, size: int, throughput: int, max_seconds: float | None = None
+) -> dict[str, Any]:
+    """Run ProducerPerformance; with ``max_seconds``, stop it then and sum up its 5-second
+    reports (throughput, average and max latency only) instead of its final line."""
+    command = java_command(
         "org.apache.kafka.tools.ProducerPerformance",
         [
             "--topic",
@@ -88,21 +102,48 @@ def producer_performance(topic: str, records: int, size: int, throughput: int) -
             "linger.ms=1",
             "enable.idempotence=true",
         ],
-        timeout=300,
     )
-    matches = list(PERF_LINE.finditer(out))  # the last line sums up the whole run
-    if not matches:
-        raise RuntimeError(f"unexpected ProducerPerformance output: {out[-300:]}")
-    found = matches[-1]
+    started = time.monotonic()
+    windows: list[re.Match[str]] = []
+    summary: re.Match[str] | None = None
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            summary = PERF_LINE.search(line) or summary
+            window = PERF_WINDOW.search(line)
+            if window and summary is None:
+                windows.append(window)
+            if max_seconds is not None and time.monotonic() - started > max_seconds and windows:
+                process.terminate()
+                break
+        process.wait(30)
+    if summary is not None:
+        return {
+            "records": int(summary["records"]),
+            "eps": float(summary["eps"]),
+            "mb_per_s": float(summary["mbs"]),
+            "avg_ms": float(summary["avg"]),
+            "p50_ms": float(summary["p50"]),
+            "p99_ms": float(summary["p99"]),
+            "p999_ms": float(summary["p999"]),
+            "max_ms": float(summary["max"]),
+        }
+    if not windows:
+        raise RuntimeError("ProducerPerformance reported nothing")
+    sent = sum(int(w["records"]) for w in windows)
+    seconds = sum(int(w["records"]) / float(w["eps"]) for w in windows if float(w["eps"]) > 0)
     return {
-        "records": int(found["records"]),
-        "eps": float(found["eps"]),
-        "mb_per_s": float(found["mbs"]),
-        "avg_ms": float(found["avg"]),
-        "p50_ms": float(found["p50"]),
-        "p99_ms": float(found["p99"]),
-        "p999_ms": float(found["p999"]),
-        "max_ms": float(found["max"]),
+        "records": sent,
+        "eps": round(sent / seconds, 1) if seconds else 0.0,
+        "mb_per_s": round(sum(float(w["mbs"]) for w in windows) / len(windows), 2),
+        "avg_ms": round(sum(float(w["avg"]) for w in windows) / len(windows), 2),
+        "p50_ms": None,
+        "p99_ms": None,
+        "p999_ms": None,
+        "max_ms": max(float(w["max"]) for w in windows),
+        "stopped_after_s": round(time.monotonic() - started, 1),
     }
 
 
@@ -129,16 +170,23 @@ def broker_ceiling(plan: CeilingPlan) -> dict[str, Any]:
     topic = f"bench.broker.{uuid.uuid4().hex[:6]}"
     asyncio.run(create_topics([topic, f"{topic}.e2e"], PARTITIONS))
     pid = broker_pid()
-    say(f"broker ceiling: {plan.broker_records} records of {size} B, unthrottled, acks=all")
+    say(
+        f"broker ceiling: up to {plan.broker_records:,} records of {size} B or "
+        f"{plan.broker_seconds:g}s, unthrottled, acks=all"
+    )
     meter = CpuMeter([pid] if pid else []).start()
-    unthrottled = producer_performance(topic, plan.broker_records, size, -1)
+    unthrottled = producer_performance(
+        topic, plan.broker_records, size, -1, max_seconds=plan.broker_seconds
+    )
     cpu, _wall = meter.stop()
     broker_cpu_per_record = cpu / unthrottled["records"] if pid and cpu > 0 else None
     say(f"broker ceiling: {unthrottled['eps']:,.0f} records/s, p99 {unthrottled['p99_ms']} ms")
     rate = max(int(unthrottled["eps"] * 0.5), 1000)
     records = int(rate * plan.broker_latency_seconds)
     say(f"broker latency: open-loop at {rate:,} records/s for {plan.broker_latency_seconds:g}s")
-    fixed = producer_performance(topic, records, size, rate)
+    fixed = producer_performance(
+        topic, records, size, rate, max_seconds=plan.broker_latency_seconds + 20
+    )
     fixed["rate_eps"] = rate
     say(f"broker latency: p50 {fixed['p50_ms']} ms, p99 {fixed['p99_ms']} ms (send to ack)")
     say(f"broker end-to-end: {plan.e2e_messages} records one at a time")

@@ -170,13 +170,16 @@ class Cluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def create_subscriptions(url: str, count: int, concurrency: int = 8) -> list[str]:
-    """``count`` subscriptions, the i-th matching account ``ACC-i``; returns their topics."""
-    topics: list[str] = [""] * count
+async def create_subscriptions(
+    url: str, first: int, count: int, concurrency: int = 32
+) -> list[str]:
+    """Subscriptions ``first`` .. ``count - 1``, the i-th matching account ``ACC-i``; returns
+    their topics in that order."""
+    topics: list[str] = [""] * (count - first)
     gate = asyncio.Semaphore(concurrency)
     tag = uuid.uuid4().hex[:6]
     async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+        base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120
     ) as http:
 
         async def one(i: int) -> None:
@@ -187,9 +190,9 @@ async def create_subscriptions(url: str, count: int, concurrency: int = 8) -> li
                 )
             if response.status_code != 201:
                 raise RuntimeError(f"creating a subscription failed: {response.text}")
-            topics[i] = str(response.json()["topic"])
+            topics[i - first] = str(response.json()["topic"])
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        await asyncio.gather(*(one(i) for i in range(first, count)))
     return topics
 
 
@@ -199,81 +202,133 @@ class Configuration:
     subscriptions: int
 
 
-def run_configuration(
-    config: Configuration, plan: PipelinePlan, logs: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Saturation and fixed-rate runs of one configuration: (saturation record, runs)."""
-    label = f"{config.workers}w/{config.subscriptions}s"
-    deleted = asyncio.run(reset_topics())
-    say(f"{label}: {deleted} topics deleted; starting {config.workers} worker(s)")
-    cluster = Cluster(config.workers)
-    saturation: dict[str, Any] = {
-        "workers": config.workers,
-        "subscriptions": config.subscriptions,
-    }
+def run_worker_count(
+    workers: int,
+    subscription_counts: list[int],
+    plan: PipelinePlan,
+    logs: Path,
+    deadline: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every subscription count with one cluster of ``workers`` workers, fewest first: the
+    subscriptions of a step stay and the next step adds to them (each matches its own account,
+    and the load only uses the accounts of the step's subscriptions).
+
+    Returns (saturation records, fixed-rate runs). Steps that would start after ``deadline``
+    (time.monotonic) are recorded as skipped.
+    """
+    saturations: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    if time.monotonic() > deadline:
+        say(f"{workers}w: skipped, the run's time budget is spent")
+        return [
+            {"workers": workers, "subscriptions": n, "skipped": True} for n in subscription_counts
+        ], runs
+    deleted = asyncio.run(reset_topics())
+    say(f"{workers}w: {deleted} topics deleted; starting {workers} worker(s)")
+    cluster = Cluster(workers)
     try:
         startup = cluster.start()
-        saturation["startup_s"] = round(startup, 1)
-        say(f"{label}: ready after {startup:.1f}s; creating {config.subscriptions} subscriptions")
-        began = time.monotonic()
-        sub_topics = asyncio.run(create_subscriptions(cluster.workers[0].url, config.subscriptions))
-        time.sleep(2.0)  # in force on every worker within a second
-        saturation["subscribe_s"] = round(time.monotonic() - began, 1)
-        say(f"{label}: subscriptions created in {saturation['subscribe_s']}s")
-        eps = find_saturation(cluster, sub_topics, config, plan, saturation, label)
-        if not cluster.alive():
-            saturation["error"] = "a worker died during the saturation run"
-            return saturation, runs
-        for fraction in plan.fractions:
-            rate = max(eps * fraction, 1.0)
-            run = f"P{uuid.uuid4().hex[:7]}"
-            say(
-                f"{label}: {fraction:.0%} of saturation, {rate:,.1f} executions/s for "
-                f"{plan.rate_seconds:g}s"
-            )
-            meter = CpuMeter(cluster.pids()).start()
-            result = measure(
-                LoadSpec(
-                    run=run,
-                    events=max(int(rate * plan.rate_seconds), 1),
-                    rate=rate,
-                    accounts=config.subscriptions,
-                ),
-                CheckSpec(run=run, topics=sub_topics),
-                timeout_s=plan.rate_seconds + plan.grace_seconds + 30,
-                grace_s=plan.grace_seconds,
-                label=label,
-                alive=cluster.alive,
-            )
-            cpu, wall = meter.stop()
-            record = {
-                "workers": config.workers,
-                "subscriptions": config.subscriptions,
-                "fraction": fraction,
-                "rate_eps": round(rate, 1),
-                **result.summary(),
-                "worker_cores": round(cpu / wall, 2),
-                "complete": result.complete,
-            }
-            if not cluster.alive():
-                record["error"] = "a worker died during the run"
-            runs.append(record)
-            say(
-                f"{label}: p50 {record['p50_ms']} ms, p99 {record['p99_ms']} ms, "
-                f"p99.9 {record['p999_ms']} ms, max {record['max_ms']} ms; delivered "
-                f"{record['delivered']}, lost {record['lost']}, duplicates {record['duplicates']}"
-            )
-            if not cluster.alive():
-                dead = next(w for w in cluster.workers if not w.alive())
-                say(f"{label}: a worker died:\n{dead.log_tail()}")
-                break
     except RuntimeError as exc:
-        saturation["error"] = str(exc)
-        say(f"{label}: failed: {exc}")
+        cluster.stop(keep_logs=logs / f"{workers}w")
+        say(f"{workers}w: failed to start: {exc}")
+        return [
+            {"workers": workers, "subscriptions": n, "error": f"start-up: {exc}"}
+            for n in subscription_counts
+        ], runs
+    say(f"{workers}w: ready after {startup:.1f}s")
+    sub_topics: list[str] = []
+    try:
+        for count in sorted(subscription_counts):
+            config = Configuration(workers, count)
+            label = f"{workers}w/{count}s"
+            record: dict[str, Any] = {"workers": workers, "subscriptions": count}
+            saturations.append(record)
+            if time.monotonic() > deadline:
+                say(f"{label}: skipped, the run's time budget is spent")
+                record["skipped"] = True
+                continue
+            if not cluster.alive():
+                record["error"] = "a worker had died earlier"
+                continue
+            began = time.monotonic()
+            say(f"{label}: creating {count - len(sub_topics)} subscriptions")
+            sub_topics += asyncio.run(
+                create_subscriptions(cluster.workers[0].url, len(sub_topics), count)
+            )
+            time.sleep(2.0)  # in force on every worker within a second
+            record["subscribe_s"] = round(time.monotonic() - began, 1)
+            record["startup_s"] = round(startup, 1)
+            say(f"{label}: {count} subscriptions in force after {record['subscribe_s']}s")
+            try:
+                runs += run_configuration(cluster, sub_topics, config, plan, record, label)
+            except RuntimeError as exc:
+                record["error"] = str(exc)
+                say(f"{label}: failed: {exc}")
     finally:
-        cluster.stop(keep_logs=logs / f"{config.workers}w-{config.subscriptions}s")
-    return saturation, runs
+        cluster.stop(keep_logs=logs / f"{workers}w")
+    return saturations, runs
+
+
+def run_configuration(
+    cluster: Cluster,
+    sub_topics: list[str],
+    config: Configuration,
+    plan: PipelinePlan,
+    saturation: dict[str, Any],
+    label: str,
+) -> list[dict[str, Any]]:
+    """Saturation (into ``saturation``) and the fixed-rate runs of one configuration."""
+    runs: list[dict[str, Any]] = []
+    eps = find_saturation(cluster, sub_topics, config, plan, saturation, label)
+    if not cluster.alive():
+        saturation["error"] = "a worker died during the saturation run"
+        return runs
+    if not saturation.get("complete"):
+        saturation["error"] = "the backlog was not drained in time; fixed-rate runs skipped"
+        return runs
+    for fraction in plan.fractions:
+        rate = max(eps * fraction, 1.0)
+        run = f"P{uuid.uuid4().hex[:7]}"
+        say(
+            f"{label}: {fraction:.0%} of saturation, {rate:,.1f} executions/s for "
+            f"{plan.rate_seconds:g}s"
+        )
+        meter = CpuMeter(cluster.pids()).start()
+        result = measure(
+            LoadSpec(
+                run=run,
+                events=max(int(rate * plan.rate_seconds), 1),
+                rate=rate,
+                accounts=config.subscriptions,
+            ),
+            CheckSpec(run=run, topics=sub_topics),
+            timeout_s=plan.rate_seconds + plan.grace_seconds + 30,
+            grace_s=plan.grace_seconds,
+            label=label,
+            alive=cluster.alive,
+        )
+        cpu, wall = meter.stop()
+        record = {
+            "workers": config.workers,
+            "subscriptions": config.subscriptions,
+            "fraction": fraction,
+            "rate_eps": round(rate, 1),
+            **result.summary(),
+            "worker_cores": round(cpu / wall, 2),
+            "complete": result.complete,
+        }
+        runs.append(record)
+        say(
+            f"{label}: p50 {record['p50_ms']} ms, p99 {record['p99_ms']} ms, "
+            f"p99.9 {record['p999_ms']} ms, max {record['max_ms']} ms; delivered "
+            f"{record['delivered']}, lost {record['lost']}, duplicates {record['duplicates']}"
+        )
+        if not cluster.alive():
+            record["error"] = "a worker died during the run"
+            dead = next(w for w in cluster.workers if not w.alive())
+            say(f"{label}: a worker died:\n{dead.log_tail()}")
+            break
+    return runs
 
 
 def find_saturation(
