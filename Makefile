@@ -78,7 +78,7 @@ bench-quick: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench --quick
 
 bench-profile: install $(BENCH_STAMP)
-	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
 fanout: install
 	@bash scripts/with_infra.sh $(PY) -m bench.fanout

@@ -300,8 +300,10 @@ class Measurement:
 
     @property
     def throughput_eps(self) -> float | None:
-        """Unique records delivered per second, from the first intended send to the last
-        arrival."""
+        """Delivered records per second: the steady arrival rate (see :func:`steady_rate`),
+        the offered rate when the system keeps up, its capacity when it does not."""
+        if self.check.steady_eps is not None:
+            return self.check.steady_eps
         span = self.check.last_arrival - self.load.first_stamp
         if not self.check.unique or span <= 0:
             return None

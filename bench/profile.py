@@ -22,6 +22,23 @@ from bench.common import RESULTS, reset_topics, say
 from bench.load import CONTEXT, LoadSpec, generator_main
 from bench.pipeline import Cluster, create_subscriptions
 
+FRAMEWORK = (
+    "BaseEventLoop.run",
+    "BaseEventLoop._run_once",
+    "Handle._run",
+    "Command.",
+    "Context.invoke",
+    "Group.invoke",
+    "pass_context",
+    "App.main",
+    "Worker.execute_from_commandline",
+    "main (execdist/cli.py)",
+    "<module>",
+    "Thread._bootstrap",
+    "Thread.run",
+)
+"""Frames on nearly every stack (event loop, CLI, thread start): left out of the totals."""
+
 
 def summarize(raw: Path, top: int = 25) -> str:
     """The functions with the most samples on top of the stack (self) and anywhere (total)."""
@@ -40,10 +57,11 @@ def summarize(raw: Path, top: int = 25) -> str:
         samples += count
         own[_short(frames[-1])] += count
         for name in {_short(f) for f in frames}:
-            total[name] += count
+            if not name.startswith(FRAMEWORK):
+                total[name] += count
     lines = [f"{samples} samples", "", "| self % | function |", "| --- | --- |"]
     lines += [f"| {100 * n / samples:.1f} | `{name}` |" for name, n in own.most_common(top)]
-    lines += ["", "| total % | function |", "| --- | --- |"]
+    lines += ["", "| total % (event loop and CLI frames left out) | function |", "| --- | --- |"]
     lines += [f"| {100 * n / samples:.1f} | `{name}` |" for name, n in total.most_common(top)]
     return "\n".join(lines) + "\n"
 
@@ -73,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = RESULTS / "profile-worker.txt"
     try:
         say(f"worker ready after {cluster.start():.1f}s")
-        asyncio.run(create_subscriptions(cluster.workers[0].url, args.subscriptions))
+        asyncio.run(create_subscriptions(cluster.workers[0].url, 0, args.subscriptions))
         # enough backlog for the recording even at a few thousand executions per second
         events = args.events or int(3000 * (args.seconds + 10))
         say(f"sending a backlog of {events:,} executions")
