@@ -264,18 +264,28 @@ async def check(
 
 
 def steady_rate(arrivals: list[float], loaded_at: float) -> float | None:
-    """Records per second while a backlog was being drained.
+    """Records per second that the system under test delivered, robust to arrivals in clumps
+    (one clump per committed transaction).
 
-    Counted over the arrivals after the generator had sent everything (the system then reads a
-    backlog with the machine to itself), when there are enough of them; otherwise between the
-    10th and 90th percentile of all arrivals. Start-up and the last stragglers are left out.
+    When many records arrived after the generator had sent everything, the system was
+    draining a backlog: the rate is the records that arrived after the generator finished (or
+    after the first arrival, for a system started only then) over the time until the last one.
+    Otherwise it kept up, and the rate is the records that arrived while the generator was
+    sending over that time.
     """
-    after = [a for a in arrivals if a >= loaded_at] if loaded_at else []
-    window = after if len(after) >= max(100, 0.3 * len(arrivals)) else arrivals
-    low, high = int(0.05 * len(window)), int(0.95 * len(window)) - 1
-    if high <= low or window[high] <= window[low]:
+    if not arrivals:
         return None
-    return (high - low) / (window[high] - window[low])
+    first, last = arrivals[0], arrivals[-1]
+    if not loaded_at:
+        loaded_at = last
+    start = max(loaded_at, first)
+    after = sum(1 for a in arrivals if a > start)
+    if after >= max(100, 0.3 * len(arrivals)) and last > start:
+        return after / (last - start)
+    before = sum(1 for a in arrivals if a <= loaded_at)
+    if before > 1 and loaded_at > first:
+        return before / (loaded_at - first)
+    return None
 
 
 def checker_main(

@@ -78,8 +78,8 @@ def saturation_by_workers(saturations: list[dict[str, Any]]) -> dict[str, float]
     """Per worker count, the saturation rate with the fewest subscriptions measured."""
     best: dict[str, tuple[int, float]] = {}
     for item in saturations:
-        if item.get("saturation_eps") is None:
-            continue
+        if item.get("saturation_eps") is None or not item.get("complete"):
+            continue  # a backlog not drained in time gives no saturation figure
         key = str(item["workers"])
         if key not in best or item["subscriptions"] < best[key][0]:
             best[key] = (item["subscriptions"], item["saturation_eps"])
@@ -88,7 +88,8 @@ def saturation_by_workers(saturations: list[dict[str, Any]]) -> dict[str, float]
 
 def per_core(ceilings: dict[str, Any], saturations: list[dict[str, Any]]) -> dict[str, Any]:
     """Events per second per worker and per busy worker core, and what 1M/s would take."""
-    single = [s for s in saturations if s.get("workers") == 1 and s.get("saturation_eps")]
+    drained = [s for s in saturations if s.get("saturation_eps") and s.get("complete")]
+    single = [s for s in drained if s["workers"] == 1]
     if not single:
         return {}
     ref = min(single, key=lambda s: s["subscriptions"])
@@ -110,7 +111,7 @@ def per_core(ceilings: dict[str, Any], saturations: list[dict[str, Any]]) -> dic
     if ceilings.get("relay_eps"):
         out["relay_processes_for_1m_eps"] = math.ceil(TARGET_EPS / ceilings["relay_eps"])
         out["ratio_to_relay"] = round(per_worker / ceilings["relay_eps"], 4)
-    two = [s for s in saturations if s.get("workers") == 2 and s.get("saturation_eps")]
+    two = [s for s in drained if s["workers"] == 2]
     if two:
         best_two = min(two, key=lambda s: s["subscriptions"])
         out["scaling_2_workers"] = round(best_two["saturation_eps"] / per_worker, 2)
@@ -307,8 +308,8 @@ def generated_section(result: dict[str, Any]) -> str:
     ]
     for item in result["saturation"]:
         note = "skipped (time budget)" if item.get("skipped") else item.get("error", "")
-        if not item.get("skipped") and not item.get("complete", True):
-            note = (note + "; " if note else "") + "backlog not drained in time"
+        if not item.get("skipped") and not item.get("complete", True) and not note:
+            note = "backlog not drained in time"
         lines.append(
             f"| {item['workers']} | {item['subscriptions']} | {_fmt(item.get('saturation_eps'))} "
             f"| {_fmt(item.get('backlog_events'))} | {_fmt(item.get('worker_cores'), 2)} | "
