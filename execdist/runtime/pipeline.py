@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiokafka.producer.sender
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
@@ -56,8 +57,17 @@ SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics
 """Read in this order within a partition's share of a batch: an order before the executions
 that arrived with it, ticks last."""
 
-MAX_BATCH = 2000
+MAX_BATCH = 1000
+YIELD_EVERY = 50
+"""Records processed between two yields to the event loop, so that heartbeats, the relay and
+HTTP requests are served during a large batch."""
 RETRY_S = 1.0
+
+# A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the
+# broker has written the previous one's markers (KAFKA-5477); aiokafka then waits a fixed
+# 20 ms before retrying, which put 20 ms on every transaction. The markers take a few
+# milliseconds on a healthy broker: retry after 5 ms (each retry is a request, so not sooner).
+aiokafka.producer.sender.BACKOFF_OVERRIDE = 0.005
 
 
 class PartitionLost(Exception):
@@ -158,7 +168,9 @@ class Pipeline(Service):
             heartbeat_interval_ms=max(session_ms // 4, 500),
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100,
+            # one fetch is in flight per broker at a time: a partition whose records were just
+            # consumed waits for it to return, so keep its wait short
+            fetch_max_wait_ms=20,
         )
         await self._consumer.start()
         self._consumer.subscribe(list(SOURCES), listener=_Listener(self))
@@ -254,9 +266,11 @@ class Pipeline(Service):
                 if tp.topic != topic:
                     continue
                 handler = self.handlers[topic]
-                for record in records:
+                for index, record in enumerate(records, 1):
                     if self._continuity.admit(tp, record.offset):
                         await handler(tp, record)
+                    if index % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
         any_tp = next(iter(batch.records))
         await self._continuity.flush(TP(topics.ORDERS, any_tp.partition))
 
@@ -341,6 +355,9 @@ class Pipeline(Service):
             acks="all",
             linger_ms=2,
             max_batch_size=256 * 1024,
+            # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
+            # broker has written the markers; retry soon rather than after 100 ms
+            retry_backoff_ms=5,
         )
 
     async def on_revoked(self) -> None:
