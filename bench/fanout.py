@@ -83,6 +83,15 @@ def free_port(start: int = 26000) -> int:
     raise SystemExit(f"no free port in {start}..{start + 2000}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -382,7 +391,11 @@ async def wait_until(condition: Any, timeout: float, progress: Progress, what: s
 
 
 async def warm_up(
-    mode: str, run: str, subscriptions: list[dict[str, Any]], progress: Progress, clients: int,
+    mode: str,
+    run: str,
+    subscriptions: list[dict[str, Any]],
+    progress: Progress,
+    clients: int,
     timeout: float,
 ) -> bool:
     """Warm-up records to every subscription, once a second, until every client still
@@ -416,8 +429,15 @@ async def warm_up(
 
 
 async def measure(
-    mode: str, run: str, subscriptions: list[dict[str, Any]], progress: Progress,
-    rate: float, seconds: float, expected_total: int, drain_s: float,
+    mode: str,
+    run: str,
+    subscriptions: list[dict[str, Any]],
+    progress: Progress,
+    rate: float,
+    seconds: float,
+    expected_total: int,
+    drain_s: float,
+    worker_pid: int,
 ) -> dict[str, Any]:
     """Open-loop production; returns what was sent per subscription and how far behind
     schedule the producer ever was."""
@@ -427,6 +447,7 @@ async def measure(
     frames_before = progress.total(FRAMES)
     say(f"{mode}: producing {total} records at {rate:g}/s for {seconds:g} s")
     async with Feed(mode, run, subscriptions) as feed:
+        cpu_start, wall_start = cpu_seconds(worker_pid), time.monotonic()
         start = time.time()
         next_report = time.monotonic() + 2
         for n in range(total):
@@ -460,12 +481,24 @@ async def measure(
         elif time.monotonic() - last_move > 5:
             break
         await asyncio.sleep(0.1)
+    cpu = cpu_seconds(worker_pid) - cpu_start
+    wall = time.monotonic() - wall_start
     say(f"{mode}: frames received {progress.total(FRAMES) - frames_before} of {expected_total}")
-    return {"per_subscription": per_subscription, "behind_max_s": behind_max, "total": total}
+    return {
+        "per_subscription": per_subscription,
+        "behind_max_s": behind_max,
+        "total": total,
+        "worker_cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "load_average": os.getloadavg(),
+    }
 
 
 def summarize(
-    mode: str, args: argparse.Namespace, sent: dict[str, Any], tallies: list[dict[str, Any]],
+    mode: str,
+    args: argparse.Namespace,
+    sent: dict[str, Any],
+    tallies: list[dict[str, Any]],
     latencies: list[float],
 ) -> dict[str, Any]:
     per_subscription = sent["per_subscription"]
@@ -505,6 +538,12 @@ def summarize(
         "clients_closed_1013": closes.get("1013", 0),
         "close_codes": dict(closes),
         "clients_failed": sum(1 for t in tallies if t["error"]),
+        "worker_cpu_s": sent["worker_cpu_s"],
+        "worker_cpu_share": round(sent["worker_cpu_s"] / sent["wall_s"], 3),
+        "worker_cpu_us_per_frame": (
+            round(sent["worker_cpu_s"] * 1e6 / received, 1) if received else None
+        ),
+        "load_average_after": [round(x, 2) for x in sent["load_average"]],
         "latency_ms": {
             "samples": len(ordered),
             "mean": round(sum(ordered) / len(ordered), 2) if ordered else None,
@@ -531,6 +570,9 @@ def show(result: dict[str, Any]) -> str:
             f"{result['frames_duplicate']}",
             f"   clients     complete {result['clients_complete']}/{result['clients']}  "
             f"closed 1013 {result['clients_closed_1013']}  failed {result['clients_failed']}",
+            f"   worker      {result['worker_cpu_s']} CPU-s ({result['worker_cpu_share']:.0%} of a "
+            f"core), {result['worker_cpu_us_per_frame']} us per frame delivered; load average "
+            f"{result['load_average_after'][0]}",
             f"   producer    at most {result['producer_behind_schedule_max_ms']} ms behind "
             "schedule",
         ]
@@ -544,8 +586,21 @@ def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
         return None
     say(f"profiling the worker (pid {pid}) for {seconds:g} s into {out}")
     return subprocess.Popen(
-        [py_spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-d", str(int(seconds)),
-         "-r", "200", "--nonblocking"],
+        [
+            py_spy,
+            "record",
+            "-p",
+            str(pid),
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "200",
+            "--nonblocking",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -577,8 +632,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         subscriptions = create_subscriptions(port, args.subscriptions, run_id)
         time.sleep(1.5)  # "in force on every worker within one second"
         targets = [
-            (i % args.subscriptions, subscriptions[i % args.subscriptions]["id"],
-             subscriptions[i % args.subscriptions]["token"])
+            (
+                i % args.subscriptions,
+                subscriptions[i % args.subscriptions]["id"],
+                subscriptions[i % args.subscriptions]["token"],
+            )
             for i in range(args.clients)
         ]
         for slot in range(args.processes):
@@ -594,11 +652,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         async def phases() -> None:
             await wait_until(
                 lambda: progress.total(CONNECTED) + progress.total(FAILED) >= args.clients,
-                60 + args.clients / 50, progress, "the clients to connect",
+                60 + args.clients / 50,
+                progress,
+                "the clients to connect",
             )
             for mode in args.modes:
-                await warm_up(mode, run_id, subscriptions, progress, args.clients,
-                              args.warmup_timeout)
+                await warm_up(
+                    mode, run_id, subscriptions, progress, args.clients, args.warmup_timeout
+                )
                 counts = [0] * args.subscriptions
                 for i in range(int(args.rate * args.seconds)):
                     counts[i % args.subscriptions] += 1
@@ -606,11 +667,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 profiler = None
                 if args.profile and mode in args.profile_modes:
                     profiler = start_profiler(
-                        worker.pid, args.seconds,
+                        worker.pid,
+                        args.seconds,
                         RESULTS / f"fanout-profile-{mode}.txt",
                     )
-                sent = await measure(mode, run_id, subscriptions, progress, args.rate,
-                                     args.seconds, expected_total, args.drain)
+                sent = await measure(
+                    mode,
+                    run_id,
+                    subscriptions,
+                    progress,
+                    args.rate,
+                    args.seconds,
+                    expected_total,
+                    args.drain,
+                    worker.pid,
+                )
                 if profiler is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         profiler.wait(15)
@@ -653,18 +724,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--subscriptions", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=200.0,
-                        help="records per second (see the modes for which records)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        help="records per second (see the modes for which records)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--processes", type=int, default=4, help="client processes")
-    parser.add_argument("--modes", default="relay,pipeline",
-                        help="comma-separated: relay (sub topics directly), pipeline (inputs)")
-    parser.add_argument("--drain", type=float, default=30.0,
-                        help="longest wait for the last frames after the last record")
+    parser.add_argument(
+        "--modes",
+        default="relay,pipeline",
+        help="comma-separated: relay (sub topics directly), pipeline (inputs)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=30.0,
+        help="longest wait for the last frames after the last record",
+    )
     parser.add_argument("--warmup-timeout", type=float, default=90.0)
     parser.add_argument("--web-port", type=int, default=None)
-    parser.add_argument("--profile", action="store_true",
-                        help="record the worker with py-spy (raw) during the measured modes")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the worker with py-spy (raw) during the measured modes",
+    )
     parser.add_argument("--profile-modes", default="relay,pipeline")
     parser.add_argument("--output", type=Path, default=RESULTS / "fanout.json")
     args = parser.parse_args(argv)

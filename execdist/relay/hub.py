@@ -38,11 +38,15 @@ RING_CAPACITY = 20_000
 CLIENT_QUEUE = 2_000
 """Frames a client may have waiting before it counts as too slow and is closed."""
 IDLE_READER_S = 30.0
+"""How long a subscription's reader lives on after its last client left."""
 DRAIN_GRACE_S = 1.0
 """How long the shared reader waits for a lagging client before dropping it as too slow."""
 READ_BATCH = 100
 """Records the shared reader hands out before it lets the clients' senders run."""
-"""How long a subscription's reader lives on after its last client left."""
+FETCH_WAIT_MS = 500
+"""Longest a reader's fetch waits at the broker for data. Every subscription with clients
+has its own reader; with a short wait, idle readers polling the broker were most of the
+relay's cost at a hundred subscriptions."""
 
 
 class InvalidCursor(ExecDistError):
@@ -74,15 +78,45 @@ def parse_cursor(text: str, partitions: int) -> Position:
     return position
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
-    """One confirmation for a client: the cursor after it and its JSON bytes."""
+    """One confirmation for a client: the cursor after it and its JSON bytes.
 
-    cursor: str
-    value: bytes
+    A record read live is one ``Frame`` shared by every client of the subscription that is in
+    step with the shared reader, so its WebSocket message is built once per record, not once
+    per client.
+    """
+
+    __slots__ = ("_message", "cursor", "value")
+
+    def __init__(self, cursor: str, value: bytes) -> None:
+        self.cursor = cursor
+        self.value = value
+        self._message: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Frame(cursor={self.cursor!r}, value={self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (self.cursor, self.value) == (other.cursor, other.value)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def data(self) -> object:
         return orjson.loads(self.value)
+
+    def websocket_message(self) -> bytes:
+        """The UTF-8 text of the WebSocket frame: built on first use, then reused."""
+        if self._message is None:
+            self._message = (
+                b'{"type":"confirmation","cursor":"'
+                + self.cursor.encode()
+                + b'","data":'
+                + self.value
+                + b"}"
+            )
+        return self._message
 
 
 @dataclass(eq=False)
@@ -96,13 +130,26 @@ class RelayClient:
     shutting_down: bool = False
     catch_up: asyncio.Task[None] | None = None
 
-    def offer(self, partition: int, offset: int, value: bytes) -> None:
-        """Queue a record unless the client has it already; mark it too slow if full."""
+    def offer(
+        self,
+        partition: int,
+        offset: int,
+        value: bytes,
+        shared: Frame | None = None,
+        shared_position: Position | None = None,
+    ) -> None:
+        """Queue a record unless the client has it already; mark it too slow if full.
+
+        ``shared`` is the reader's frame for this record, whose cursor is ``shared_position``:
+        a client whose position after the record is the same takes that frame as it is.
+        """
         if self.too_slow or offset < self.position.get(partition, 0):
             return
         self.position[partition] = offset + 1
+        if shared is None or self.position != shared_position:
+            shared = Frame(format_cursor(self.position), value)
         try:
-            self.queue.put_nowait(Frame(format_cursor(self.position), value))
+            self.queue.put_nowait(shared)
         except asyncio.QueueFull:
             self.give_up()
 
@@ -116,10 +163,29 @@ class RelayClient:
 
     async def next(self, timeout: float) -> Frame | None:
         """The next frame, or ``None`` after ``timeout`` seconds without one (heartbeat)."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
+
+    async def next_batch(self, timeout: float, limit: int) -> list[Frame]:
+        """Up to ``limit`` frames that are waiting, at least one unless ``timeout`` seconds
+        pass without any (then none: time for a heartbeat). Check ``too_slow`` and
+        ``shutting_down`` after each call, as with :meth:`next`."""
+        first = await self.next(timeout)
+        if first is None:
+            return []
+        batch = [first]
+        queue = self.queue
+        while len(batch) < limit and not queue.empty():
+            frame = queue.get_nowait()
+            if frame is None:
+                break
+            batch.append(frame)
+        return batch
 
 
 class SubscriptionReader:
@@ -147,7 +213,9 @@ class SubscriptionReader:
             bootstrap_servers=self._settings.bootstrap_servers,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            fetch_max_wait_ms=20,
+            # a long poll: the broker answers as soon as a record (or a commit marker) is
+            # there, so this bounds only idle polling, one fetch per reader per FETCH_WAIT_MS
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             group_id=None,
         )
 
@@ -197,9 +265,7 @@ class SubscriptionReader:
         deadline = loop.time() + DRAIN_GRACE_S
         started: dict[RelayClient, int] = {}
         while True:
-            behind = [
-                c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2
-            ]
+            behind = [c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2]
             if not behind:
                 return
             for client in behind:
@@ -224,8 +290,12 @@ class SubscriptionReader:
             self.ring_start[dropped_partition] = dropped_offset + 1
         self._ring.append((partition, offset, value))
         self.position[partition] = offset + 1
+        if not self.clients:
+            return
+        position = dict(self.position)
+        frame = Frame(format_cursor(position), value)
         for client in tuple(self.clients):
-            client.offer(partition, offset, value)
+            client.offer(partition, offset, value, frame, position)
 
     def covers(self, client: RelayClient) -> bool:
         """True when the ring holds everything from the client's position on, and what it

@@ -33,6 +33,8 @@ HEARTBEAT_S = 5.0
 """A heartbeat goes out after this long without a confirmation."""
 SEND_TIMEOUT_S = 5.0
 """A client that takes longer than this to accept one frame is too slow."""
+SEND_BATCH = 100
+"""Frames a client's sender writes in one go before it looks at the queue again."""
 CLOSE_TIMEOUT_S = 2.0
 MAX_CLIENT_MESSAGES = 50
 """Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
@@ -138,22 +140,25 @@ def heartbeat_text() -> str:
 async def _pump_websocket(
     ws: web.WebSocketResponse, client: RelayClient, listener: asyncio.Task[None]
 ) -> None:
+    loop = asyncio.get_running_loop()
     while not ws.closed and not listener.done():
-        frame = await client.next(HEARTBEAT_S)
+        frames = await client.next_batch(HEARTBEAT_S, SEND_BATCH)
         if client.shutting_down:
             await _close(ws, GOING_AWAY, b"worker shutting down; reconnect with your last cursor")
             return
         if client.too_slow:
             await _close(ws, TOO_SLOW, b"client too slow")
             return
-        if frame is None:
-            text = heartbeat_text()
-        else:
-            text = (
-                f'{{"type":"confirmation","cursor":"{frame.cursor}","data":{frame.value.decode()}}}'
-            )
         try:
-            await asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT_S)
+            async with asyncio.timeout(None) as deadline:
+                if not frames:
+                    deadline.reschedule(loop.time() + SEND_TIMEOUT_S)
+                    await ws.send_str(heartbeat_text())
+                for frame in frames:
+                    # each frame gets its own time limit; the message bytes are shared by
+                    # all the clients of the subscription
+                    deadline.reschedule(loop.time() + SEND_TIMEOUT_S)
+                    await ws.send_frame(frame.websocket_message(), WSMsgType.TEXT)
         except TimeoutError:
             await _close(ws, TOO_SLOW, b"client too slow")
             return
