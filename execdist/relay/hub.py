@@ -43,6 +43,8 @@ DRAIN_GRACE_S = 1.0
 """How long the shared reader waits for a lagging client before dropping it as too slow."""
 READ_BATCH = 100
 """Records the shared reader hands out before it lets the clients' senders run."""
+HEARTBEAT_S = 5
+"""Seconds without a record after which a client's sender is woken to send a heartbeat."""
 FETCH_WAIT_MS = 500
 """Longest a reader's fetch waits at the broker for data. Every subscription with clients
 has its own reader; with a short wait, idle readers polling the broker were most of the
@@ -129,6 +131,9 @@ class RelayClient:
     too_slow: bool = False
     shutting_down: bool = False
     catch_up: asyncio.Task[None] | None = None
+    fed: bool = False
+    """Whether a record was queued since the hub's last heartbeat tick."""
+    quiet_ticks: int = 0
 
     def offer(
         self,
@@ -148,6 +153,7 @@ class RelayClient:
         self.position[partition] = offset + 1
         if shared is None or self.position != shared_position:
             shared = Frame(format_cursor(self.position), value)
+        self.fed = True
         try:
             self.queue.put_nowait(shared)
         except asyncio.QueueFull:
@@ -161,21 +167,20 @@ class RelayClient:
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
 
-    async def next(self, timeout: float) -> Frame | None:
-        """The next frame, or ``None`` after ``timeout`` seconds without one (heartbeat)."""
+    async def next(self) -> Frame | None:
+        """The next frame; ``None`` wakes the sender up without one: it closes the client when
+        ``too_slow`` or ``shutting_down`` is set, else it sends a heartbeat (the hub queues a
+        ``None`` after ``HEARTBEAT_S`` without a record, so no sender keeps a timer of its own).
+        """
         if not self.queue.empty():
             return self.queue.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        return await self.queue.get()
 
-    async def next_batch(self, timeout: float, limit: int) -> list[Frame]:
-        """Up to ``limit`` frames that are waiting, at least one unless ``timeout`` seconds
-        pass without any (then none: time for a heartbeat). Check ``too_slow`` and
-        ``shutting_down`` after each call, as with :meth:`next`."""
-        first = await self.next(timeout)
+    async def next_batch(self, limit: int) -> list[Frame]:
+        """Up to ``limit`` frames that are waiting, at least one, or none when it is time for
+        a heartbeat. Check ``too_slow`` and ``shutting_down`` after each call, as with
+        :meth:`next`."""
+        first = await self.next()
         if first is None:
             return []
         batch = [first]
@@ -186,6 +191,18 @@ class RelayClient:
                 break
             batch.append(frame)
         return batch
+
+    def tick(self) -> None:
+        """Called once a second by the hub: queue a heartbeat wake-up after ``HEARTBEAT_S``
+        without a record."""
+        if self.fed:
+            self.fed = False
+            self.quiet_ticks = 0
+            return
+        self.quiet_ticks += 1
+        if self.quiet_ticks >= HEARTBEAT_S and self.queue.empty():
+            self.quiet_ticks = 0
+            self.queue.put_nowait(None)
 
 
 class SubscriptionReader:
@@ -350,6 +367,7 @@ class RelayHub(Service):
         self._settings = settings
         self._decoder = decoder
         self._readers: dict[str, SubscriptionReader] = {}
+        self._clients: set[RelayClient] = set()
         self._lock = asyncio.Lock()
 
     async def on_stop(self) -> None:
@@ -359,6 +377,11 @@ class RelayHub(Service):
                 client.give_up()
             await reader.stop()
         self._readers.clear()
+
+    @Service.timer(1.0)
+    async def _heartbeats(self) -> None:
+        for client in self._clients:
+            client.tick()
 
     @Service.timer(5.0)
     async def _stop_idle_readers(self) -> None:
@@ -391,6 +414,7 @@ class RelayHub(Service):
             position = await self._beginnings(topic, partitions)
         limit = self._settings.relay_client_queue
         client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+        self._clients.add(client)
         if reader.covers(client):
             reader.attach(client)
         else:
@@ -398,6 +422,7 @@ class RelayHub(Service):
         return client
 
     def disconnect(self, topic: str, client: RelayClient) -> None:
+        self._clients.discard(client)
         if client.catch_up is not None:
             client.catch_up.cancel()
         reader = self._readers.get(topic)
