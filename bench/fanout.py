@@ -183,8 +183,10 @@ def client_process(
     progress: SynchronizedArray,
     stop: Any,
     results: multiprocessing.Queue,
+    compress: int = 0,
 ) -> None:
-    """The WebSocket clients of one process: ``targets`` are (subscription index, id, token).
+    """The WebSocket clients of one process: ``targets`` are (subscription index, id, token);
+    ``compress`` 15 offers permessage-deflate as browsers do, 0 does not.
 
     Counts into ``progress[slot * SLOTS + ...]`` while running; when ``stop`` is set, puts
     ``(slot, tallies, latencies by mode)`` on ``results``."""
@@ -198,7 +200,9 @@ def client_process(
 
     async def one(tally: ClientTally, session: aiohttp.ClientSession, url: str) -> None:
         try:
-            async with session.ws_connect(url, heartbeat=None, max_msg_size=0) as ws:
+            async with session.ws_connect(
+                url, heartbeat=None, max_msg_size=0, compress=compress
+            ) as ws:
                 bump(CONNECTED)
                 async for message in ws:
                     received = time.time()
@@ -520,6 +524,7 @@ def summarize(
         "clients": len(tallies),
         "subscriptions": args.subscriptions,
         "clients_per_subscription": args.clients / args.subscriptions,
+        "clients_offer_deflate": args.compress,
         "rate_per_s": args.rate,
         "rate_unit": (
             "confirmations/s written to the subscription topics"
@@ -642,7 +647,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for slot in range(args.processes):
             process = ctx.Process(
                 target=client_process,
-                args=(slot, port, targets[slot :: args.processes], progress_array, stop, results),
+                args=(
+                    slot,
+                    port,
+                    targets[slot :: args.processes],
+                    progress_array,
+                    stop,
+                    results,
+                    15 if args.compress else 0,
+                ),
                 daemon=True,
             )
             process.start()
@@ -751,6 +764,12 @@ def main(argv: list[str] | None = None) -> int:
         help="record the worker with py-spy (raw) during the measured modes",
     )
     parser.add_argument("--profile-modes", default="relay,pipeline")
+    parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do (the server then deflates "
+        "every frame for every client)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "fanout.json")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
