@@ -1,14 +1,15 @@
 """Fan-out measurement: many concurrent WebSocket clients, latency from produce to receipt.
 
 Starts one worker against the broker named by ``EXECDIST_BROKER``, creates ``--subscriptions``
-subscriptions (subscription *i* matches account ``FAN-ACC-<i>`` only), connects ``--clients``
+subscriptions (subscription *i* matches account ``FAN-<run>-<i>`` only), connects ``--clients``
 WebSocket clients spread evenly over them from ``--processes`` client processes, and then,
 for each mode asked for:
 
 ``relay``
     produces confirmations straight into the subscription topics (``execdist.sub.<id>``),
     open-loop at ``--rate`` per second spread round-robin over the subscriptions. This measures
-    the relay alone, topic append to WebSocket receipt, whatever the pipeline does.
+    the relay alone, produce (so topic append) to WebSocket receipt, whatever the pipeline
+    does.
 ``pipeline``
     produces an order and its execution open-loop at ``--rate`` executions per second, the
     account round-robin over the subscriptions, so every confirmation reaches exactly the
@@ -19,7 +20,10 @@ behind does not hide the wait) in ``exec_time``; a client's latency for a frame 
 time minus that stamp. Before measuring, warm-up records go to every subscription until every
 client has received one, so no client is counted as missing frames it could not have seen.
 Per client the bench counts the frames expected and received (duplicates and losses by
-``exec_id``) and how the connection ended (1013 = closed as too slow).
+``exec_id``) and how the connection ended (1013 = closed as too slow). The worker's CPU time
+over each measurement is reported too (per frame delivered): on a shared machine it is a
+steadier figure than the latencies, which include waiting for a CPU. ``--profile`` records
+the worker with py-spy (``bench/results/fanout-profile-<mode>.txt``, raw collapsed stacks).
 
     python -m bench.fanout --clients 1000 --subscriptions 100 --rate 200 --seconds 30
 
@@ -399,7 +403,6 @@ async def warm_up(
     run: str,
     subscriptions: list[dict[str, Any]],
     progress: Progress,
-    clients: int,
     timeout: float,
 ) -> bool:
     """Warm-up records to every subscription, once a second, until every client still
@@ -670,9 +673,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "the clients to connect",
             )
             for mode in args.modes:
-                await warm_up(
-                    mode, run_id, subscriptions, progress, args.clients, args.warmup_timeout
-                )
+                await warm_up(mode, run_id, subscriptions, progress, args.warmup_timeout)
                 counts = [0] * args.subscriptions
                 for i in range(int(args.rate * args.seconds)):
                     counts[i % args.subscriptions] += 1
