@@ -58,7 +58,8 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 RESULTS = Path(__file__).parent / "results"
 BROKER = os.environ.get("EXECDIST_BROKER", "127.0.0.1:9092")
@@ -139,6 +140,36 @@ def start_worker(workdir: Path, web_port: int | None = None) -> tuple[subprocess
         time.sleep(0.2)
     process.terminate()
     raise SystemExit(f"the worker did not become ready; see {workdir / 'worker.log'}")
+
+
+async def input_backlog() -> int:
+    """Records already in the input topics: a new worker reads them all before the bench's."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BROKER)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(["orders", "executions"])
+    finally:
+        await admin.close()
+    tps = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if not topic.get("error_code")
+        for partition in topic["partitions"]
+    ]
+    if not tps:
+        return 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=BROKER, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        beginnings = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - beginnings[tp] for tp in tps)
+    finally:
+        # aiokafka's group-less consumer, stopped right after it started, re-raises the
+        # cancellation of its own internal task
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
 
 
 def create_subscriptions(port: int, count: int, run: str) -> list[dict[str, Any]]:
@@ -617,6 +648,13 @@ def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
 def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix="execdist-fanout-"))
+    backlog = asyncio.run(input_backlog()) if "pipeline" in args.modes else 0
+    if backlog:
+        say(
+            f"warning: the input topics already hold {backlog} records, which the new worker "
+            "reads first; the pipeline figures will include that (make fanout starts a fresh "
+            "broker)"
+        )
     say(f"starting a worker against {BROKER} (log: {workdir / 'worker.log'})")
     worker, port = start_worker(workdir, args.web_port)
     say(f"worker pid {worker.pid} ready on port {port}")
@@ -633,6 +671,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_at_start": os.getloadavg(),
         },
         "started": stamp(time.time()),
+        "input_records_before_start": backlog,
         "results": {},
     }
     try:
