@@ -368,7 +368,7 @@ class RelayHub(Service):
         self._decoder = decoder
         self._readers: dict[str, SubscriptionReader] = {}
         self._clients: set[RelayClient] = set()
-        self._lock = asyncio.Lock()
+        self._starting: dict[str, asyncio.Lock] = {}
 
     async def on_stop(self) -> None:
         for reader in list(self._readers.values()):
@@ -393,10 +393,13 @@ class RelayHub(Service):
                 reader.idle_since = loop.time()
             elif loop.time() - reader.idle_since > IDLE_READER_S:
                 del self._readers[topic]
+                self._starting.pop(topic, None)
                 await reader.stop()
 
     async def _reader(self, topic: str, partitions: int) -> SubscriptionReader:
-        async with self._lock:
+        # one lock per topic: readers of different subscriptions start side by side (a
+        # start is a consumer start and a look-up of the end offsets)
+        async with self._starting.setdefault(topic, asyncio.Lock()):
             reader = self._readers.get(topic)
             if reader is None:
                 reader = SubscriptionReader(self._settings, topic, partitions, self._decoder)
