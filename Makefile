@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down status run test test-unit check bench fanout reliability clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-profile fanout reliability clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
 	@echo "make test     install what is missing and run the whole suite against a real broker"
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
+	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: under 3 minutes"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -51,18 +52,49 @@ check: install
 reliability: install
 	@bash scripts/test.sh tests/reliability -p no:cacheprovider --no-cov-gate
 
+# The benchmark runs its own broker and registry on ports of its own, so that it never meets the
+# broker of `make test` (19092) or `make run` (9092). Override with BENCH_KAFKA_PORT etc.
+BENCH_KAFKA_PORT ?= 21092
+BENCH_CONTROLLER_PORT ?= 21093
+BENCH_REGISTRY_PORT ?= 21081
+BENCH_REGISTRY_MANAGEMENT_PORT ?= 21082
+BENCH_ENV := EXECDIST_INFRA_DIR=$(CURDIR)/.infra/bench \
+	EXECDIST_KAFKA_PORT=$(BENCH_KAFKA_PORT) EXECDIST_CONTROLLER_PORT=$(BENCH_CONTROLLER_PORT) \
+	EXECDIST_REGISTRY_PORT=$(BENCH_REGISTRY_PORT) \
+	EXECDIST_REGISTRY_MANAGEMENT_PORT=$(BENCH_REGISTRY_MANAGEMENT_PORT) \
+	EXECDIST_BROKER=127.0.0.1:$(BENCH_KAFKA_PORT) \
+	EXECDIST_SCHEMA_REGISTRY_URL=http://127.0.0.1:$(BENCH_REGISTRY_PORT)/apis/ccompat/v7
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@echo "[install] adding the benchmark's extras (matplotlib for the plot, py-spy for profiles)"
+	@$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench
+
+bench-quick: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench --quick
+
+bench-profile: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
+
 # The fan-out bench runs its own broker and registry on ports of its own (not those of
 # `make run` or `make test`), so it can run beside either; it starts them afresh, because a
 # new worker reads the input topics from the start. FANOUT_ARGS go to bench/fanout.py.
 FANOUT_KAFKA_PORT ?= 29192
 FANOUT_CONTROLLER_PORT ?= 29193
 FANOUT_REGISTRY_PORT ?= 28181
+FANOUT_REGISTRY_MANAGEMENT_PORT ?= 28182
 FANOUT_ARGS ?=
 FANOUT_ENV = EXECDIST_INFRA_DIR=$(CURDIR)/.infra/fanout \
 	EXECDIST_KAFKA_PORT=$(FANOUT_KAFKA_PORT) EXECDIST_CONTROLLER_PORT=$(FANOUT_CONTROLLER_PORT) \
-	EXECDIST_REGISTRY_PORT=$(FANOUT_REGISTRY_PORT) EXECDIST_BROKER=127.0.0.1:$(FANOUT_KAFKA_PORT) \
+	EXECDIST_REGISTRY_PORT=$(FANOUT_REGISTRY_PORT) \
+	EXECDIST_REGISTRY_MANAGEMENT_PORT=$(FANOUT_REGISTRY_MANAGEMENT_PORT) \
+	EXECDIST_BROKER=127.0.0.1:$(FANOUT_KAFKA_PORT) \
 	EXECDIST_SCHEMA_REGISTRY_URL=http://127.0.0.1:$(FANOUT_REGISTRY_PORT)/apis/ccompat/v7
-fanout: install
+fanout: install $(BENCH_STAMP)
 	@$(FANOUT_ENV) bash scripts/infra.sh down >/dev/null
 	@$(FANOUT_ENV) bash scripts/with_infra.sh $(PY) -m bench.fanout $(FANOUT_ARGS)
 
