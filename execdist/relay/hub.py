@@ -103,7 +103,8 @@ class Frame:
             return NotImplemented
         return (self.cursor, self.value) == (other.cursor, other.value)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        return hash((self.cursor, self.value))
 
     def data(self) -> object:
         return orjson.loads(self.value)
