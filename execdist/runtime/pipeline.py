@@ -14,9 +14,12 @@ A read-process-write loop the way Kafka Streams runs a task under exactly-once:
 * A partition newly assigned to this worker gets a new producer first (which fences any
   previous owner and settles its open transaction), then its tables are restored from the
   committed changelogs, then its inputs are read from the offsets the restored state records.
-* Any failure to commit a partition (a fenced producer, a broker error) throws away what the
-  partition did since its last commit and restores it from the changelogs again: state,
-  outputs and offsets never disagree.
+* A failed commit (a fenced producer, a broker error, no answer within a minute) throws away
+  what the partition did since its last commit, and the worker hands the partition back to the
+  group: whoever is assigned it next restores it from the committed changelogs. State, outputs
+  and offsets never disagree, and a worker that was paused past its session (a zombie) never
+  takes a partition back by itself. A record whose processing raises is retried from the
+  partition's last commit after a second.
 * Ticks: every ``tick_interval`` a tick record is appended to each owned partition of the tick
   topic, so timeouts are processed in the partition's own transaction like any input.
 
@@ -62,6 +65,7 @@ YIELD_EVERY = 50
 """Records processed between two yields to the event loop, so that heartbeats, the relay and
 HTTP requests are served during a large batch."""
 RETRY_S = 1.0
+COMMIT_TIMEOUT_S = 60.0
 
 # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the
 # broker has written the previous one's markers (KAFKA-5477); aiokafka then waits a fixed
@@ -251,12 +255,15 @@ class Pipeline(Service):
         )
         for batch, result in zip(done.values(), results, strict=True):
             if isinstance(result, BaseException):
-                if isinstance(result, ProducerFenced):
-                    log.warning("partition %s now belongs to another worker", batch.partition)
-                    await self._lose(batch.partition)
-                else:
-                    log.warning("commit of partition %s failed: %r", batch.partition, result)
-                    await self._reset(batch.partition, batch)
+                # Fenced (another worker owns it now) or unknown outcome: either way this worker
+                # must not touch the partition again until the group has assigned it anew.
+                log.warning(
+                    "commit of partition %s failed (%r); handing it back to the group",
+                    batch.partition,
+                    result,
+                )
+                await self._lose(batch.partition)
+                self._request_rebalance()
         self.batches += 1
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -277,7 +284,9 @@ class Pipeline(Service):
     async def _commit(self, batch: _Batch) -> None:
         transaction = self.transaction(batch.partition)
         offsets = batch.next_offsets()
-        sent = await transaction.commit(offsets, self.group_id)
+        sent = await asyncio.wait_for(
+            transaction.commit(offsets, self.group_id), timeout=COMMIT_TIMEOUT_S
+        )
         for state in self._states:
             state.committed(batch.partition)
         self.committed.update(offsets)
@@ -305,6 +314,12 @@ class Pipeline(Service):
         mine = [tp for tp in consumer.assignment() if tp.partition == partition]
         if mine:
             consumer.pause(*mine)
+
+    def _request_rebalance(self) -> None:
+        """Ask the group to assign partitions again (aiokafka has no public call for it)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
 
     async def _reset(self, partition: int, batch: _Batch | None = None) -> None:
         """Throw away the partition's uncommitted work and start it again from its commit."""
