@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BROKERS ?= 1
+export EXECDIST_BROKERS := $(BROKERS)
 
 .PHONY: install up down status run test test-unit check bench fanout reliability clean help
 
