@@ -1,4 +1,4 @@
-"""The composition root: :func:`create_app` builds a fully wired Faust app from settings.
+"""The composition root: :func:`create_app` builds a fully wired worker from settings.
 
 Nothing here runs at import time; ``execdist.cli`` calls :func:`create_app` when a worker
 starts, and tests call it with their own settings.
@@ -6,14 +6,13 @@ starts, and tests call it with their own settings.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import faust
+from aiokafka.structs import ConsumerRecord
 from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
@@ -21,20 +20,26 @@ from execdist import topics
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
-from execdist.agents.publishing import CommitGate, ExecDistApp, TransactionalPublisher
+from execdist.agents.publishing import TransactionalPublisher
 from execdist.agents.routing import SubscriptionRouter
-from execdist.agents.ticks import request_ticks
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.grpc.server import GrpcServer
 from execdist.metrics import Metrics
 from execdist.relay.hub import RelayHub
+from execdist.runtime.pipeline import Pipeline
 from execdist.services.subscription_store import SubscriptionStore
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
-from execdist.tables import rocksdb_store
-from execdist.tables.declarations import declare_tables
-from execdist.tables.store import PartitionedState
+from execdist.tables.declarations import (
+    BLOCK_CACHE_BYTES,
+    ORDER_STATE,
+    POSITIONS,
+    TIMERS,
+    table_specs,
+)
+from execdist.tables.store import PartitionedState, RocksTables
+from execdist.topics import TP
 from execdist.web.blotter import register_blotter
 from execdist.web.docs import register_docs
 from execdist.web.streams import register_stream_views
@@ -48,12 +53,12 @@ INPUT_TOPICS = (topics.ORDERS, topics.EXECUTIONS)
 
 @dataclass
 class Components:
-    """Everything the agents and views share; built once per app."""
+    """Everything the pipeline and views share; built once per app."""
 
     settings: Settings
     metrics: Metrics
     registry: AsyncSchemaRegistryClient
-    publisher: TransactionalPublisher
+    pipeline: Pipeline
     states: PartitionedState
     timers: PartitionedState
     positions: PartitionedState
@@ -66,26 +71,15 @@ class Components:
 
 
 class ReadinessTracker:
-    """Ready once partitions are assigned, tables recovered and subscriptions loaded."""
+    """Ready once partitions are assigned, tables restored and subscriptions loaded."""
 
-    def __init__(self, app: faust.App, subscriptions: SubscriptionStore) -> None:
-        self._app = app
+    def __init__(self, pipeline: Pipeline, subscriptions: SubscriptionStore) -> None:
+        self._pipeline = pipeline
         self._subscriptions = subscriptions
-        self.assigned = False
-
-    def on_assigned(self, *_: Any, **__: Any) -> None:
-        self.assigned = True
 
     @property
     def ready(self) -> bool:
-        recovery = self._app.tables.recovery
-        return (
-            self.assigned
-            and not self._app.rebalancing
-            and recovery.completed.is_set()
-            and not recovery.in_recovery
-            and self._subscriptions.loaded.is_set()
-        )
+        return self._pipeline.ready and self._subscriptions.loaded.is_set()
 
 
 def worker_data_dir(settings: Settings) -> str:
@@ -93,25 +87,30 @@ def worker_data_dir(settings: Settings) -> str:
     return str(settings.data_dir / f"worker-{settings.web_port}")
 
 
-class _App(ExecDistApp):
-    """The worker's app: also starts and stops execdist's own services."""
+class _App(faust.App):  # type: ignore[misc]
+    """The worker's app: Faust serves the web views; execdist's own services do the rest.
+
+    The pipeline reads and writes Kafka itself (:mod:`execdist.runtime.pipeline`), so Faust
+    starts no consumer, tables or agents: only its web server and execdist's services.
+    """
 
     services: list[ServiceT]
+    log_level: str = "info"
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # Faust's start-up spinner sets the root logger to DEBUG below a WARN level, which
+        # makes every library's debug call build a record on the hot path: undo that.
+        logging.getLogger().setLevel(self.log_level.upper())
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
-        return [*super().on_init_dependencies(), *self.services]
+        self.monitor.beacon.reattach(self.beacon)
+        self.monitor.loop = self.loop
+        return [*self.boot_strategy.producer_only(), *self.services]
 
 
-def describe_worker(app: faust.App, metrics: Metrics) -> dict[str, object]:
+def describe_worker(pipeline: Pipeline, metrics: Metrics) -> dict[str, object]:
     """What this worker reports about itself: input partitions, lag and totals."""
-    assigned = sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in INPUT_TOPICS)
-    lag = 0
-    consumer = app.consumer
-    for tp in assigned:
-        highwater = consumer.highwater(tp)
-        committed = consumer._committed_offset.get(tp)
-        if highwater is not None:
-            lag += max(highwater - (committed or 0), 0)
     confirmations = sum(
         sample.value
         for metric in metrics.confirmations.collect()
@@ -119,49 +118,40 @@ def describe_worker(app: faust.App, metrics: Metrics) -> dict[str, object]:
         if sample.name.endswith("_total")
     )
     return {
-        "partitions": sorted({tp.partition for tp in assigned}),
-        "lag": lag,
+        "partitions": pipeline.partitions,
+        "lag": pipeline.lag(),
         "confirmations_total": int(confirmations),
     }
 
 
 def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app, its topics, tables, agents, services and views from ``settings``."""
-    Path(worker_data_dir(settings)).mkdir(parents=True, exist_ok=True)
+    """Build the app, its pipeline, tables, services and views from ``settings``."""
+    data_dir = Path(worker_data_dir(settings))
+    data_dir.mkdir(parents=True, exist_ok=True)
     app = _App(
         settings.app_id,
         broker=settings.broker_url,
-        store=rocksdb_store.register(),
-        datadir=worker_data_dir(settings),
-        processing_guarantee="exactly_once",
+        store="memory://",
+        datadir=str(data_dir),
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_bind=settings.web_host,
         canonical_url=settings.canonical_url,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.replication_factor,
-        key_serializer="raw",
-        value_serializer="raw",
-        # Outputs become visible to read_committed readers when their transaction commits:
-        # commit often, so confirmations leave within milliseconds, not seconds.
-        broker_commit_interval=0.1,
-        broker_commit_every=1000,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout.total_seconds(),
-        broker_heartbeat_interval=max(settings.session_timeout.total_seconds() / 4, 0.5),
-        table_standby_replicas=0,
         autodiscover=False,
         web_enabled=True,
-        producer_linger_ms=1,
-        stream_buffer_maxsize=4096,
     )
-    app.commit_gate = gate = CommitGate()
+    app.log_level = settings.log_level
     metrics = Metrics()
-    publisher = TransactionalPublisher(app)
-    tables = declare_tables(app, settings)
-    states = PartitionedState(tables.order_states, publisher)
-    timers = PartitionedState(tables.timers, publisher)
-    positions = PartitionedState(tables.positions, publisher)
+    rocks = RocksTables(data_dir / "tables", table_specs(settings.app_id), BLOCK_CACHE_BYTES)
+    pipeline_ref: list[Pipeline] = []
+    publisher = TransactionalPublisher(lambda partition: pipeline_ref[0].transaction(partition))
+    specs = {spec.name: spec for spec in rocks.specs.values()}
+    states = PartitionedState(rocks, specs[ORDER_STATE], publisher.send_to_partition)
+    timers = PartitionedState(rocks, specs[TIMERS], publisher.send_to_partition)
+    positions = PartitionedState(rocks, specs[POSITIONS], publisher.send_to_partition)
+    continuity = InputContinuity(timers)
+    pipeline = Pipeline(settings, rocks, [states, timers, positions], continuity, metrics)
+    pipeline_ref.append(pipeline)
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
     join = JoinProcessor(
         settings=settings,
@@ -173,21 +163,42 @@ def create_app(settings: Settings) -> faust.App:
     )
     subscriptions = SubscriptionStore(settings)
     stats = DeliveryStats()
-    reports = WorkerReports(settings, stats, lambda: describe_worker(app, metrics))
+    reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))
     relay = RelayHub(settings, InputDecoder(registry))
-    app.services = [subscriptions, reports, relay]
-    app.services.append(GrpcServer(settings, subscriptions, relay))
     join.confirmation_sinks.append(
         SubscriptionRouter(subscriptions.index, publisher, registry, stats, metrics)
     )
-    continuity = InputContinuity(timers)
-    gate.before_commit = continuity.flush
-    ready = ReadinessTracker(app, subscriptions)
+    positions_processor = PositionsProcessor(positions)
+
+    async def join_record(tp: TP, record: ConsumerRecord) -> None:
+        timestamp = None if record.timestamp is None else record.timestamp / 1000
+        await join.handle(tp, record.offset, record.key, record.value, timestamp)
+
+    async def positions_record(tp: TP, record: ConsumerRecord) -> None:
+        await positions_processor.handle(tp, record.key, record.value)
+
+    pipeline.released.append(join.forget)
+    pipeline.handlers = {
+        topics.ORDERS: join_record,
+        topics.EXECUTIONS: join_record,
+        topics.TICKS: join_record,
+        topics.POSITIONS_BY_ACCOUNT: positions_record,
+    }
+    # route nothing before every subscription in force is known
+    pipeline.before_first_batch = subscriptions.loaded.wait
+    app.services = [
+        subscriptions,
+        reports,
+        relay,
+        pipeline,
+        GrpcServer(settings, subscriptions, relay),
+    ]
+    ready = ReadinessTracker(pipeline, subscriptions)
     components = Components(
         settings=settings,
         metrics=metrics,
         registry=registry,
-        publisher=publisher,
+        pipeline=pipeline,
         states=states,
         timers=timers,
         positions=positions,
@@ -198,72 +209,6 @@ def create_app(settings: Settings) -> faust.App:
         relay=relay,
         ready=ready,
     )
-    app.on_partitions_assigned.connect(ready.on_assigned)  # type: ignore[arg-type]
-
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
-    async def _forget_new_partitions(sender: object, assigned: set[Any], **_: object) -> None:
-        continuity.on_assigned(assigned)
-
-
-    async def recovered() -> None:
-        """Hold an event back while its tables are being restored.
-
-        Faust can hand an agent events fetched just before table recovery began; applied
-        against half-restored state they would be wrong. If another rebalance starts while
-        waiting, the wait ends (the revocation waits for this event in turn) and Faust's
-        own ordering applies.
-        """
-        generation = app.consumer_generation_id
-        recovery = app.tables.recovery
-        while recovery.in_recovery and app.consumer_generation_id == generation:
-            await asyncio.sleep(0.01)
-
-    join_source = app.topic(
-        topics.ORDERS,
-        topics.EXECUTIONS,
-        topics.TICKS,
-        partitions=settings.topic_partitions,
-        replicas=settings.replication_factor,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(join_source, name="execdist.join")
-    async def join_agent(stream: faust.StreamT[bytes]) -> None:
-        # Route nothing before every subscription in force is known.
-        await subscriptions.loaded.wait()
-        async for event in stream.events():
-            message = event.message
-            await recovered()
-            async with gate.lock:
-                if continuity.admit(message.tp, message.offset):
-                    await join.handle(
-                        message.tp, message.offset, message.key, message.value, message.timestamp
-                    )
-                event.ack()
-
-    positions_processor = PositionsProcessor(positions)
-    positions_source = app.topic(
-        topics.POSITIONS_BY_ACCOUNT,
-        partitions=settings.topic_partitions,
-        replicas=settings.replication_factor,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-
-    @app.agent(positions_source, name="execdist.positions")
-    async def positions_agent(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            await recovered()
-            async with gate.lock:
-                if continuity.admit(message.tp, message.offset):
-                    await positions_processor.handle(message.tp, message.key, message.value)
-                event.ack()
-
-    @app.timer(settings.tick_interval.total_seconds(), on_leader=False)
-    async def tick_timer() -> None:
-        await request_ticks(app)
 
     register_views(app, components)
     register_subscription_views(app, components)

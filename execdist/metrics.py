@@ -76,3 +76,15 @@ class Metrics:
             "Partitions of the input topics assigned to this worker.",
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "execdist_batch_seconds",
+            "Time to process one polled batch and commit its transactions.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transaction_records = Histogram(
+            "execdist_transaction_records",
+            "Records written per committed partition transaction (outputs and changelog).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+            registry=self.registry,
+        )

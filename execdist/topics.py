@@ -7,6 +7,8 @@ owned by the same worker, and so is partition N of the tables' changelogs.
 
 from __future__ import annotations
 
+from aiokafka import TopicPartition
+
 ORDERS = "orders"
 EXECUTIONS = "executions"
 CONFIRMATIONS = "execdist.confirmations"
@@ -30,3 +32,7 @@ worker id; read by all workers to answer the cluster-wide status queries."""
 def subscriber_topic(subscription_id: str) -> str:
     """The topic that carries one subscription's confirmations."""
     return SUBSCRIBER_PREFIX + subscription_id
+
+
+TP = TopicPartition
+"""A topic partition (topic, partition): which partition's transaction a record belongs to."""

@@ -1,25 +1,24 @@
 """Every input record applied at most once, whatever the consumer re-delivers.
 
-The state knows which input offsets it contains: at each transaction commit the next offset
-to apply for every input partition is written to the state (``offsets:<partition>`` in the
-timers table), in the same transaction as the effects it describes. An agent then admits a
-record only if it is the next one:
+The state knows which input offsets it contains: with each transaction the next offset to
+apply for every input topic of the partition is written to the state (``offsets:<partition>``
+in the timers table), in the same transaction as the effects it describes. A record is then
+admitted only if it is the next one:
 
-* an offset below the next one was applied already (a re-delivery after a rebalance rewound
-  the consumer to its committed offset while the transaction with the effects stayed open):
-  it is skipped, which also keeps non-idempotent folds such as positions exact;
+* an offset below the next one was applied already (a re-delivery): it is skipped, which also
+  keeps non-idempotent folds such as positions exact;
 * an offset above the next one is a hole in the topic (transaction markers, aborted records)
   and is accepted.
+
+The same record tells the pipeline where to resume a partition it has just restored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import orjson
-from faust.types import TP
 
 from execdist.tables.store import PartitionedState
+from execdist.topics import TP
 
 
 def _key(partition: int) -> bytes:
@@ -33,33 +32,25 @@ class InputContinuity:
         self._store = store
         self._next: dict[TP, int] = {}
         self._dirty: set[int] = set()
-        self._partitions: set[int] = set()
         self.holes_seen = 0
         self.redeliveries_skipped = 0
 
-    def on_assigned(self, assigned: Iterable[TP]) -> None:
-        """Forget partitions that are new to this worker: their state was restored afresh."""
-        partitions = {tp.partition for tp in assigned}
-        new = partitions - self._partitions
-        for tp in [tp for tp in self._next if tp.partition in new]:
-            del self._next[tp]
-        self._dirty -= new
-        self._partitions = partitions
+    def stored(self, partition: int) -> dict[str, int]:
+        """The next offset of each input topic of ``partition``, as its state records it."""
+        raw = self._store.get(partition, _key(partition))
+        return {} if raw is None else {k: int(v) for k, v in orjson.loads(raw).items()}
 
-    def _load(self, tp: TP) -> int | None:
-        raw = self._store.get(tp.partition, _key(tp.partition))
-        if raw is None:
-            return None
-        stored = orjson.loads(raw).get(tp.topic)
-        return None if stored is None else int(stored)
+    def forget(self, partition: int) -> None:
+        """Drop what is cached for ``partition``: its state was restored or rolled back."""
+        for tp in [tp for tp in self._next if tp.partition == partition]:
+            del self._next[tp]
+        self._dirty.discard(partition)
 
     def admit(self, tp: TP, offset: int) -> bool:
         """True when the record at ``offset`` has not been applied yet."""
         expected = self._next.get(tp)
         if expected is None:
-            expected = self._load(tp)
-            if expected is None:
-                expected = offset  # nothing of this partition applied yet
+            expected = self.stored(tp.partition).get(tp.topic, offset)
         if offset < expected:
             self._next[tp] = expected
             self.redeliveries_skipped += 1
@@ -71,10 +62,14 @@ class InputContinuity:
         self._dirty.add(tp.partition)
         return True
 
-    async def flush(self) -> None:
-        """Write the next offsets of every partition that moved, into its open transaction."""
-        for partition in sorted(self._dirty & self._partitions):
-            record = {tp.topic: nxt for tp, nxt in self._next.items() if tp.partition == partition}
-            source = next(tp for tp in self._next if tp.partition == partition)
-            await self._store.put(source, _key(partition), orjson.dumps(record))
-        self._dirty.clear()
+    async def flush(self, source: TP) -> None:
+        """Write the next offsets of ``source``'s partition into its open transaction."""
+        partition = source.partition
+        if partition not in self._dirty:
+            return
+        record = self.stored(partition)
+        record.update(
+            {tp.topic: nxt for tp, nxt in self._next.items() if tp.partition == partition}
+        )
+        await self._store.put(source, _key(partition), orjson.dumps(record))
+        self._dirty.discard(partition)

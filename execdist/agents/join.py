@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
-from faust.types import TP
 
 from execdist import topics
 from execdist.agents.publishing import TransactionalPublisher
@@ -48,6 +47,7 @@ from execdist.domain.positions import position_change
 from execdist.metrics import Metrics
 from execdist.settings import Settings
 from execdist.tables.store import PartitionedState
+from execdist.topics import TP
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class JoinProcessor:
         self._metrics = metrics
         self._clock = clock
         self._sweep_cursor: dict[int, bytes | None] = {}
+        self._timer_indexes: dict[int, dict[str, str]] = {}
         self.confirmation_sinks: list[ConfirmationSink] = []
         self._input_timestamp: float | None = None
 
@@ -245,9 +246,19 @@ class JoinProcessor:
                     orjson.dumps(change.to_dict()),
                 )
 
+    def forget(self, partition: int) -> None:
+        """Drop what is cached for ``partition``: its state was restored or rolled back."""
+        self._timer_indexes.pop(partition, None)
+        self._sweep_cursor.pop(partition, None)
+
     def _load_timers(self, partition: int) -> dict[str, str]:
-        raw = self._timers.get(partition, _timer_key(partition))
-        return {} if raw is None else dict(orjson.loads(raw))
+        """The partition's timer index, parsed once and then kept in step with its writes."""
+        index = self._timer_indexes.get(partition)
+        if index is None:
+            raw = self._timers.get(partition, _timer_key(partition))
+            index = {} if raw is None else dict(orjson.loads(raw))
+            self._timer_indexes[partition] = index
+        return index
 
     async def _save_timers(self, tp: TP, index: dict[str, str]) -> None:
         key = _timer_key(tp.partition)

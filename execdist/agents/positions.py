@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import orjson
-from faust.types import TP
 
 from execdist.domain.positions import PositionChange, apply_change
 from execdist.tables.store import PartitionedState
+from execdist.topics import TP
 
 
 class PositionsProcessor:

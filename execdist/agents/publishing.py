@@ -1,44 +1,86 @@
 """Outputs that commit atomically with the input they came from.
 
-Under ``processing_guarantee="exactly_once"`` Faust keeps one transactional producer per
-assigned source partition (transactional id ``{app_id}-{group}-{partition}``), and commits the
-input offsets of that partition through it. Faust's own ``TransactionManager.send`` picks the
-producer from the *destination* partition, which is only right when the destination is a
-co-partitioned topic at the same partition number (the tables' changelogs); it is wrong for
-``execdist.confirmations`` (the key may hash elsewhere), and fails for topics outside the
-assignor's groups (``execdist.sub.*``, ``execdist.status``, ``execdist.dlq``).
-
-:class:`TransactionalPublisher` therefore sends every output with the producer of the *source*
-partition being processed, so outputs, table changelog writes and the input offset commit in
-one Kafka transaction, or not at all.
+Every input partition has its own transactional producer (transactional id
+``<app id>-pipeline-<partition>``, so a restarted or newly assigned owner fences the previous
+one). :class:`TransactionalPublisher` sends every output, table changelog record and the input
+offsets of a batch with the producer of the *source* partition: they commit in one Kafka
+transaction, or not at all, whichever partition or topic the output goes to.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-import faust
-from faust.transport.consumer import TransactionManager
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
-from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
-from faust.types import TP
-from faust.types.tuples import RecordMetadata
+from aiokafka import AIOKafkaProducer
+
+from execdist.topics import TP
+
+
+class PartitionTransaction:
+    """The transactional producer of one input partition and its open transaction."""
+
+    def __init__(self, partition: int, producer: AIOKafkaProducer) -> None:
+        self.partition = partition
+        self.producer = producer
+        self._open = False
+        self._deliveries: list[asyncio.Future[object]] = []
+
+    async def _begin(self) -> None:
+        if not self._open:
+            await self.producer.begin_transaction()
+            self._open = True
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record in the open transaction (opened on the first send)."""
+        await self._begin()
+        delivery = await self.producer.send(
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            headers=list(headers) if headers is not None else None,
+        )
+        self._deliveries.append(delivery)
+
+    async def commit(self, offsets: dict[TP, int], group_id: str) -> int:
+        """Commit the outputs queued so far together with the next input ``offsets``.
+
+        Waits for every queued record to be acknowledged first, so a failed send fails the
+        commit instead of committing a transaction that lacks it. Returns the records sent.
+        """
+        await self._begin()
+        sent = len(self._deliveries)
+        if self._deliveries:
+            deliveries, self._deliveries = self._deliveries, []
+            await asyncio.gather(*deliveries)
+        if offsets:
+            await self.producer.send_offsets_to_transaction(offsets, group_id)
+        await self.producer.commit_transaction()
+        self._open = False
+        return sent
+
+    async def close(self) -> None:
+        """Stop the producer; an open transaction is aborted by the broker or the next owner."""
+        for delivery in self._deliveries:
+            delivery.cancel()
+        self._deliveries.clear()
+        await self.producer.stop()
 
 
 class TransactionalPublisher:
     """Sends records inside the transaction of a given source partition."""
 
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-
-    def transactional_id(self, source: TP) -> str | None:
-        """The transactional id Faust uses for ``source``, or ``None`` without transactions."""
-        if not self._app.in_transaction:
-            return None
-        group = self._app.assignor.group_for_topic(source.topic)
-        return f"{self._app.conf.id}-{group}-{source.partition}"
+    def __init__(self, transaction_for: Callable[[int], PartitionTransaction]) -> None:
+        self._transaction_for = transaction_for
 
     async def send(
         self,
@@ -49,81 +91,16 @@ class TransactionalPublisher:
         *,
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-    ) -> Awaitable[RecordMetadata]:
-        """Queue one record; it becomes visible when the source partition's transaction commits.
-
-        Returns the delivery future; callers need not await it, since the commit flushes first.
-        """
-        producer = self._app.producer
-        return await producer.send(
-            topic,
-            key,
-            value,
-            partition,
-            None,
-            list(headers) if headers is not None else None,
-            transactional_id=self.transactional_id(source),
+    ) -> None:
+        """Queue one record; it becomes visible when the source partition's transaction commits."""
+        await self._transaction_for(source.partition).send(
+            topic, key, value, headers=headers, partition=partition
         )
 
-
-class CommitGate:
-    """Keeps transaction commits between events, never in the middle of one.
-
-    Faust commits on a timer while an agent may be half-way through an event: the commit
-    would then hold some of the event's outputs and state writes but not its offset (or the
-    other way round), and a crash before the next commit would replay the event against state
-    that already has part of it. Agents process each event, and ack it, while holding the gate;
-    :class:`GatedTransactionManager` holds it while committing.
-    """
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.before_commit: Callable[[], Awaitable[None]] = _nothing
-
-
-async def _nothing() -> None:
-    return None
-
-
-class GatedTransactionManager(TransactionManager):  # type: ignore[misc]
-    """Faust's transaction manager, committing only while no event is being processed."""
-
-    async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        gate: CommitGate = self.app.commit_gate
-        async with gate.lock:
-            # the state records which input offsets it holds, in the same transaction
-            await gate.before_commit()
-            return bool(await super().commit(offsets, start_new_transaction=start_new_transaction))
-
-
-class StableHighwaterConsumerThread(AIOKafkaConsumerThread):  # type: ignore[misc]
-    """Asks the broker for the last stable offsets before restoring tables.
-
-    Under transactions Faust takes a changelog's highwater from the consumer's cached
-    ``last_stable_offset``, which is unknown (-1) until that partition has been fetched: a
-    newly assigned partition then looks empty and its table is not restored at all. A
-    ``read_committed`` ListOffsets request returns the real last stable offset.
-    """
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        consumer = self._ensure_consumer()
-        return dict(await consumer.end_offsets(partitions))
-
-
-class StableHighwaterConsumer(AIOKafkaConsumer):  # type: ignore[misc]
-    def _new_consumer_thread(self) -> StableHighwaterConsumerThread:
-        return StableHighwaterConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class GatedTransport(AIOKafkaTransport):  # type: ignore[misc]
-    TransactionManager = GatedTransactionManager
-    Consumer = StableHighwaterConsumer
-
-
-class ExecDistApp(faust.App):  # type: ignore[misc]
-    """faust.App whose consumer commits through :class:`GatedTransactionManager`."""
-
-    commit_gate: CommitGate
-
-    def _new_transport(self) -> GatedTransport:
-        return GatedTransport(self.conf.broker_consumer, self)
+    async def send_to_partition(
+        self, source_partition: int, topic: str, key: bytes, value: bytes | None
+    ) -> None:
+        """A table changelog record: same partition number as its source."""
+        await self._transaction_for(source_partition).send(
+            topic, key, value, partition=source_partition
+        )

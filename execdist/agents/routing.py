@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from faust.types import TP
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist.agents.publishing import TransactionalPublisher
@@ -21,6 +20,7 @@ from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import OutputFormat
 from execdist.metrics import Metrics
+from execdist.topics import TP
 
 
 class SubscriptionRouter:

@@ -1,9 +1,9 @@
 """Start-up checks against the broker: reachable, topics present, inputs co-partitioned.
 
-Faust assigns partitions only for topics that exist when the group forms, and the join is only
-correct when ``orders`` and ``executions`` have the same partition count (partition N of both
-must meet on one worker). So the worker creates what is missing and refuses to start on a
-mismatch, with a message that says what to do.
+The pipeline's consumer group assigns partitions only for topics that exist when it forms,
+and the join is only correct when ``orders`` and ``executions`` have the same partition count
+(partition N of both must meet on one worker). So the worker creates what is missing and
+refuses to start on a mismatch, with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from execdist import topics
 from execdist.domain.errors import ExecDistError
 from execdist.settings import Settings
+from execdist.tables.declarations import table_specs
 
 
 class BrokerCheckFailed(ExecDistError):
@@ -37,10 +38,7 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.DLQ: (1, {}),
         topics.SUBSCRIPTIONS: (1, compacted),
         topics.WORKERS: (1, {**compacted, "min.cleanable.dirty.ratio": "0.1"}),
-        **{
-            f"{settings.app_id}-{table}-changelog": (n, compacted)
-            for table in ("execdist-order-state", "execdist-timers", "execdist-positions")
-        },
+        **{spec.changelog_topic: (n, compacted) for spec in table_specs(settings.app_id)},
     }
 
 

@@ -197,9 +197,7 @@ class SubscriptionReader:
         deadline = loop.time() + DRAIN_GRACE_S
         started: dict[RelayClient, int] = {}
         while True:
-            behind = [
-                c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2
-            ]
+            behind = [c for c in self.clients if not c.too_slow and c.queue.qsize() > c.limit // 2]
             if not behind:
                 return
             for client in behind:

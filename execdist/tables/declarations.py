@@ -1,57 +1,45 @@
 """The tables of execdist and what they hold.
 
-All are RocksDB tables (rocksdict) partitioned like the input topics, values are bytes written
-by :class:`~execdist.tables.store.PartitionedState`:
+All are RocksDB databases (rocksdict), one per table and partition, partitioned like the input
+topics, with a compacted changelog topic each (``<app id>-<table>-changelog``); values are
+bytes written by :class:`~execdist.tables.store.PartitionedState`:
 
 * ``execdist-order-state``: per order_id, the join's :class:`~execdist.domain.OrderState` as
   JSON. An order is deleted ``EXECDIST_ORDER_RETENTION_S`` (default 7 days) after its last
   activity once nothing is held for it, so state stays bounded by the recent order flow.
 * ``execdist-timers``: per partition, the order_ids with a pending gap or orphan timeout and
-  when it is due, so a tick touches only those.
+  when it is due, so a tick touches only those; and the next input offset of each input topic
+  (``offsets:<partition>``), written in the same transaction as the effects it describes.
 * ``execdist-positions``: per account, bought and sold quantity and notional per symbol.
 
-RocksDB's block cache defaults to 2 GiB per partition database; we size it on purpose.
+RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of
+``BLOCK_CACHE_BYTES`` between all of its databases, and write buffers are kept small.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faust
-from faust.tables.table import Table
+ORDER_STATE = "execdist-order-state"
+TIMERS = "execdist-timers"
+POSITIONS = "execdist-positions"
 
-from execdist.settings import Settings
-
-ROCKSDB_OPTIONS = {
-    "driver": "rocksdict",
-    "block_cache_size": 16 * 1024 * 1024,
-    "block_cache_compressed_size": 0,
-    "write_buffer_size": 8 * 1024 * 1024,
-    "max_write_buffer_number": 2,
-    "max_open_files": 256,
-}
+BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Tables:
-    order_states: Table
-    timers: Table
-    positions: Table
+class TableSpec:
+    name: str
+    changelog_topic: str
+    write_buffer_bytes: int = 8 * 1024 * 1024
+    max_open_files: int = 256
 
 
-def declare_tables(app: faust.App, settings: Settings) -> Tables:
-    def table(name: str, help_: str) -> Table:
-        return app.Table(
-            name,
-            partitions=settings.topic_partitions,
-            key_type=bytes,
-            value_type=bytes,
-            options=ROCKSDB_OPTIONS,
-            help=help_,
-        )
+def changelog_topic(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"
 
-    return Tables(
-        order_states=table("execdist-order-state", "Join state per order_id."),
-        timers=table("execdist-timers", "Pending timeouts per partition."),
-        positions=table("execdist-positions", "Positions per account."),
-    )
+
+def table_specs(app_id: str) -> list[TableSpec]:
+    return [
+        TableSpec(name, changelog_topic(app_id, name)) for name in (ORDER_STATE, TIMERS, POSITIONS)
+    ]

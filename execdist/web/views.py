@@ -1,7 +1,8 @@
 """HTTP views of a worker: health, metrics and the analysts' state queries.
 
-Queries about an order or an account are answered by the worker that holds the key's partition;
-any other worker forwards the request there (``app.table_route``).
+Queries about an order or an account are answered by the worker that owns the key's partition;
+any other worker forwards the request there (:func:`owner_routed`), finding the owner in the
+workers' reports.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import faust
 import orjson
 from aiohttp import web
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -75,14 +78,83 @@ async def json_routing_errors(request: web.Request, handler: Handler) -> web.Str
     return response
 
 
+FORWARDED_HEADER = "X-Execdist-Forwarded-By"
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner puts ``key`` in (murmur2, as in Java)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], Handler]]:
+    """Answer here when this worker owns the key's partition, else forward to its owner."""
+    settings = components.settings
+
+    def decorator_for(match_info: str) -> Callable[[Handler], Handler]:
+        def decorator(handler: Handler) -> Handler:
+            @functools.wraps(handler)
+            async def routed(self: View, request: Request, **kwargs: Any) -> Any:
+                key = request.match_info[match_info]
+                partition = key_partition(key.encode(), settings.topic_partitions)
+                if partition in components.pipeline.partitions:
+                    return await handler(self, request, **kwargs)
+                owner = _owner_of(components, partition)
+                if owner is None or request.headers.get(FORWARDED_HEADER):
+                    raise HttpError(
+                        503,
+                        "not_ready",
+                        f"partition {partition} holding {key!r} has no ready owner at the "
+                        "moment (partitions are moving between workers); retry shortly",
+                    )
+                return await _forward(request, owner, settings.worker_id)
+
+            return routed
+
+        return decorator
+
+    return decorator_for
+
+
+def _owner_of(components: Components, partition: int) -> str | None:
+    for report in components.reports.live_reports():
+        owned = report.get("partitions")
+        if isinstance(owned, list) and partition in owned:
+            url = str(report.get("url", ""))
+            if url and url.rstrip("/") != components.settings.canonical_url.rstrip("/"):
+                return url
+    return None
+
+
+async def _forward(request: Request, owner: str, worker_id: str) -> web.Response:
+    headers = {FORWARDED_HEADER: worker_id}
+    if "Authorization" in request.headers:
+        headers["Authorization"] = request.headers["Authorization"]
+    url = owner.rstrip("/") + request.path_qs
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as answer,
+        ):
+            body = await answer.read()
+            return web.Response(
+                body=body,
+                status=answer.status,
+                content_type=answer.content_type or "application/json",
+            )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HttpError(
+            503, "not_ready", f"the worker owning this key did not answer ({exc!r}); retry shortly"
+        ) from exc
+
+
 def json_response(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def register_views(app: faust.App, components: Components) -> None:
     settings = components.settings
-    states_table = components.states.table
-    positions_table = components.positions.table
+    owned = owner_routed(components)
     web_app = getattr(app.web, "web_app", None)
     if isinstance(web_app, web.Application):
         web_app.middlewares.append(json_routing_errors)
@@ -106,9 +178,6 @@ def register_views(app: faust.App, components: Components) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            components.metrics.assigned_partitions.set(
-                len([tp for tp in app.assignor.assigned_actives() if tp.topic == "orders"])
-            )
             return web.Response(
                 body=generate_latest(components.metrics.registry),
                 headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -123,7 +192,7 @@ def register_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/orders/{order_id}")
     class OrderQuery(View):
         @api
-        @app.table_route(table=states_table, match_info="order_id")
+        @owned("order_id")
         async def get(self, request: Request, order_id: str) -> Response:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             return json_response(order_view(load_state(order_id)))
@@ -131,7 +200,7 @@ def register_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/orders/{order_id}/confirmations")
     class OrderConfirmations(View):
         @api
-        @app.table_route(table=states_table, match_info="order_id")
+        @owned("order_id")
         async def get(self, request: Request, order_id: str) -> Response:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             state = load_state(order_id)
@@ -144,7 +213,7 @@ def register_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/positions/{account}")
     class Positions(View):
         @api
-        @app.table_route(table=positions_table, match_info="account")
+        @owned("account")
         async def get(self, request: Request, account: str) -> Response:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             raw = components.positions.lookup(account.encode())

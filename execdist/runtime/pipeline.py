@@ -1,0 +1,412 @@
+"""The pipeline runtime: consume a batch, process it, commit it in one transaction per partition.
+
+A read-process-write loop the way Kafka Streams runs a task under exactly-once:
+
+* One consumer per worker in the group ``<app id>-pipeline`` reads ``orders``, ``executions``,
+  the tick topic and the positions repartition topic (``read_committed``). The range assignor
+  gives a worker the same partition numbers of every topic, so partition N of all four, and of
+  the tables, meet on one worker.
+* Each assigned partition has its own transactional producer. A batch of records is processed
+  partition by partition: table writes, confirmations, subscriber records, DLQ records, status
+  events and the next input offsets go into that partition's transaction, and the transactions
+  of a batch are committed concurrently. Only then do table writes reach RocksDB (see
+  :mod:`execdist.tables.store`).
+* A partition newly assigned to this worker gets a new producer first (which fences any
+  previous owner and settles its open transaction), then its tables are restored from the
+  committed changelogs, then its inputs are read from the offsets the restored state records.
+* Any failure to commit a partition (a fenced producer, a broker error) throws away what the
+  partition did since its last commit and restores it from the changelogs again: state,
+  outputs and offsets never disagree.
+* Ticks: every ``tick_interval`` a tick record is appended to each owned partition of the tick
+  topic, so timeouts are processed in the partition's own transaction like any input.
+
+Commits happen only between batches, so a revocation waits for the batch in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord
+from mode import Service
+
+from execdist import topics
+from execdist.agents.continuity import InputContinuity
+from execdist.agents.publishing import PartitionTransaction
+from execdist.domain import format_time
+from execdist.metrics import Metrics
+from execdist.settings import Settings
+from execdist.tables.store import PartitionedState, RocksTables, restore
+from execdist.topics import TP
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[TP, ConsumerRecord], Awaitable[None]]
+
+SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics.TICKS)
+"""Read in this order within a partition's share of a batch: an order before the executions
+that arrived with it, ticks last."""
+
+MAX_BATCH = 2000
+RETRY_S = 1.0
+
+
+class PartitionLost(Exception):
+    """This worker no longer owns the partition (its producer was fenced)."""
+
+
+@dataclass
+class _Batch:
+    """One partition's share of a polled batch."""
+
+    partition: int
+    records: dict[TP, list[ConsumerRecord]] = field(default_factory=dict)
+
+    def first_offsets(self) -> dict[TP, int]:
+        return {tp: records[0].offset for tp, records in self.records.items()}
+
+    def next_offsets(self) -> dict[TP, int]:
+        return {tp: records[-1].offset + 1 for tp, records in self.records.items()}
+
+
+class Pipeline(Service):
+    """Runs the join and the positions fold over the partitions this worker owns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tables: RocksTables,
+        states: Iterable[PartitionedState],
+        continuity: InputContinuity,
+        metrics: Metrics,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._tables = tables
+        self._states = list(states)
+        self._continuity = continuity
+        self._metrics = metrics
+        self.handlers: dict[str, Handler] = {}
+        self.before_first_batch: Callable[[], Awaitable[object]] = _nothing
+        self.released: list[Callable[[int], None]] = []
+        """Called with a partition whose uncommitted work is thrown away or that leaves."""
+        self.group_id = f"{settings.app_id}-pipeline"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tick_producer: AIOKafkaProducer | None = None
+        self._transactions: dict[int, PartitionTransaction] = {}
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self.rebalancing = True
+        self.assigned_once = False
+        self.committed: dict[TP, int] = {}
+        self.batches = 0
+
+    # ---- what the rest of the worker asks -------------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._transactions)
+
+    @property
+    def ready(self) -> bool:
+        return self.assigned_once and not self.rebalancing
+
+    def transaction(self, partition: int) -> PartitionTransaction:
+        try:
+            return self._transactions[partition]
+        except KeyError:
+            raise PartitionLost(partition) from None
+
+    def lag(self) -> int:
+        """Input records not yet committed, over the owned input partitions."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp in consumer.assignment():
+            if tp.topic not in (topics.ORDERS, topics.EXECUTIONS):
+                continue
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                continue
+            total += max(end - self.committed.get(tp, end), 0)
+        return total
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        settings = self._settings
+        session_ms = int(settings.session_timeout.total_seconds() * 1000)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=f"{settings.worker_id}-pipeline",
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(session_ms // 4, 500),
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=100,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(list(SOURCES), listener=_Listener(self))
+        self._tick_producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=0
+        )
+        await self._tick_producer.start()
+        self.add_future(self._run())
+        self.add_future(self._tick_loop())
+
+    async def on_stop(self) -> None:
+        # the loop stops between batches; leaving the group hands partitions over at once
+        async with self._lock:
+            self.rebalancing = True
+            for partition in list(self._transactions):
+                await self._release(partition)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._tick_producer is not None:
+            await self._tick_producer.stop()
+        self._tables.close_all()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self.before_first_batch()
+        consumer = self._consumer
+        assert consumer is not None
+        while not self.should_stop:
+            generation = self._generation
+            try:
+                polled = await consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
+            except KafkaError as exc:
+                log.warning("polling the inputs failed, retrying: %r", exc)
+                await self.sleep(RETRY_S)
+                continue
+            if not polled:
+                continue
+            async with self._lock:
+                if generation != self._generation or self.should_stop:
+                    self._rewind(polled)
+                    continue
+                await self._process(polled)
+
+    def _rewind(self, polled: dict[TP, list[ConsumerRecord]]) -> None:
+        """Put records back: they will be read again by whoever owns them next."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, records in polled.items():
+            if records:
+                # no longer assigned here: the next owner reads from the commit
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    consumer.seek(tp, records[0].offset)
+
+    async def _process(self, polled: dict[TP, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        batches: dict[int, _Batch] = {}
+        for tp, records in polled.items():
+            if records:
+                batches.setdefault(tp.partition, _Batch(tp.partition)).records[tp] = records
+        done: dict[int, _Batch] = {}
+        for partition, batch in batches.items():
+            if partition not in self._transactions:
+                self._rewind(batch.records)
+                continue
+            try:
+                await self._apply(batch)
+                done[partition] = batch
+            except PartitionLost:
+                await self._lose(partition)
+            except Exception:
+                log.exception("processing partition %s failed; retrying from its commit", partition)
+                await self._reset(partition, batch)
+        if not done:
+            return
+        results = await asyncio.gather(
+            *(self._commit(batch) for batch in done.values()), return_exceptions=True
+        )
+        for batch, result in zip(done.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, ProducerFenced):
+                    log.warning("partition %s now belongs to another worker", batch.partition)
+                    await self._lose(batch.partition)
+                else:
+                    log.warning("commit of partition %s failed: %r", batch.partition, result)
+                    await self._reset(batch.partition, batch)
+        self.batches += 1
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _apply(self, batch: _Batch) -> None:
+        for topic in SOURCES:
+            for tp, records in batch.records.items():
+                if tp.topic != topic:
+                    continue
+                handler = self.handlers[topic]
+                for record in records:
+                    if self._continuity.admit(tp, record.offset):
+                        await handler(tp, record)
+        any_tp = next(iter(batch.records))
+        await self._continuity.flush(TP(topics.ORDERS, any_tp.partition))
+
+    async def _commit(self, batch: _Batch) -> None:
+        transaction = self.transaction(batch.partition)
+        offsets = batch.next_offsets()
+        sent = await transaction.commit(offsets, self.group_id)
+        for state in self._states:
+            state.committed(batch.partition)
+        self.committed.update(offsets)
+        self._metrics.transaction_records.observe(sent)
+
+    # ---- partitions coming and going ------------------------------------------------------
+
+    async def _release(self, partition: int) -> None:
+        transaction = self._transactions.pop(partition, None)
+        if transaction is not None:
+            await transaction.close()
+        for state in self._states:
+            state.aborted(partition)
+            self._tables.close(state.spec.name, partition)
+        self._continuity.forget(partition)
+        for listener in self.released:
+            listener(partition)
+        self.committed = {tp: o for tp, o in self.committed.items() if tp.partition != partition}
+
+    async def _lose(self, partition: int) -> None:
+        """Another worker owns ``partition`` now: stop touching it until the next rebalance."""
+        await self._release(partition)
+        consumer = self._consumer
+        assert consumer is not None
+        mine = [tp for tp in consumer.assignment() if tp.partition == partition]
+        if mine:
+            consumer.pause(*mine)
+
+    async def _reset(self, partition: int, batch: _Batch | None = None) -> None:
+        """Throw away the partition's uncommitted work and start it again from its commit."""
+        await self._release(partition)
+        await asyncio.sleep(RETRY_S)
+        try:
+            await self._take([partition])
+        except ProducerFenced:
+            await self._lose(partition)
+
+    async def _take(self, partitions: list[int]) -> None:
+        """Own ``partitions``: fence the previous owner, restore the tables, position inputs."""
+        if not partitions:
+            return
+        producers = {p: self._new_producer(p) for p in partitions}
+        await asyncio.gather(*(producer.start() for producer in producers.values()))
+        for partition, producer in producers.items():
+            for state in self._states:
+                self._tables.open(state.spec.name, partition, fresh=True)
+            self._transactions[partition] = PartitionTransaction(partition, producer)
+        await restore(self._tables, self._settings.bootstrap_servers, partitions)
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        for partition in partitions:
+            self._continuity.forget(partition)
+            stored = self._continuity.stored(partition)
+            for tp in assignment:
+                if tp.partition != partition:
+                    continue
+                if tp.topic in stored:
+                    consumer.seek(tp, stored[tp.topic])
+                    self.committed[tp] = stored[tp.topic]
+                else:
+                    position = await consumer.committed(tp)
+                    if position is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, position)
+                        self.committed[tp] = position
+            consumer.resume(*[tp for tp in assignment if tp.partition == partition])
+
+    def _new_producer(self, partition: int) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            transactional_id=f"{self._settings.app_id}-pipeline-{partition}",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+        )
+
+    async def on_revoked(self) -> None:
+        async with self._lock:
+            self._generation += 1
+            self.rebalancing = True
+
+    async def on_assigned(self, assigned: set[TP]) -> None:
+        async with self._lock:
+            wanted = {tp.partition for tp in assigned}
+            for partition in set(self._transactions) - wanted:
+                await self._release(partition)
+            new = sorted(wanted - set(self._transactions))
+            started = time.monotonic()
+            await self._take(new)
+            # partitions kept through the rebalance resume from what was committed
+            consumer = self._consumer
+            assert consumer is not None
+            for tp in assigned:
+                if tp.partition not in new and tp in self.committed:
+                    consumer.seek(tp, self.committed[tp])
+            self._generation += 1
+            self.rebalancing = False
+            self.assigned_once = True
+            self._metrics.assigned_partitions.set(len(wanted))
+            log.info(
+                "pipeline owns partitions %s (%s new, ready in %.2f s)",
+                sorted(wanted),
+                new,
+                time.monotonic() - started,
+            )
+
+    # ---- ticks ----------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = self._settings.tick_interval.total_seconds()
+        while not self.should_stop:
+            await self.sleep(interval)
+            if self.rebalancing or self._tick_producer is None:
+                continue
+            value = format_time_now()
+            for partition in self.partitions:
+                try:
+                    await self._tick_producer.send(topics.TICKS, value, partition=partition)
+                except KafkaError as exc:  # the next tick will do
+                    log.warning("could not request a tick for partition %s: %r", partition, exc)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await self._pipeline.on_revoked()
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        try:
+            await self._pipeline.on_assigned(set(assigned))
+        except Exception as exc:
+            log.exception("taking over partitions failed; the worker stops")
+            await self._pipeline.crash(exc)
+
+
+def format_time_now() -> bytes:
+    return format_time(datetime.now(UTC)).encode()
+
+
+async def _nothing() -> None:
+    return None
