@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench fanout reliability clean help
+.PHONY: install up down status run test test-unit check bench fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
 	@echo "make test     install what is missing and run the whole suite against a real broker"
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
+	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -51,7 +52,13 @@ check: install
 	@$(VENV)/bin/mypy execdist
 
 reliability: install
-	@bash scripts/test.sh tests/reliability -p no:cacheprovider --no-cov-gate
+	@bash scripts/reliability.sh all
+
+reliability-quick: install
+	@bash scripts/reliability.sh quick
+
+soak: install
+	@bash scripts/reliability.sh soak
 
 fanout: install
 	@bash scripts/with_infra.sh $(PY) -m bench.fanout

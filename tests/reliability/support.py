@@ -56,9 +56,8 @@ async def state_mismatches(
                     unanswered.append(f"{worker.web_port} {order_id}: {exc!r}")
                     continue
                 if response.status_code >= 500:
-                    unanswered.append(
-                        f"{worker.web_port} {order_id}: {response.status_code} {response.text[:200]}"
-                    )
+                    answer = f"{response.status_code} {response.text[:200]}"
+                    unanswered.append(f"{worker.web_port} {order_id}: {answer}")
                     continue
                 final = feed.final_state(order_id)
                 if response.status_code != 200:

@@ -27,10 +27,8 @@ async def test_sigkill_three_times_loses_and_duplicates_nothing(cluster) -> None
     wanted = feed.matching(lambda c: c["account"] in ("ACC-EQ-01", "ACC-HF-07"))
     tail = await OutputTail([topics.CONFIRMATIONS, sub_topic]).start()
 
-    faults = [
-        Fault(at, f"SIGKILL worker {worker_a.web_port}, restart", lambda: crash_and_restart(worker_a))
-        for at in (0.2, 0.4, 0.6)
-    ]
+    name = f"SIGKILL worker {worker_a.web_port}, restart"
+    faults = [Fault(at, name, lambda: crash_and_restart(worker_a)) for at in (0.2, 0.4, 0.6)]
     schedule = await stream(feed, faults)
     verdict = await verify("sigkill x3", feed, tail, schedule, {sub_topic: wanted})
 

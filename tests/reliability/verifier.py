@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from execdist import topics
 from execdist.demo import FeedRecord, order_flow
@@ -243,17 +244,24 @@ async def aborted_records(topic_names: list[str], committed: Iterable[Seen]) -> 
         enable_auto_commit=False,
         group_id=None,
     )
+    admin = AIOKafkaAdminClient(bootstrap_servers=BROKER)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topic_names)
+    finally:
+        await admin.close()
+    tps = [
+        TopicPartition(item["topic"], p["partition"])
+        for item in described
+        for p in item["partitions"]
+    ]
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(name, p)
-            for name in topic_names
-            for p in sorted(consumer.partitions_for_topic(name) or await _partitions(consumer, name))
-        ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         offsets: set[tuple[str, int, int]] = set()
+
         async def behind() -> bool:
             for tp in tps:
                 if await consumer.position(tp) < ends[tp]:
@@ -268,11 +276,6 @@ async def aborted_records(topic_names: list[str], committed: Iterable[Seen]) -> 
         await consumer.stop()
     visible = {(r.topic, r.partition, r.offset) for r in committed}
     return len(offsets - visible)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - the only way to ask
-    return set(consumer.partitions_for_topic(name) or ())
 
 
 @dataclass
@@ -410,8 +413,11 @@ async def verify(
     timeout: float = DRAIN_TIMEOUT_S,
 ) -> Verdict:
     """Wait for the outputs to be complete (or the timeout), then check every output topic."""
-    expected_by_topic = {topics.CONFIRMATIONS: {o: [str(c["exec_id"]) for c in items]
-                                                for o, items in feed.expected.items()}}
+    expected_by_topic = {
+        topics.CONFIRMATIONS: {
+            o: [str(c["exec_id"]) for c in items] for o, items in feed.expected.items()
+        }
+    }
     expected_by_topic.update(subscriptions or {})
     counts = {t: sum(len(v) for v in e.values()) for t, e in expected_by_topic.items()}
     drain_s = await tail.wait_for(counts, timeout)
