@@ -24,12 +24,16 @@ async def test_scale_out_and_in_while_streaming(cluster) -> None:
     unanswered: list[str] = []
     asked = 0
 
+    serving = [first]  # the workers whose web server is up
+
     async def scale_out() -> None:
         second.start()
         await ready(second)
+        serving.append(second)
         log(f"worker {second.web_port} joined")
 
     async def scale_in() -> None:
+        serving.remove(second)
         code = await asyncio.to_thread(second.stop)
         log(f"worker {second.web_port} left (exit code {code})")
 
@@ -44,8 +48,7 @@ async def test_scale_out_and_in_while_streaming(cluster) -> None:
     async def every_so_often(index: int) -> None:
         # state queries while the stream runs, against whichever workers are up
         if index % 4000 == 0 and index:
-            running = [w for w in (first, second) if w.process and w.process.poll() is None]
-            await query(running)
+            await query(list(serving))
 
     faults = [
         Fault(0.25, f"scale out: start worker {second.web_port}", scale_out),

@@ -66,6 +66,7 @@ async def test_sigstop_past_the_session_timeout_fences_the_paused_worker(cluster
     schedule = await stream(feed, faults)
     verdict = await verify("sigstop > session timeout", feed, tail, schedule)
     alive = [w.process is not None and w.process.poll() is None for w in (worker_a, worker_b)]
-    verdict.notes.append(f"workers alive at the end: {alive}")
+    fenced = worker_b.log_path.read_text(errors="replace").count("belongs to another worker")
+    verdict.notes.append(f"workers alive at the end: {alive}; paused worker fenced {fenced} times")
     verdict.record()
     verdict.assert_clean()

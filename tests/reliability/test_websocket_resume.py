@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
+from execdist import topics
 from tests.integration.conftest import Worker
 from tests.integration.helpers import subscribe
 from tests.reliability.support import QUIET
@@ -61,7 +63,9 @@ async def follow(
     """Read the subscription until ``expected`` frames arrived, dropping or stalling on plan."""
     rng = random.Random(client.name)
     deadline = time.monotonic() + deadline_s
-    async with aiohttp.ClientSession() as session:
+    # a staller's socket has a tiny receive buffer, so that not reading is felt by the relay
+    connector = aiohttp.TCPConnector(socket_factory=small_buffer_socket) if stall_every else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         while len(client.frames) < expected and time.monotonic() < deadline:
             worker = workers[client.connections % len(workers)]
             client.connections += 1
@@ -98,6 +102,13 @@ async def follow(
                 await asyncio.sleep(0.5)
 
 
+def small_buffer_socket(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
 def check_client(client: Client, wanted: dict[str, list[str]], committed: set[str]) -> dict:
     ids = [str(f["exec_id"]) for f in client.frames]
     counts = Counter(ids)
@@ -130,14 +141,18 @@ async def test_websocket_clients_that_drop_or_stall_resume_without_gap_or_repeat
     sub_topic = str(subscription["topic"])
     wanted = feed.matching(lambda c: c["account"] in ACCOUNTS)
     total = sum(len(v) for v in wanted.values())
-    tail = await OutputTail([sub_topic]).start()
+    tail = await OutputTail([topics.CONFIRMATIONS, sub_topic]).start()
     schedule = Schedule()
     clients = {
         "dropper": Client("dropper"),
         "staller": Client("staller"),
         "steady": Client("steady"),
     }
-    plans = {"dropper": {"drop_every": 600}, "staller": {"stall_every": 1500}, "steady": {}}
+    plans = {
+        "dropper": {"drop_every": 600},
+        "staller": {"stall_every": 1500, "stall_s": 8.0},
+        "steady": {},
+    }
     readers = [
         asyncio.create_task(follow(clients[name], workers, subscription, total, schedule, **plan))
         for name, plan in plans.items()
