@@ -223,8 +223,20 @@ start_registry() {
   echo $! >"$INFRA_DIR/registry.pid"
 }
 
+# What an earlier `up` left in $INFRA_DIR: 3 for a cluster, 1 for the single broker, 0 for nothing.
+started_brokers() {
+  if [ -d "$INFRA_DIR/kafka-data-1" ] || [ -f "$INFRA_DIR/kafka-1.pid" ]; then echo 3
+  elif [ -d "$INFRA_DIR/kafka-data" ] || [ -f "$INFRA_DIR/kafka.pid" ]; then echo 1
+  else echo 0; fi
+}
+
 up() {
   install
+  local found
+  found=$(started_brokers)
+  if [ "$found" != 0 ] && [ "$found" != "$BROKERS" ]; then
+    die "$INFRA_DIR holds a $found-broker setup, but $BROKERS broker(s) were asked for; run 'make down' first"
+  fi
   mkdir -p "$INFRA_DIR"
   start_kafka
   start_registry
@@ -247,6 +259,7 @@ stop_pid() { # name pidfile
 }
 
 down() {
+  if [ "$(started_brokers)" = 3 ]; then BROKERS=3; fi
   stop_pid "schema registry" "$INFRA_DIR/registry.pid"
   local node
   for node in $(seq 1 "$BROKERS"); do stop_pid "Kafka node $node" "$(node_file "$node" kafka .pid)"; done
@@ -255,6 +268,7 @@ down() {
 }
 
 status() {
+  if [ "$(started_brokers)" = 3 ]; then BROKERS=3; fi
   local node
   for node in $(seq 1 "$BROKERS"); do
     if [ "$BROKERS" = 1 ]; then
