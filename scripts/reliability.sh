@@ -24,7 +24,7 @@ single() { # pytest arguments
   EXECDIST_TEST_CONTROLLER_PORT=${EXECDIST_REL_CONTROLLER_PORT:-23193} \
   EXECDIST_TEST_REGISTRY_PORT=${EXECDIST_REL_REGISTRY_PORT:-23281} \
   EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT=${EXECDIST_REL_REGISTRY_MANAGEMENT_PORT:-23282} \
-    bash scripts/test.sh --no-coverage -p no:cacheprovider -s "$@"
+    bash scripts/test.sh --no-coverage -p no:cacheprovider -s --durations=0 "$@"
 }
 
 three_brokers() { # pytest arguments
@@ -34,7 +34,7 @@ three_brokers() { # pytest arguments
   EXECDIST_TEST_CONTROLLER_PORT=${EXECDIST_REL_CLUSTER_CONTROLLER_PORT:-23093} \
   EXECDIST_TEST_REGISTRY_PORT=${EXECDIST_REL_CLUSTER_REGISTRY_PORT:-23181} \
   EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT=${EXECDIST_REL_CLUSTER_REGISTRY_MANAGEMENT_PORT:-23182} \
-    bash scripts/test.sh --no-coverage -p no:cacheprovider -s "$@"
+    bash scripts/test.sh --no-coverage -p no:cacheprovider -s --durations=0 "$@"
 }
 
 status=0

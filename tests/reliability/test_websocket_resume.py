@@ -47,6 +47,8 @@ class Client:
     drops: int = 0
     stalls: int = 0
     closed_by_server: Counter[int] = field(default_factory=Counter)
+    resume_s: list[float] = field(default_factory=list)
+    """Per reconnect: seconds from opening the new connection to its first frame."""
 
 
 async def follow(
@@ -74,6 +76,7 @@ async def follow(
                 f"/stream?from={client.cursor}&token={subscription['token']}"
             )
             budget = rng.randrange(drop_every // 2, drop_every * 3 // 2) if drop_every else 0
+            reconnecting = time.monotonic() if client.connections > 1 else None
             try:
                 async with session.ws_connect(url, heartbeat=None, max_msg_size=0) as ws:
                     read = 0
@@ -88,14 +91,19 @@ async def follow(
                             continue
                         client.frames.append(frame["data"])
                         client.cursor = frame["cursor"]
+                        if reconnecting is not None:
+                            client.resume_s.append(time.monotonic() - reconnecting)
+                            reconnecting = None
                         read += 1
                         if budget and read >= budget:
                             client.drops += 1
-                            schedule.mark(f"{client.name}: drops its connection")
+                            schedule.mark(f"{client.name}: drops its connection", fault=False)
                             break
                         if stall_every and read % stall_every == 0:
                             client.stalls += 1
-                            schedule.mark(f"{client.name}: stops reading for {stall_s:.0f}s")
+                            schedule.mark(
+                                f"{client.name}: stops reading for {stall_s:.0f}s", fault=False
+                            )
                             await asyncio.sleep(stall_s)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log(f"{client.name}: connection ended with {exc!r}; resuming")
@@ -130,6 +138,7 @@ def check_client(client: Client, wanted: dict[str, list[str]], committed: set[st
         "drops": client.drops,
         "stalls": client.stalls,
         "closed_by_server": dict(client.closed_by_server),
+        "max_resume_s": round(max(client.resume_s, default=0.0), 2),
     }
 
 

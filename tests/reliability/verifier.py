@@ -99,15 +99,17 @@ class Fault:
 
 @dataclass
 class Schedule:
-    """When each fault fired, on the scenario's clock (monotonic seconds)."""
+    """When each fault fired, on the scenario's clock (monotonic seconds), and other events
+    worth logging (a client's reconnect, the end of the stream), which are not faults."""
 
     started: float = field(default_factory=time.monotonic)
     fired: list[tuple[str, float]] = field(default_factory=list)
+    events: list[tuple[str, float]] = field(default_factory=list)
     stream_ended: float = 0.0
 
-    def mark(self, name: str) -> float:
+    def mark(self, name: str, fault: bool = True) -> float:
         now = time.monotonic()
-        self.fired.append((name, now))
+        (self.fired if fault else self.events).append((name, now))
         log(f"t={now - self.started:6.1f}s  {name}")
         return now
 
@@ -148,7 +150,7 @@ async def stream(
         await producer.flush()
     finally:
         await producer.stop()
-    schedule.stream_ended = schedule.mark("stream: last input sent")
+    schedule.stream_ended = schedule.mark("stream: last input sent", fault=False)
     for task in tasks:
         await task
     return schedule
@@ -322,7 +324,7 @@ def recovery_times(tail: OutputTail, topic: str, schedule: Schedule) -> list[flo
     for record in tail.of(topic):
         arrivals[record.partition].append(record.arrived)
     result = []
-    marks = [t for name, t in schedule.fired if not name.startswith("stream")]
+    marks = [t for _, t in schedule.fired]
     for index, fault_at in enumerate(marks):
         window_end = marks[index + 1] if index + 1 < len(marks) else float("inf")
         worst = 0.0
@@ -427,7 +429,7 @@ async def verify(
     verdict = Verdict(
         scenario=scenario,
         inputs=len(feed.records),
-        faults=sum(1 for name, _ in schedule.fired if not name.startswith("stream")),
+        faults=len(schedule.fired),
         reports=reports,
         aborted=aborted,
         recovery_s=recovery_times(tail, topics.CONFIRMATIONS, schedule),
