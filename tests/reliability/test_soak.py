@@ -94,9 +94,11 @@ async def read_for(worker: Worker, subscription: dict[str, object], seconds: flo
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         while time.monotonic() < deadline:
             try:
-                await ws.receive(timeout=max(deadline - time.monotonic(), 0.1))
+                message = await ws.receive(timeout=max(deadline - time.monotonic(), 0.1))
             except TimeoutError:
                 break
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break  # closed: its subscription was deleted, or the worker let it go
 
 
 async def test_bounded_soak(cluster) -> None:
