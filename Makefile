@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench fanout reliability reliability-quick soak clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-profile fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
 	@echo "make test     install what is missing and run the whole suite against a real broker"
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
+	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: under 3 minutes"
 	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
@@ -59,6 +60,34 @@ reliability-quick: install
 
 soak: install
 	@bash scripts/reliability.sh soak
+
+# The benchmark runs its own broker and registry on ports of its own, so that it never meets the
+# broker of `make test` (19092) or `make run` (9092). Override with BENCH_KAFKA_PORT etc.
+BENCH_KAFKA_PORT ?= 21092
+BENCH_CONTROLLER_PORT ?= 21093
+BENCH_REGISTRY_PORT ?= 21081
+BENCH_REGISTRY_MANAGEMENT_PORT ?= 21082
+BENCH_ENV := EXECDIST_INFRA_DIR=$(CURDIR)/.infra/bench \
+	EXECDIST_KAFKA_PORT=$(BENCH_KAFKA_PORT) EXECDIST_CONTROLLER_PORT=$(BENCH_CONTROLLER_PORT) \
+	EXECDIST_REGISTRY_PORT=$(BENCH_REGISTRY_PORT) \
+	EXECDIST_REGISTRY_MANAGEMENT_PORT=$(BENCH_REGISTRY_MANAGEMENT_PORT) \
+	EXECDIST_BROKER=127.0.0.1:$(BENCH_KAFKA_PORT) \
+	EXECDIST_SCHEMA_REGISTRY_URL=http://127.0.0.1:$(BENCH_REGISTRY_PORT)/apis/ccompat/v7
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@echo "[install] adding the benchmark's extras (matplotlib for the plot, py-spy for profiles)"
+	@$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench
+
+bench-quick: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench --quick
+
+bench-profile: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
 fanout: install
 	@bash scripts/with_infra.sh $(PY) -m bench.fanout

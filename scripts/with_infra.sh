@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 started=0
-if ! bash scripts/infra.sh status | grep -q 'Kafka: running'; then
+if ! bash scripts/infra.sh status | grep 'Kafka: running' >/dev/null; then  # no -q: an early close would fail the pipe (pipefail)
   bash scripts/infra.sh up
   started=1
 fi

@@ -59,6 +59,9 @@ ConfirmationSink = Callable[
 called with the source partition, key, confirmation, its JSON dict and bytes, and the
 timestamp of the input record that caused it."""
 
+TIMER_PREFIX = b"due:"
+"""Timers-table keys ``due:<order_id>`` hold when that order needs a tick next."""
+
 SWEEP_BATCH = 200
 """Keys examined for expiry per partition and tick: bounded work, every key visited in time."""
 
@@ -174,14 +177,12 @@ class JoinProcessor:
         now = self._clock()
         partition = tp.partition
         due_index = self._load_timers(partition)
-        changed = False
         for order_id, due in sorted(due_index.items()):
             if datetime.fromisoformat(due) > now:
                 continue
             raw = self._states.get(partition, order_id.encode())
             if raw is None:
-                del due_index[order_id]
-                changed = True
+                await self._set_timer(tp, order_id, None)
                 continue
             state = OrderState.from_dict(orjson.loads(raw))
             before = dict(state.live_fills)
@@ -191,11 +192,8 @@ class JoinProcessor:
                 gap_timeout=self._settings.gap_timeout,
                 orphan_timeout=self._settings.orphan_timeout,
             )
-            await self._store(tp, step.state, before, timers=due_index)
+            await self._store(tp, step.state, before)
             await self._publish(tp, offset, step.outputs)
-            changed = True
-        if changed:
-            await self._save_timers(tp, due_index)
         await self._sweep_expired(tp, now, due_index)
 
     # ---- state --------------------------------------------------------------------------
@@ -206,14 +204,7 @@ class JoinProcessor:
             return OrderState.new(order_id, now)
         return OrderState.from_dict(orjson.loads(raw))
 
-    async def _store(
-        self,
-        tp: TP,
-        state: OrderState,
-        fills_before: dict[str, object],
-        *,
-        timers: dict[str, str] | None = None,
-    ) -> None:
+    async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, object]) -> None:
         key = state.order_id.encode()
         await self._states.put(tp, key, orjson.dumps(state.to_dict()))
         due = next_tick_due(
@@ -221,15 +212,7 @@ class JoinProcessor:
             gap_timeout=self._settings.gap_timeout,
             orphan_timeout=self._settings.orphan_timeout,
         )
-        index = timers if timers is not None else self._load_timers(tp.partition)
-        wanted = None if due is None else due.isoformat()
-        if index.get(state.order_id) != wanted:
-            if wanted is None:
-                index.pop(state.order_id, None)
-            else:
-                index[state.order_id] = wanted
-            if timers is None:
-                await self._save_timers(tp, index)
+        await self._set_timer(tp, state.order_id, None if due is None else due.isoformat())
         if state.order is not None and fills_before != state.live_fills:
             change = position_change(
                 state.order.account,
@@ -252,21 +235,29 @@ class JoinProcessor:
         self._sweep_cursor.pop(partition, None)
 
     def _load_timers(self, partition: int) -> dict[str, str]:
-        """The partition's timer index, parsed once and then kept in step with its writes."""
+        """The partition's pending timeouts (order_id -> due), read once, then kept in step."""
         index = self._timer_indexes.get(partition)
         if index is None:
-            raw = self._timers.get(partition, _timer_key(partition))
-            index = {} if raw is None else dict(orjson.loads(raw))
+            index = {
+                key[len(TIMER_PREFIX) :].decode(): value.decode()
+                for key, value in self._timers.items_with_prefix(partition, TIMER_PREFIX)
+            }
             self._timer_indexes[partition] = index
         return index
 
-    async def _save_timers(self, tp: TP, index: dict[str, str]) -> None:
-        key = _timer_key(tp.partition)
-        if index:
-            await self._timers.put(tp, key, orjson.dumps(index))
-        else:
+    async def _set_timer(self, tp: TP, order_id: str, due: str | None) -> None:
+        """Record when ``order_id`` needs a tick next (``None``: it does not)."""
+        index = self._load_timers(tp.partition)
+        if index.get(order_id) == due:
+            return
+        key = TIMER_PREFIX + order_id.encode()
+        if due is None:
+            del index[order_id]
             await self._timers.delete(tp, key)
-        self._metrics.held_executions.set(len(index))
+        else:
+            index[order_id] = due
+            await self._timers.put(tp, key, due.encode())
+        self._metrics.held_executions.set(sum(len(i) for i in self._timer_indexes.values()))
 
     async def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
         cursor = self._sweep_cursor.get(tp.partition)
@@ -350,10 +341,6 @@ class JoinProcessor:
             tp, topics.STATUS, self._settings.worker_id.encode(), encode_json(event)
         )
         self._metrics.status_events.labels(type_.value).inc()
-
-
-def _timer_key(partition: int) -> bytes:
-    return f"timers:{partition}".encode()
 
 
 def _unb64(value: object) -> bytes | None:

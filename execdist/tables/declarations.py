@@ -7,9 +7,9 @@ bytes written by :class:`~execdist.tables.store.PartitionedState`:
 * ``execdist-order-state``: per order_id, the join's :class:`~execdist.domain.OrderState` as
   JSON. An order is deleted ``EXECDIST_ORDER_RETENTION_S`` (default 7 days) after its last
   activity once nothing is held for it, so state stays bounded by the recent order flow.
-* ``execdist-timers``: per partition, the order_ids with a pending gap or orphan timeout and
-  when it is due, so a tick touches only those; and the next input offset of each input topic
-  (``offsets:<partition>``), written in the same transaction as the effects it describes.
+* ``execdist-timers``: ``due:<order_id>`` for every order with a pending gap or orphan timeout,
+  holding when it is due, so a tick touches only those; and ``offsets:<partition>``, the next
+  input offset of each input topic, written in the same transaction as the effects it describes.
 * ``execdist-positions``: per account, bought and sold quantity and notional per symbol.
 
 RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of

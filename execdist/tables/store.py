@@ -144,6 +144,17 @@ class PartitionedState:
             it.next()
             count += 1
 
+    def items_with_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Committed ``(key, value)`` pairs of one partition whose key starts with ``prefix``."""
+        it = self._tables.db(self.spec.name, partition).iter()
+        it.seek(prefix)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(prefix):
+                break
+            yield key, bytes(it.value())
+            it.next()
+
     # ---- transaction outcome ------------------------------------------------------------
 
     def committed(self, partition: int) -> int:

@@ -324,22 +324,25 @@ async def test_state_queries_and_positions(send, worker: Worker) -> None:
     await send(topics.EXECUTIONS, execution(o, 2, last_qty="50", last_px="12"), o)
     await confirmations_of(o, 2)
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    expected = {
+        "symbol": "MSFT",
+        "net_qty": "-150",
+        "bought_qty": "0",
+        "bought_notional": "0",
+        "sold_qty": "150",
+        "sold_notional": "1600",
+    }
     async with httpx.AsyncClient(base_url=worker.url, headers=headers) as http:
+        # positions follow the confirmations through the repartition topic: one hop later
+        position = None
         for _ in range(50):
             response = await http.get(f"/api/v1/positions/{account}")
             if response.status_code == 200:
-                break
+                (position,) = response.json()["positions"]
+                if position == expected:
+                    break
             await asyncio.sleep(0.2)
-        assert response.status_code == 200
-        (position,) = response.json()["positions"]
-        assert position == {
-            "symbol": "MSFT",
-            "net_qty": "-150",
-            "bought_qty": "0",
-            "bought_notional": "0",
-            "sold_qty": "150",
-            "sold_notional": "1600",
-        }
+        assert position == expected
         state = (await http.get(f"/api/v1/orders/{o}")).json()
         assert state["order_status"] == "PARTIALLY_FILLED"
         assert state["cum_qty"] == "150"

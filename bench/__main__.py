@@ -1,0 +1,101 @@
+"""``python -m bench [--quick]``: ceilings and pipeline in one run; writes the results.
+
+Expects the broker and registry of ``make bench`` (``EXECDIST_BROKER``,
+``EXECDIST_SCHEMA_REGISTRY_URL``); ``make bench`` and ``make bench-quick`` start and stop them.
+Writes ``bench/results/latest.json``, ``bench/results/latest.png`` and the generated part of
+``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from typing import Any
+
+from bench.ceilings import CeilingPlan, broker_ceiling, relay_ceiling
+from bench.common import RESULTS, say
+from bench.pipeline import PipelinePlan, run_worker_count
+from bench.report import write_results
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "ceilings": CeilingPlan(
+            broker_records=300_000,
+            broker_seconds=11,
+            broker_latency_seconds=3,
+            e2e_messages=200,
+            relay_target_seconds=3,
+            relay_latency_seconds=4,
+            relay_transactional=False,
+        ),
+        "pipeline": PipelinePlan(fractions=(0.5,), rate_seconds=6, target_seconds=6),
+        "configurations": [(1, [1, 100]), (2, [100])],
+        "pipeline_budget_s": 100,
+    },
+    "full": {
+        "ceilings": CeilingPlan(
+            broker_records=2_000_000,
+            broker_seconds=30,
+            broker_latency_seconds=10,
+            e2e_messages=2000,
+            relay_target_seconds=10,
+            relay_latency_seconds=15,
+            relay_transactional=True,
+        ),
+        "pipeline": PipelinePlan(fractions=(0.25, 0.5, 0.75), rate_seconds=15, target_seconds=12),
+        "configurations": [(1, [1, 100, 1000]), (2, [1, 100, 1000])],
+        "pipeline_budget_s": 780,
+    },
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the short run (under 3 minutes)")
+    parser.add_argument(
+        "--only", choices=("ceilings", "pipeline"), help="run one part (for development)"
+    )
+    args = parser.parse_args(argv)
+    name = "quick" if args.quick else "full"
+    profile = PROFILES[name]
+    began = time.time()
+    say(f"{name} run; results go to {RESULTS}")
+    ceilings: dict[str, Any] = {}
+    if args.only in (None, "ceilings"):
+        plan: CeilingPlan = profile["ceilings"]
+        ceilings.update(broker_ceiling(plan))
+        relay = relay_ceiling(plan, transactional=False)
+        ceilings.update({"relay_eps": relay["eps"], "relay_p99_ms": relay["fixed_rate"]["p99_ms"]})
+        ceilings["relay"] = relay
+        if plan.relay_transactional:
+            tx = relay_ceiling(plan, transactional=True)
+            ceilings.update(
+                {"relay_tx_eps": tx["eps"], "relay_tx_p99_ms": tx["fixed_rate"]["p99_ms"]}
+            )
+            ceilings["relay_transactional"] = tx
+    saturations: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    if args.only in (None, "pipeline"):
+        pipeline: PipelinePlan = profile["pipeline"]
+        deadline = time.monotonic() + profile["pipeline_budget_s"]
+        for workers, counts in profile["configurations"]:
+            measured_saturations, measured_runs = run_worker_count(
+                workers, counts, pipeline, RESULTS / "logs", deadline
+            )
+            saturations += measured_saturations
+            runs += measured_runs
+    settings = {
+        "profile": name,
+        "ceilings": asdict(profile["ceilings"]),
+        "pipeline": asdict(profile["pipeline"]),
+        "configurations": profile["configurations"],
+        "seconds": round(time.time() - began, 1),
+    }
+    paths = write_results(settings, ceilings, saturations, runs)
+    say("done: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
