@@ -19,6 +19,7 @@ import os
 import random
 import statistics
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -83,6 +84,7 @@ async def churn(worker: Worker, stop: asyncio.Event, schedule: Schedule) -> int:
     """Create a subscription every SAMPLE_S seconds, read it over WebSocket for a while, and
     delete the oldest beyond five. Returns how many were created."""
     rng = random.Random(3)
+    run = uuid.uuid4().hex[:8]  # subscriptions outlive a run on the same broker
     live: list[dict[str, object]] = []
     created = 0
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -91,7 +93,7 @@ async def churn(worker: Worker, stop: asyncio.Event, schedule: Schedule) -> int:
         while not stop.is_set():
             flt = {"accounts": [rng.choice(["ACC-EQ-01", "ACC-EQ-02", "ACC-HF-07", "ACC-PB-11"])]}
             response = await http.post(
-                "/api/v1/subscriptions", json={"name": f"soak-{created}", "filter": flt}
+                "/api/v1/subscriptions", json={"name": f"soak-{run}-{created}", "filter": flt}
             )
             assert response.status_code == 201, response.text
             live.append(response.json())
