@@ -77,3 +77,14 @@ def completed_orders(feed: Feed, tail: OutputTail, topic: str, limit: int) -> li
     done = [o for o, items in feed.expected.items() if str(items[-1]["exec_id"]) in seen]
     step = max(len(done) // limit, 1)
     return done[::step][:limit]
+
+
+async def status_of(worker: Worker) -> object:
+    """The worker's ``GET /api/v1/status`` (who holds which partition, lag), for the report."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with httpx.AsyncClient(base_url=worker.url, headers=headers, timeout=10) as http:
+            response = await http.get("/api/v1/status")
+    except httpx.HTTPError as exc:
+        return repr(exc)
+    return response.json() if response.status_code == 200 else response.status_code

@@ -16,7 +16,7 @@ import pytest
 
 from execdist import topics
 from tests.integration.conftest import Worker
-from tests.reliability.support import QUIET, pause
+from tests.reliability.support import QUIET, pause, status_of
 from tests.reliability.verifier import Fault, Feed, OutputTail, log, stream, verify
 
 pytestmark = pytest.mark.integration
@@ -71,5 +71,7 @@ async def test_sigstop_past_the_session_timeout_fences_the_paused_worker(cluster
     alive = [w.process is not None and w.process.poll() is None for w in (worker_a, worker_b)]
     fenced = worker_b.log_path.read_text(errors="replace").count("belongs to another worker")
     verdict.notes.append(f"workers alive at the end: {alive}; paused worker fenced {fenced} times")
+    if verdict.lost:
+        verdict.notes.append(f"status after the drain: {await status_of(worker_a)}")
     verdict.record()
     verdict.assert_clean()

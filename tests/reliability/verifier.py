@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 
 from execdist import topics
 from execdist.demo import FeedRecord, order_flow
@@ -289,13 +290,23 @@ class TopicReport:
     duplicated: int
     out_of_order: int
     unexpected: int
+    lost_by_partition: dict[int, int] = field(default_factory=dict)
+    """Lost confirmations per partition (where the input's key lands): one stuck partition
+    looks different from records lost here and there."""
 
     @property
     def clean(self) -> bool:
         return not (self.lost or self.duplicated or self.out_of_order or self.unexpected)
 
 
-def check_topic(topic: str, expected: dict[str, list[str]], seen: list[Seen]) -> TopicReport:
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the Java client's default partitioner (and aiokafka's) gives a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def check_topic(
+    topic: str, expected: dict[str, list[str]], seen: list[Seen], partitions: int = 4
+) -> TopicReport:
     """Compare what a topic holds (in offset order per partition) with what it must hold."""
     wanted = {exec_id for ids in expected.values() for exec_id in ids}
     counts = Counter(r.exec_id for r in seen)
@@ -306,11 +317,16 @@ def check_topic(topic: str, expected: dict[str, list[str]], seen: list[Seen]) ->
         if record.seq < last_seq.get(record.order_id, 0):
             out_of_order += 1
         last_seq[record.order_id] = max(record.seq, last_seq.get(record.order_id, 0))
+    order_of = {exec_id: order_id for order_id, ids in expected.items() for exec_id in ids}
+    lost_by_partition = Counter(
+        partition_of(order_of[exec_id], partitions) for exec_id in wanted - set(counts)
+    )
     return TopicReport(
         topic=topic,
         expected=len(wanted),
         seen=len(seen),
         lost=len(wanted - set(counts)),
+        lost_by_partition=dict(sorted(lost_by_partition.items())),
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
         out_of_order=out_of_order,
         unexpected=len(set(counts) - wanted),
@@ -388,6 +404,7 @@ class Verdict:
                 f"  {r.topic}: expected {r.expected}, seen {r.seen}, lost {r.lost}, "
                 f"duplicated {r.duplicated}, out of order {r.out_of_order}, "
                 f"unexpected {r.unexpected}"
+                + (f", lost per partition {r.lost_by_partition}" if r.lost else "")
             )
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
