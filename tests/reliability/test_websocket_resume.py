@@ -159,7 +159,7 @@ async def test_websocket_clients_that_drop_or_stall_resume_without_gap_or_repeat
     }
     plans = {
         "dropper": {"drop_every": 600},
-        "staller": {"stall_every": 1500, "stall_s": 8.0},
+        "staller": {"stall_every": 2500, "stall_s": 15.0},
         "steady": {},
     }
     readers = [
@@ -180,3 +180,5 @@ async def test_websocket_clients_that_drop_or_stall_resume_without_gap_or_repeat
         assert result["aborted_reads"] == 0, name
     assert results["dropper"]["drops"] >= 3
     assert results["staller"]["stalls"] >= 2
+    # not reading for 15 s fills every buffer on the way: the relay closes such a client
+    assert results["staller"]["closed_by_server"].get(1013, 0) >= 1
