@@ -20,6 +20,7 @@ import random
 import statistics
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -53,11 +54,11 @@ def dir_kib(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) // 1024
 
 
-def table_keys(data_dir: Path) -> int:
+def table_keys(data_dir: Path) -> Counter[str]:
     """Keys in the worker's tables (order state, timers, positions), read from a read-only
     view of its RocksDB files: the size of the state, unlike the files' size, which also holds
     what compaction has not yet reclaimed."""
-    total = 0
+    total: Counter[str] = Counter()
     # one worker that keeps its partitions: no table is dropped while this reads
     for path in sorted(data_dir.glob("*/tables/*.db")):
         if not (path / "CURRENT").exists():
@@ -68,7 +69,8 @@ def table_keys(data_dir: Path) -> int:
             access_type=rocksdict.AccessType.read_only(),
         )
         try:
-            total += sum(1 for _ in db.keys())  # noqa: SIM118 - Rdict iterates items otherwise
+            table = path.name.rsplit("-", 1)[0]  # execdist-order-state-3.db -> its table
+            total[table] += sum(1 for _ in db.keys())  # noqa: SIM118 - Rdict iterates items
         finally:
             db.close()
     return total
@@ -137,11 +139,13 @@ async def test_bounded_soak(cluster) -> None:
     schedule = Schedule()
     stop = asyncio.Event()
     samples: list[tuple[int, int, int]] = []
+    per_table: list[Counter[str]] = []
 
     async def sample() -> None:
         while not stop.is_set():
             keys = await asyncio.to_thread(table_keys, worker.data_dir)
-            samples.append((rss_kib(worker), keys, dir_kib(worker.data_dir)))
+            per_table.append(keys)
+            samples.append((rss_kib(worker), keys.total(), dir_kib(worker.data_dir)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
 
@@ -169,6 +173,9 @@ async def test_bounded_soak(cluster) -> None:
     table_mid, table_end = level(table)
     verdict.notes.append(f"RSS KiB every {SAMPLE_S:.0f}s: {[int(r) for r in rss]}")
     verdict.notes.append(f"table keys every {SAMPLE_S:.0f}s: {[int(t) for t in table]}")
+    verdict.notes.append(
+        f"keys per table, middle and last sample: {per_table[len(per_table) // 2]}, {per_table[-1]}"
+    )
     verdict.notes.append(f"table files KiB every {SAMPLE_S:.0f}s: {[s[2] for s in samples]}")
     verdict.notes.append(f"p99 latency s per minute: {p99}")
     verdict.notes.append(
