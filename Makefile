@@ -89,8 +89,23 @@ bench-quick: install $(BENCH_STAMP)
 bench-profile: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
-fanout: install
-	@bash scripts/with_infra.sh $(PY) -m bench.fanout
+# The fan-out bench runs its own broker and registry on ports of its own (not those of
+# `make run` or `make test`), so it can run beside either; it starts them afresh, because a
+# new worker reads the input topics from the start. FANOUT_ARGS go to bench/fanout.py.
+FANOUT_KAFKA_PORT ?= 29192
+FANOUT_CONTROLLER_PORT ?= 29193
+FANOUT_REGISTRY_PORT ?= 28181
+FANOUT_REGISTRY_MANAGEMENT_PORT ?= 28182
+FANOUT_ARGS ?=
+FANOUT_ENV = EXECDIST_INFRA_DIR=$(CURDIR)/.infra/fanout \
+	EXECDIST_KAFKA_PORT=$(FANOUT_KAFKA_PORT) EXECDIST_CONTROLLER_PORT=$(FANOUT_CONTROLLER_PORT) \
+	EXECDIST_REGISTRY_PORT=$(FANOUT_REGISTRY_PORT) \
+	EXECDIST_REGISTRY_MANAGEMENT_PORT=$(FANOUT_REGISTRY_MANAGEMENT_PORT) \
+	EXECDIST_BROKER=127.0.0.1:$(FANOUT_KAFKA_PORT) \
+	EXECDIST_SCHEMA_REGISTRY_URL=http://127.0.0.1:$(FANOUT_REGISTRY_PORT)/apis/ccompat/v7
+fanout: install $(BENCH_STAMP)
+	@$(FANOUT_ENV) bash scripts/infra.sh down >/dev/null
+	@$(FANOUT_ENV) bash scripts/with_infra.sh $(PY) -m bench.fanout $(FANOUT_ARGS)
 
 clean: down
 	rm -rf $(VENV) data .coverage .coverage.* htmlcov

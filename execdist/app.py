@@ -95,13 +95,6 @@ class _App(faust.App):  # type: ignore[misc]
     """
 
     services: list[ServiceT]
-    log_level: str = "info"
-
-    async def on_first_start(self) -> None:
-        await super().on_first_start()
-        # Faust's start-up spinner sets the root logger to DEBUG below a WARN level, which
-        # makes every library's debug call build a record on the hot path: undo that.
-        logging.getLogger().setLevel(self.log_level.upper())
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         self.monitor.beacon.reattach(self.beacon)
@@ -140,7 +133,6 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         web_enabled=True,
     )
-    app.log_level = settings.log_level
     metrics = Metrics()
     rocks = RocksTables(data_dir / "tables", table_specs(settings.app_id), BLOCK_CACHE_BYTES)
     pipeline_ref: list[Pipeline] = []

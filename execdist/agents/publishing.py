@@ -10,7 +10,7 @@ transaction, or not at all, whichever partition or topic the output goes to.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
@@ -59,11 +59,12 @@ class PartitionTransaction:
         """
         await self._begin()
         sent = len(self._deliveries)
-        if self._deliveries:
-            deliveries, self._deliveries = self._deliveries, []
-            await asyncio.gather(*deliveries)
+        deliveries, self._deliveries = self._deliveries, []
+        waits: list[Awaitable[object]] = list(deliveries)
         if offsets:
-            await self.producer.send_offsets_to_transaction(offsets, group_id)
+            # the offset commit's round trips overlap with the outputs' acknowledgements
+            waits.append(self.producer.send_offsets_to_transaction(offsets, group_id))
+        await asyncio.gather(*waits)
         await self.producer.commit_transaction()
         self._open = False
         return sent

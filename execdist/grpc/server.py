@@ -35,8 +35,6 @@ from execdist.web.auth import is_admin
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
-"""A heartbeat goes out after this long without a confirmation."""
 SEND_TIMEOUT_S = 5.0
 """A client that takes longer than this to accept one message is too slow."""
 STOP_GRACE_S = 1.0
@@ -154,7 +152,7 @@ class DistributionServicer(pb_grpc.DistributionServicer):
         client = await self._hub.connect(subscription.topic, subscription.partitions, start)
         try:
             while True:
-                frame = await client.next(HEARTBEAT_S)
+                frame = await client.next()
                 if client.shutting_down:
                     self._hub.disconnect(subscription.topic, client)
                     await context.abort(

@@ -38,11 +38,17 @@ RING_CAPACITY = 20_000
 CLIENT_QUEUE = 2_000
 """Frames a client may have waiting before it counts as too slow and is closed."""
 IDLE_READER_S = 30.0
+"""How long a subscription's reader lives on after its last client left."""
 DRAIN_GRACE_S = 1.0
 """How long the shared reader waits for a lagging client before dropping it as too slow."""
 READ_BATCH = 100
 """Records the shared reader hands out before it lets the clients' senders run."""
-"""How long a subscription's reader lives on after its last client left."""
+HEARTBEAT_S = 5
+"""Seconds without a record after which a client's sender is woken to send a heartbeat."""
+FETCH_WAIT_MS = 500
+"""Longest a reader's fetch waits at the broker for data. Every subscription with clients
+has its own reader; with a short wait, idle readers polling the broker were most of the
+relay's cost at a hundred subscriptions."""
 
 
 class InvalidCursor(ExecDistError):
@@ -74,15 +80,46 @@ def parse_cursor(text: str, partitions: int) -> Position:
     return position
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
-    """One confirmation for a client: the cursor after it and its JSON bytes."""
+    """One confirmation for a client: the cursor after it and its JSON bytes.
 
-    cursor: str
-    value: bytes
+    A record read live is one ``Frame`` shared by every client of the subscription that is in
+    step with the shared reader, so its WebSocket message is built once per record, not once
+    per client.
+    """
+
+    __slots__ = ("_message", "cursor", "value")
+
+    def __init__(self, cursor: str, value: bytes) -> None:
+        self.cursor = cursor
+        self.value = value
+        self._message: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Frame(cursor={self.cursor!r}, value={self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (self.cursor, self.value) == (other.cursor, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.cursor, self.value))
 
     def data(self) -> object:
         return orjson.loads(self.value)
+
+    def websocket_message(self) -> bytes:
+        """The UTF-8 text of the WebSocket frame: built on first use, then reused."""
+        if self._message is None:
+            self._message = (
+                b'{"type":"confirmation","cursor":"'
+                + self.cursor.encode()
+                + b'","data":'
+                + self.value
+                + b"}"
+            )
+        return self._message
 
 
 @dataclass(eq=False)
@@ -95,14 +132,31 @@ class RelayClient:
     too_slow: bool = False
     shutting_down: bool = False
     catch_up: asyncio.Task[None] | None = None
+    fed: bool = False
+    """Whether a record was queued since the hub's last heartbeat tick."""
+    quiet_ticks: int = 0
 
-    def offer(self, partition: int, offset: int, value: bytes) -> None:
-        """Queue a record unless the client has it already; mark it too slow if full."""
+    def offer(
+        self,
+        partition: int,
+        offset: int,
+        value: bytes,
+        shared: Frame | None = None,
+        shared_position: Position | None = None,
+    ) -> None:
+        """Queue a record unless the client has it already; mark it too slow if full.
+
+        ``shared`` is the reader's frame for this record, whose cursor is ``shared_position``:
+        a client whose position after the record is the same takes that frame as it is.
+        """
         if self.too_slow or offset < self.position.get(partition, 0):
             return
         self.position[partition] = offset + 1
+        if shared is None or self.position != shared_position:
+            shared = Frame(format_cursor(self.position), value)
+        self.fed = True
         try:
-            self.queue.put_nowait(Frame(format_cursor(self.position), value))
+            self.queue.put_nowait(shared)
         except asyncio.QueueFull:
             self.give_up()
 
@@ -114,12 +168,42 @@ class RelayClient:
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
 
-    async def next(self, timeout: float) -> Frame | None:
-        """The next frame, or ``None`` after ``timeout`` seconds without one (heartbeat)."""
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+    async def next(self) -> Frame | None:
+        """The next frame; ``None`` wakes the sender up without one: it closes the client when
+        ``too_slow`` or ``shutting_down`` is set, else it sends a heartbeat (the hub queues a
+        ``None`` after ``HEARTBEAT_S`` without a record, so no sender keeps a timer of its own).
+        """
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        return await self.queue.get()
+
+    async def next_batch(self, limit: int) -> list[Frame]:
+        """Up to ``limit`` frames that are waiting, at least one, or none when it is time for
+        a heartbeat. Check ``too_slow`` and ``shutting_down`` after each call, as with
+        :meth:`next`."""
+        first = await self.next()
+        if first is None:
+            return []
+        batch = [first]
+        queue = self.queue
+        while len(batch) < limit and not queue.empty():
+            frame = queue.get_nowait()
+            if frame is None:
+                break
+            batch.append(frame)
+        return batch
+
+    def tick(self) -> None:
+        """Called once a second by the hub: queue a heartbeat wake-up after ``HEARTBEAT_S``
+        without a record."""
+        if self.fed:
+            self.fed = False
+            self.quiet_ticks = 0
+            return
+        self.quiet_ticks += 1
+        if self.quiet_ticks >= HEARTBEAT_S and self.queue.empty():
+            self.quiet_ticks = 0
+            self.queue.put_nowait(None)
 
 
 class SubscriptionReader:
@@ -147,7 +231,9 @@ class SubscriptionReader:
             bootstrap_servers=self._settings.bootstrap_servers,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            fetch_max_wait_ms=20,
+            # a long poll: the broker answers as soon as a record (or a commit marker) is
+            # there, so this bounds only idle polling, one fetch per reader per FETCH_WAIT_MS
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             group_id=None,
         )
 
@@ -222,8 +308,12 @@ class SubscriptionReader:
             self.ring_start[dropped_partition] = dropped_offset + 1
         self._ring.append((partition, offset, value))
         self.position[partition] = offset + 1
+        if not self.clients:
+            return
+        position = dict(self.position)
+        frame = Frame(format_cursor(position), value)
         for client in tuple(self.clients):
-            client.offer(partition, offset, value)
+            client.offer(partition, offset, value, frame, position)
 
     def covers(self, client: RelayClient) -> bool:
         """True when the ring holds everything from the client's position on, and what it
@@ -282,7 +372,8 @@ class RelayHub(Service):
         self._settings = settings
         self._decoder = decoder
         self._readers: dict[str, SubscriptionReader] = {}
-        self._lock = asyncio.Lock()
+        self._clients: set[RelayClient] = set()
+        self._starting: dict[str, asyncio.Lock] = {}
 
     async def on_stop(self) -> None:
         for reader in list(self._readers.values()):
@@ -291,6 +382,11 @@ class RelayHub(Service):
                 client.give_up()
             await reader.stop()
         self._readers.clear()
+
+    @Service.timer(1.0)
+    async def _heartbeats(self) -> None:
+        for client in self._clients:
+            client.tick()
 
     @Service.timer(5.0)
     async def _stop_idle_readers(self) -> None:
@@ -302,10 +398,13 @@ class RelayHub(Service):
                 reader.idle_since = loop.time()
             elif loop.time() - reader.idle_since > IDLE_READER_S:
                 del self._readers[topic]
+                self._starting.pop(topic, None)
                 await reader.stop()
 
     async def _reader(self, topic: str, partitions: int) -> SubscriptionReader:
-        async with self._lock:
+        # one lock per topic: readers of different subscriptions start side by side (a
+        # start is a consumer start and a look-up of the end offsets)
+        async with self._starting.setdefault(topic, asyncio.Lock()):
             reader = self._readers.get(topic)
             if reader is None:
                 reader = SubscriptionReader(self._settings, topic, partitions, self._decoder)
@@ -323,6 +422,7 @@ class RelayHub(Service):
             position = await self._beginnings(topic, partitions)
         limit = self._settings.relay_client_queue
         client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+        self._clients.add(client)
         if reader.covers(client):
             reader.attach(client)
         else:
@@ -330,6 +430,7 @@ class RelayHub(Service):
         return client
 
     def disconnect(self, topic: str, client: RelayClient) -> None:
+        self._clients.discard(client)
         if client.catch_up is not None:
             client.catch_up.cancel()
         reader = self._readers.get(topic)

@@ -14,9 +14,12 @@ A read-process-write loop the way Kafka Streams runs a task under exactly-once:
 * A partition newly assigned to this worker gets a new producer first (which fences any
   previous owner and settles its open transaction), then its tables are restored from the
   committed changelogs, then its inputs are read from the offsets the restored state records.
-* Any failure to commit a partition (a fenced producer, a broker error) throws away what the
-  partition did since its last commit and restores it from the changelogs again: state,
-  outputs and offsets never disagree.
+* A failed commit (a fenced producer, a broker error, no answer within a minute) throws away
+  what the partition did since its last commit, and the worker hands the partition back to the
+  group: whoever is assigned it next restores it from the committed changelogs. State, outputs
+  and offsets never disagree, and a worker that was paused past its session (a zombie) never
+  takes a partition back by itself. A record whose processing raises is retried from the
+  partition's last commit after a second.
 * Ticks: every ``tick_interval`` a tick record is appended to each owned partition of the tick
   topic, so timeouts are processed in the partition's own transaction like any input.
 
@@ -33,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiokafka.producer.sender
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
@@ -56,8 +60,18 @@ SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics
 """Read in this order within a partition's share of a batch: an order before the executions
 that arrived with it, ticks last."""
 
-MAX_BATCH = 2000
+MAX_BATCH = 1000
+YIELD_EVERY = 50
+"""Records processed between two yields to the event loop, so that heartbeats, the relay and
+HTTP requests are served during a large batch."""
 RETRY_S = 1.0
+COMMIT_TIMEOUT_S = 60.0
+
+# A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the
+# broker has written the previous one's markers (KAFKA-5477); aiokafka then waits a fixed
+# 20 ms before retrying, which put 20 ms on every transaction. The markers take a few
+# milliseconds on a healthy broker: retry after 5 ms (each retry is a request, so not sooner).
+aiokafka.producer.sender.BACKOFF_OVERRIDE = 0.005
 
 
 class PartitionLost(Exception):
@@ -158,7 +172,9 @@ class Pipeline(Service):
             heartbeat_interval_ms=max(session_ms // 4, 500),
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100,
+            # one fetch is in flight per broker at a time: a partition whose records were just
+            # consumed waits for it to return, so keep its wait short
+            fetch_max_wait_ms=20,
         )
         await self._consumer.start()
         self._consumer.subscribe(list(SOURCES), listener=_Listener(self))
@@ -234,19 +250,31 @@ class Pipeline(Service):
                 await self._reset(partition, batch)
         if not done:
             return
+        applied = time.perf_counter()
         results = await asyncio.gather(
             *(self._commit(batch) for batch in done.values()), return_exceptions=True
         )
         for batch, result in zip(done.values(), results, strict=True):
             if isinstance(result, BaseException):
-                if isinstance(result, ProducerFenced):
-                    log.warning("partition %s now belongs to another worker", batch.partition)
-                    await self._lose(batch.partition)
-                else:
-                    log.warning("commit of partition %s failed: %r", batch.partition, result)
-                    await self._reset(batch.partition, batch)
+                # Fenced (another worker owns it now) or unknown outcome: either way this worker
+                # must not touch the partition again until the group has assigned it anew.
+                log.warning(
+                    "commit of partition %s failed (%r); handing it back to the group",
+                    batch.partition,
+                    result,
+                )
+                await self._lose(batch.partition)
+                self._request_rebalance()
         self.batches += 1
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._metrics.batch_seconds.observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d records: applied in %.1f ms, committed in %.1f ms",
+                sum(len(r) for r in polled.values()),
+                (applied - started) * 1000,
+                (time.perf_counter() - applied) * 1000,
+            )
 
     async def _apply(self, batch: _Batch) -> None:
         for topic in SOURCES:
@@ -254,16 +282,20 @@ class Pipeline(Service):
                 if tp.topic != topic:
                     continue
                 handler = self.handlers[topic]
-                for record in records:
+                for index, record in enumerate(records, 1):
                     if self._continuity.admit(tp, record.offset):
                         await handler(tp, record)
+                    if index % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
         any_tp = next(iter(batch.records))
         await self._continuity.flush(TP(topics.ORDERS, any_tp.partition))
 
     async def _commit(self, batch: _Batch) -> None:
         transaction = self.transaction(batch.partition)
         offsets = batch.next_offsets()
-        sent = await transaction.commit(offsets, self.group_id)
+        sent = await asyncio.wait_for(
+            transaction.commit(offsets, self.group_id), timeout=COMMIT_TIMEOUT_S
+        )
         for state in self._states:
             state.committed(batch.partition)
         self.committed.update(offsets)
@@ -291,6 +323,12 @@ class Pipeline(Service):
         mine = [tp for tp in consumer.assignment() if tp.partition == partition]
         if mine:
             consumer.pause(*mine)
+
+    def _request_rebalance(self) -> None:
+        """Ask the group to assign partitions again (aiokafka has no public call for it)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
 
     async def _reset(self, partition: int, batch: _Batch | None = None) -> None:
         """Throw away the partition's uncommitted work and start it again from its commit."""
@@ -340,7 +378,13 @@ class Pipeline(Service):
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
-            max_batch_size=256 * 1024,
+            # a partition's records wait for the one produce request in flight per broker:
+            # big, compressed batches (state records are JSON and compress several times)
+            max_batch_size=1024 * 1024,
+            compression_type="lz4",
+            # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
+            # broker has written the markers; retry soon rather than after 100 ms
+            retry_backoff_ms=5,
         )
 
     async def on_revoked(self) -> None:

@@ -191,7 +191,7 @@ class WorkerReports(Service):
                 "distribution_latency_ms": self._stats.overall.percentiles(),
             },
         )
-        for subscription_id, delivery in self._stats.by_subscription.items():
+        for subscription_id, delivery in list(self._stats.by_subscription.items()):
             await self.publish_status(
                 StatusType.DISTRIBUTION_STATUS,
                 {

@@ -29,10 +29,11 @@ from execdist.web.views import api
 if TYPE_CHECKING:
     from execdist.app import Components
 
-HEARTBEAT_S = 5.0
-"""A heartbeat goes out after this long without a confirmation."""
 SEND_TIMEOUT_S = 5.0
-"""A client that takes longer than this to accept one frame is too slow."""
+"""A client that takes longer than this to accept the frames waiting for it (at most
+``SEND_BATCH``) is too slow."""
+SEND_BATCH = 100
+"""Frames a client's sender writes in one go before it looks at the queue again."""
 CLOSE_TIMEOUT_S = 2.0
 MAX_CLIENT_MESSAGES = 50
 """Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
@@ -139,21 +140,21 @@ async def _pump_websocket(
     ws: web.WebSocketResponse, client: RelayClient, listener: asyncio.Task[None]
 ) -> None:
     while not ws.closed and not listener.done():
-        frame = await client.next(HEARTBEAT_S)
+        frames = await client.next_batch(SEND_BATCH)
         if client.shutting_down:
             await _close(ws, GOING_AWAY, b"worker shutting down; reconnect with your last cursor")
             return
         if client.too_slow:
             await _close(ws, TOO_SLOW, b"client too slow")
             return
-        if frame is None:
-            text = heartbeat_text()
-        else:
-            text = (
-                f'{{"type":"confirmation","cursor":"{frame.cursor}","data":{frame.value.decode()}}}'
-            )
         try:
-            await asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT_S)
+            # one time limit for what is waiting; the message bytes of a frame are shared by
+            # all the clients of the subscription
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                if not frames:
+                    await ws.send_str(heartbeat_text())
+                for frame in frames:
+                    await ws.send_frame(frame.websocket_message(), WSMsgType.TEXT)
         except TimeoutError:
             await _close(ws, TOO_SLOW, b"client too slow")
             return
@@ -190,7 +191,7 @@ async def _watch_client_messages(ws: web.WebSocketResponse) -> None:
 
 async def _pump_sse(response: web.StreamResponse, client: RelayClient) -> None:
     while True:
-        frame = await client.next(HEARTBEAT_S)
+        frame = await client.next()
         if client.shutting_down:
             return  # the client reconnects with Last-Event-ID
         if client.too_slow:

@@ -1,0 +1,90 @@
+"""The relay's per-client bookkeeping, without a broker: shared frames, batches, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from execdist.relay.hub import HEARTBEAT_S, Frame, RelayClient, format_cursor
+
+
+def client(position: dict[int, int], limit: int = 10) -> RelayClient:
+    return RelayClient(position=dict(position), queue=asyncio.Queue(limit), limit=limit)
+
+
+def test_websocket_message_is_the_contract_frame_and_built_once() -> None:
+    frame = Frame("0:5,1:7", b'{"exec_id":"E1"}')
+    message = frame.websocket_message()
+    assert orjson.loads(message) == {
+        "type": "confirmation",
+        "cursor": "0:5,1:7",
+        "data": {"exec_id": "E1"},
+    }
+    assert frame.websocket_message() is message
+
+
+def test_clients_in_step_with_the_reader_share_its_frame() -> None:
+    reader_position = {0: 5, 1: 7}
+    shared = Frame(format_cursor(reader_position), b"{}")
+    first, second = client({0: 4, 1: 7}), client({0: 4, 1: 7})
+    for each in (first, second):
+        each.offer(0, 4, b"{}", shared, reader_position)
+    assert first.queue.get_nowait() is shared
+    assert second.queue.get_nowait() is shared
+
+
+def test_a_client_ahead_on_another_partition_gets_its_own_cursor() -> None:
+    # e.g. right after a catch-up: its own consumer went past the reader on partition 1
+    reader_position = {0: 5, 1: 7}
+    shared = Frame(format_cursor(reader_position), b"{}")
+    ahead = client({0: 4, 1: 9})
+    ahead.offer(0, 4, b"{}", shared, reader_position)
+    frame = ahead.queue.get_nowait()
+    assert frame is not shared
+    assert frame.cursor == "0:5,1:9"
+
+
+def test_a_record_the_client_has_is_not_queued_again() -> None:
+    behind = client({0: 6})
+    behind.offer(0, 5, b"{}")
+    assert behind.queue.empty()
+
+
+def test_a_full_queue_marks_the_client_too_slow_and_wakes_its_sender() -> None:
+    slow = client({0: 0}, limit=2)
+    for offset in range(3):
+        slow.offer(0, offset, b"{}")
+    assert slow.too_slow
+    assert None in [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
+
+
+async def test_next_batch_takes_what_is_waiting_up_to_the_limit() -> None:
+    busy = client({0: 0})
+    for offset in range(5):
+        busy.offer(0, offset, b"{}")
+    first = await busy.next_batch(3)
+    second = await busy.next_batch(3)
+    assert [f.cursor for f in first] == ["0:1", "0:2", "0:3"]
+    assert [f.cursor for f in second] == ["0:4", "0:5"]
+
+
+async def test_a_heartbeat_wake_up_comes_after_heartbeat_s_quiet_ticks_only() -> None:
+    quiet = client({0: 0})
+    for _ in range(HEARTBEAT_S - 1):
+        quiet.tick()
+    assert quiet.queue.empty()
+    quiet.tick()
+    assert await quiet.next_batch(10) == []  # nothing to send: time for a heartbeat
+    assert not quiet.too_slow
+
+
+def test_a_record_resets_the_quiet_ticks() -> None:
+    fed = client({0: 0})
+    for _ in range(HEARTBEAT_S - 1):
+        fed.tick()
+    fed.offer(0, 0, b"{}")
+    fed.tick()  # the tick that sees the record
+    for _ in range(HEARTBEAT_S - 1):
+        fed.tick()
+    assert fed.queue.qsize() == 1  # the record, no heartbeat yet
