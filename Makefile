@@ -4,8 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BROKERS ?= 1
+export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench bench-quick bench-profile fanout reliability clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-profile fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -13,6 +15,7 @@ help:
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
 	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: under 3 minutes"
+	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -50,7 +53,13 @@ check: install
 	@$(VENV)/bin/mypy execdist
 
 reliability: install
-	@bash scripts/test.sh tests/reliability -p no:cacheprovider --no-cov-gate
+	@bash scripts/reliability.sh all
+
+reliability-quick: install
+	@bash scripts/reliability.sh quick
+
+soak: install
+	@bash scripts/reliability.sh soak
 
 # The benchmark runs its own broker and registry on ports of its own, so that it never meets the
 # broker of `make test` (19092) or `make run` (9092). Override with BENCH_KAFKA_PORT etc.

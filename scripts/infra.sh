@@ -7,8 +7,16 @@
 #   scripts/infra.sh up        start broker and registry in the background, wait until both answer
 #   scripts/infra.sh down      stop what `up` started and remove its data and logs
 #   scripts/infra.sh status    say what is running
+#   scripts/infra.sh bootstrap print the Kafka bootstrap list (host:port[,host:port...])
 #
 # Everything `up` writes (data, logs, pid files) lives under $EXECDIST_INFRA_DIR (default .infra/).
+#
+# EXECDIST_BROKERS=3 (`make up BROKERS=3`) starts a three-node KRaft cluster instead of the single
+# broker: each node is broker and controller with a 384 MiB heap, replication factor 3,
+# min.insync.replicas=2. Node N listens on EXECDIST_KAFKA_PORT + 10*(N-1), its controller on
+# EXECDIST_CONTROLLER_PORT + 10*(N-1). Workers need EXECDIST_BROKER=<the bootstrap list> and
+# EXECDIST_REPLICATION_FACTOR=3. `up` starts any node that is not running, so a node killed on
+# purpose comes back with `up`; `status` and `down` cover every node.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,8 +30,13 @@ KAFKA_PORT=${EXECDIST_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${EXECDIST_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${EXECDIST_REGISTRY_PORT:-8081}
 REGISTRY_MANAGEMENT_PORT=${EXECDIST_REGISTRY_MANAGEMENT_PORT:-$((REGISTRY_PORT + 1000))}
-KAFKA_HEAP=${EXECDIST_KAFKA_HEAP:-768m}
 REGISTRY_HEAP=${EXECDIST_REGISTRY_HEAP:-384m}
+BROKERS=${EXECDIST_BROKERS:-1}
+case "$BROKERS" in
+  1) KAFKA_HEAP=${EXECDIST_KAFKA_HEAP:-768m} ;;
+  3) KAFKA_HEAP=${EXECDIST_KAFKA_HEAP:-384m} ;;
+  *) echo "[infra] error: EXECDIST_BROKERS must be 1 or 3, got '$BROKERS'" >&2; exit 2 ;;
+esac
 
 say() { printf '[infra] %s\n' "$*"; }
 die() { printf '[infra] error: %s\n' "$*" >&2; exit 1; }
@@ -85,31 +98,46 @@ wait_for() { # name, pidfile, seconds, command...
   done
 }
 
-kafka_ready() { port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$INFRA_DIR/kafka.log" 2>/dev/null; }
+# Node N of what `up` starts; the single broker is node 1 and keeps its plain file names.
+node_port() { echo $((KAFKA_PORT + 10 * ($1 - 1))); }
+node_controller_port() { echo $((CONTROLLER_PORT + 10 * ($1 - 1))); }
+node_file() { # node, stem, suffix: kafka.log for the single broker, kafka-2.log in the cluster
+  if [ "$BROKERS" = 1 ]; then echo "$INFRA_DIR/$2$3"; else echo "$INFRA_DIR/$2-$1$3"; fi
+}
+
+bootstrap() {
+  local node list=""
+  for node in $(seq 1 "$BROKERS"); do list="${list:+$list,}127.0.0.1:$(node_port "$node")"; done
+  echo "$list"
+}
+
 registry_ready() { curl -fsS "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects" >/dev/null 2>&1; }
 
-start_kafka() {
-  if pid_alive "$INFRA_DIR/kafka.pid"; then say "Kafka already running (pid $(cat "$INFRA_DIR/kafka.pid"))"; return; fi
-  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is already in use by another process. Stop it, or pick another port with EXECDIST_KAFKA_PORT (and EXECDIST_BROKER for the worker)."
-  port_open "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (Kafka controller) is already in use. Stop that process or set EXECDIST_CONTROLLER_PORT."
-  mkdir -p "$INFRA_DIR/kafka-data"
-  cat >"$INFRA_DIR/server.properties" <<EOF
+kafka_ready() { # node
+  port_open "$(node_port "$1")" && grep -q 'Kafka Server started' "$(node_file "$1" kafka .log)" 2>/dev/null
+}
+
+write_properties() { # node, file
+  local node=$1 voters="" n replication=1 min_isr=1
+  for n in $(seq 1 "$BROKERS"); do voters="${voters:+$voters,}$n@127.0.0.1:$(node_controller_port "$n")"; done
+  if [ "$BROKERS" = 3 ]; then replication=3; min_isr=2; fi
+  cat >"$2" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$node
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$node")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$INFRA_DIR/kafka-data
+log.dirs=$(node_file "$node" kafka-data "")
 num.partitions=4
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=10
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
@@ -117,19 +145,65 @@ delete.topic.enable=true
 log.retention.hours=168
 log.segment.bytes=104857600
 EOF
+  if [ "$BROKERS" = 3 ]; then
+    # three JVMs share two cores: fewer threads each; a restarted node is back in the ISR fast
+    cat >>"$2" <<EOF
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+replica.lag.time.max.ms=10000
+EOF
+  fi
+}
+
+start_kafka_node() { # node, cluster id
+  local node=$1 cluster_id=$2 port controller props data log pidfile min_heap=256m
+  port=$(node_port "$node"); controller=$(node_controller_port "$node")
+  props=$(node_file "$node" server .properties); data=$(node_file "$node" kafka-data "")
+  log=$(node_file "$node" kafka .log); pidfile=$(node_file "$node" kafka .pid)
+  if pid_alive "$pidfile"; then say "Kafka node $node already running (pid $(cat "$pidfile"))"; return; fi
+  port_open "$port" && die "port $port is already in use by another process. Stop it, or pick another port with EXECDIST_KAFKA_PORT (and EXECDIST_BROKER for the worker)."
+  port_open "$controller" && die "port $controller (Kafka controller) is already in use. Stop that process or set EXECDIST_CONTROLLER_PORT."
+  mkdir -p "$data"
+  write_properties "$node" "$props"
   local cp="$KAFKA_HOME/libs/*"
   local log4j="-Dlog4j.configuration=file:$ROOT/scripts/kafka/log4j.properties"
-  if [ ! -f "$INFRA_DIR/kafka-data/meta.properties" ]; then
-    local cluster_id
-    cluster_id=$(java -cp "$cp" "$log4j" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+  if [ ! -f "$data/meta.properties" ]; then
     java -cp "$cp" "$log4j" kafka.tools.StorageTool format -t "$cluster_id" \
-      -c "$INFRA_DIR/server.properties" --ignore-formatted >"$INFRA_DIR/kafka-format.log" 2>&1 \
-      || die "formatting Kafka storage failed; see $INFRA_DIR/kafka-format.log"
+      -c "$props" --ignore-formatted >"$(node_file "$node" kafka-format .log)" 2>&1 \
+      || die "formatting Kafka storage failed; see $(node_file "$node" kafka-format .log)"
   fi
-  say "starting Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT"
-  java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true "$log4j" \
-    -cp "$cp" kafka.Kafka "$INFRA_DIR/server.properties" </dev/null >"$INFRA_DIR/kafka.log" 2>&1 &
-  echo $! >"$INFRA_DIR/kafka.pid"
+  if [ "$BROKERS" = 1 ]; then
+    say "starting Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$port"
+  else
+    say "starting Kafka $KAFKA_VERSION (KRaft) node $node of $BROKERS on 127.0.0.1:$port"
+    min_heap=128m
+  fi
+  java -Xms"$min_heap" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true "$log4j" \
+    -cp "$cp" kafka.Kafka "$props" </dev/null >"$log" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+start_kafka() {
+  local cluster_id node
+  if [ -f "$INFRA_DIR/cluster.id" ]; then
+    cluster_id=$(cat "$INFRA_DIR/cluster.id")
+  else
+    cluster_id=$(java -cp "$KAFKA_HOME/libs/*" "-Dlog4j.configuration=file:$ROOT/scripts/kafka/log4j.properties" \
+      kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+    echo "$cluster_id" >"$INFRA_DIR/cluster.id"
+  fi
+  for node in $(seq 1 "$BROKERS"); do start_kafka_node "$node" "$cluster_id"; done
+}
+
+wait_for_kafka() {
+  local node log
+  for node in $(seq 1 "$BROKERS"); do
+    log=$(node_file "$node" kafka .log)
+    wait_for "Kafka node $node" "$(node_file "$node" kafka .pid)" 90 kafka_ready "$node" \
+      || { tail -20 "$log" >&2; die "Kafka did not start (see above); its log is $log"; }
+  done
+  say "Kafka ready: $(bootstrap)"
 }
 
 start_registry() {
@@ -149,13 +223,24 @@ start_registry() {
   echo $! >"$INFRA_DIR/registry.pid"
 }
 
+# What an earlier `up` left in $INFRA_DIR: 3 for a cluster, 1 for the single broker, 0 for nothing.
+started_brokers() {
+  if [ -d "$INFRA_DIR/kafka-data-1" ] || [ -f "$INFRA_DIR/kafka-1.pid" ]; then echo 3
+  elif [ -d "$INFRA_DIR/kafka-data" ] || [ -f "$INFRA_DIR/kafka.pid" ]; then echo 1
+  else echo 0; fi
+}
+
 up() {
   install
+  local found
+  found=$(started_brokers)
+  if [ "$found" != 0 ] && [ "$found" != "$BROKERS" ]; then
+    die "$INFRA_DIR holds a $found-broker setup, but $BROKERS broker(s) were asked for; run 'make down' first"
+  fi
   mkdir -p "$INFRA_DIR"
   start_kafka
   start_registry
-  wait_for "Kafka" "$INFRA_DIR/kafka.pid" 90 kafka_ready || { tail -20 "$INFRA_DIR/kafka.log" >&2; die "Kafka did not start (see above); its log is $INFRA_DIR/kafka.log"; }
-  say "Kafka ready: 127.0.0.1:$KAFKA_PORT"
+  wait_for_kafka
   wait_for "schema registry" "$INFRA_DIR/registry.pid" 120 registry_ready || { tail -20 "$INFRA_DIR/registry.log" >&2; die "the schema registry did not start (see above); its log is $INFRA_DIR/registry.log"; }
   say "schema registry ready: http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 }
@@ -174,14 +259,26 @@ stop_pid() { # name pidfile
 }
 
 down() {
+  if [ "$(started_brokers)" = 3 ]; then BROKERS=3; fi
   stop_pid "schema registry" "$INFRA_DIR/registry.pid"
-  stop_pid "Kafka" "$INFRA_DIR/kafka.pid"
+  local node
+  for node in $(seq 1 "$BROKERS"); do stop_pid "Kafka node $node" "$(node_file "$node" kafka .pid)"; done
   rm -rf "$INFRA_DIR"
   say "stopped; $INFRA_DIR removed"
 }
 
 status() {
-  if pid_alive "$INFRA_DIR/kafka.pid"; then say "Kafka: running, 127.0.0.1:$KAFKA_PORT"; else say "Kafka: stopped"; fi
+  if [ "$(started_brokers)" = 3 ]; then BROKERS=3; fi
+  local node
+  for node in $(seq 1 "$BROKERS"); do
+    if [ "$BROKERS" = 1 ]; then
+      if pid_alive "$INFRA_DIR/kafka.pid"; then say "Kafka: running, 127.0.0.1:$KAFKA_PORT"; else say "Kafka: stopped"; fi
+    elif pid_alive "$(node_file "$node" kafka .pid)"; then
+      say "Kafka node $node: running, 127.0.0.1:$(node_port "$node")"
+    else
+      say "Kafka node $node: stopped"
+    fi
+  done
   if pid_alive "$INFRA_DIR/registry.pid"; then say "schema registry: running, http://127.0.0.1:$REGISTRY_PORT"; else say "schema registry: stopped"; fi
 }
 
@@ -190,5 +287,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+  bootstrap) bootstrap ;;
+  *) echo "usage: $0 install|up|down|status|bootstrap" >&2; exit 2 ;;
 esac

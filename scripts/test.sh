@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: starts a real Kafka broker and schema registry on test ports of their own, runs
 # the whole suite with coverage (worker subprocesses included), stops what it started.
+#
+# Also used by scripts/reliability.sh, which sets EXECDIST_TEST_INFRA_DIR and the
+# EXECDIST_TEST_*_PORT variables to ports of its own, EXECDIST_BROKERS=3 for the three-broker
+# cluster, and passes --no-coverage (timings under fault injection are measured without the
+# coverage tracer slowing the workers down).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -9,8 +14,13 @@ export EXECDIST_INFRA_DIR=${EXECDIST_TEST_INFRA_DIR:-"$ROOT/.infra/test"}
 export EXECDIST_KAFKA_PORT=${EXECDIST_TEST_KAFKA_PORT:-19092}
 export EXECDIST_CONTROLLER_PORT=${EXECDIST_TEST_CONTROLLER_PORT:-19093}
 export EXECDIST_REGISTRY_PORT=${EXECDIST_TEST_REGISTRY_PORT:-18081}
-export EXECDIST_BROKER="127.0.0.1:$EXECDIST_KAFKA_PORT"
+if [ -n "${EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT:-}" ]; then
+  export EXECDIST_REGISTRY_MANAGEMENT_PORT=$EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT
+fi
+EXECDIST_BROKER=$(bash scripts/infra.sh bootstrap)
+export EXECDIST_BROKER
 export EXECDIST_SCHEMA_REGISTRY_URL="http://127.0.0.1:$EXECDIST_REGISTRY_PORT/apis/ccompat/v7"
+if [ "${EXECDIST_BROKERS:-1}" = 3 ]; then export EXECDIST_REPLICATION_FACTOR=3; fi
 
 started=0
 cleanup() {
@@ -22,11 +32,24 @@ bash scripts/infra.sh up
 started=1
 
 gate=1
+coverage=1
 args=()
 for arg in "$@"; do
-  if [ "$arg" = "--no-cov-gate" ]; then gate=0; else args+=("$arg"); fi
+  case "$arg" in
+    --no-cov-gate) gate=0 ;;
+    --no-coverage) gate=0; coverage=0 ;;
+    *) args+=("$arg") ;;
+  esac
 done
 set -- "${args[@]}"
+
+if [ "$coverage" = 0 ]; then
+  set +e
+  .venv/bin/python -m pytest "$@"
+  status=$?
+  set -e
+  exit "$status"
+fi
 
 rm -f .coverage .coverage.*
 export COVERAGE_PROCESS_START="$ROOT/pyproject.toml"

@@ -344,7 +344,11 @@ class SubscriptionReader:
                 if self.covers(client):
                     self.attach(client)
                     return
-                batch = await consumer.getmany(timeout_ms=200, max_records=500)
+                # never more than half the client's queue at once: a client that is behind but
+                # reads fast must catch up, not be closed as too slow by its own backlog
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=max(min(500, client.limit // 2), 1)
+                )
                 for tp, records in batch.items():
                     for record in records:
                         value = await self.as_json(record.value)
