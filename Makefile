@@ -44,6 +44,8 @@ run: install
 test: install
 	@bash scripts/install_browser.sh
 	@bash scripts/test.sh
+	@echo "[test] the quick fault-injection set (SIGKILL x3, SIGTERM, bad input, scaling)"
+	@bash scripts/reliability.sh quick
 
 test-unit: install
 	@$(PY) -m pytest tests/unit -q
