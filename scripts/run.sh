@@ -22,7 +22,8 @@ stop_all() {
   if [ "$infra_was_running" = 0 ]; then bash scripts/infra.sh down; fi
   echo "[run] stopped"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 bash scripts/infra.sh up
 mkdir -p data
@@ -58,3 +59,4 @@ cat <<MSG
 MSG
 wait -n "${pids[@]}" || true
 echo "[run] a process exited unexpectedly; see data/worker.log and data/demo.log"
+exit 1
