@@ -85,9 +85,6 @@ class _Batch:
     partition: int
     records: dict[TP, list[ConsumerRecord]] = field(default_factory=dict)
 
-    def first_offsets(self) -> dict[TP, int]:
-        return {tp: records[0].offset for tp, records in self.records.items()}
-
     def next_offsets(self) -> dict[TP, int]:
         return {tp: records[-1].offset + 1 for tp, records in self.records.items()}
 
@@ -246,8 +243,12 @@ class Pipeline(Service):
             except PartitionLost:
                 await self._lose(partition)
             except Exception:
+                # Bad input never gets here: the join dead-letters undecodable and invalid
+                # records itself. This is an unexpected failure (a bug, a broker error while
+                # sending): the partition's batch is rolled back and retried from its commit,
+                # so nothing is half-applied and nothing is skipped.
                 log.exception("processing partition %s failed; retrying from its commit", partition)
-                await self._reset(partition, batch)
+                await self._reset(partition)
         if not done:
             return
         applied = time.perf_counter()
@@ -330,7 +331,7 @@ class Pipeline(Service):
         if coordinator is not None:
             coordinator.request_rejoin()
 
-    async def _reset(self, partition: int, batch: _Batch | None = None) -> None:
+    async def _reset(self, partition: int) -> None:
         """Throw away the partition's uncommitted work and start it again from its commit."""
         await self._release(partition)
         await asyncio.sleep(RETRY_S)
