@@ -71,6 +71,11 @@ class Metrics:
             "Orders with executions held (waiting for their order or for a missing seq).",
             registry=self.registry,
         )
+        self.expired_orders = Counter(
+            "execdist_expired_orders_total",
+            "Order states deleted after the order retention with nothing held.",
+            registry=self.registry,
+        )
         self.assigned_partitions = Gauge(
             "execdist_assigned_partitions",
             "Partitions of the input topics assigned to this worker.",

@@ -27,6 +27,7 @@ from execdist.domain import (
     Confirmed,
     Dropped,
     InvalidRecord,
+    InvalidState,
     Order,
     OrderState,
     Output,
@@ -37,11 +38,11 @@ from execdist.domain import (
     apply_execution,
     apply_order,
     format_time,
-    is_expired,
     next_tick_due,
     on_tick,
     parse_execution,
     parse_order,
+    stored_state_expired,
 )
 from execdist.domain.positions import position_change
 from execdist.metrics import Metrics
@@ -63,8 +64,9 @@ TIMER_PREFIX = b"due:"
 """Timers-table keys ``due:<order_id>`` hold when that order needs a tick next."""
 
 SWEEP_BATCH = 50
-"""Keys examined for expiry per partition and tick: bounded work (each is parsed), and every
-key still visited many times within the retention (a million keys a partition in 6 hours)."""
+"""Keys examined for expiry per partition and tick, plus twice the orders created there since
+the previous tick: the sweep then goes round a partition faster than new keys arrive, so the
+table stays under twice the orders live within the retention at any input rate."""
 
 
 def utc_now() -> datetime:
@@ -93,6 +95,7 @@ class JoinProcessor:
         self._metrics = metrics
         self._clock = clock
         self._sweep_cursor: dict[int, bytes | None] = {}
+        self._created: dict[int, int] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self.confirmation_sinks: list[ConfirmationSink] = []
         self._input_timestamp: float | None = None
@@ -202,6 +205,7 @@ class JoinProcessor:
     def _load(self, partition: int, order_id: str, now: datetime) -> OrderState:
         raw = self._states.get(partition, order_id.encode())
         if raw is None:
+            self._created[partition] = self._created.get(partition, 0) + 1
             return OrderState.new(order_id, now)
         return OrderState.from_dict(orjson.loads(raw))
 
@@ -234,6 +238,7 @@ class JoinProcessor:
         """Drop what is cached for ``partition``: its state was restored or rolled back."""
         self._timer_indexes.pop(partition, None)
         self._sweep_cursor.pop(partition, None)
+        self._created.pop(partition, None)
 
     def _load_timers(self, partition: int) -> dict[str, str]:
         """The partition's pending timeouts (order_id -> due), read once, then kept in step."""
@@ -261,17 +266,31 @@ class JoinProcessor:
         self._metrics.held_executions.set(sum(len(i) for i in self._timer_indexes.values()))
 
     async def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
-        cursor = self._sweep_cursor.get(tp.partition)
-        last = None
-        for key in list(self._states.keys_from(tp.partition, cursor, SWEEP_BATCH)):
-            last = key
-            raw = self._states.get(tp.partition, key)
+        """Delete the expired states among the next slice of the partition's keys, going on
+        from where the previous tick stopped and starting again from the first key after the
+        last one (new order ids often sort last, so stopping at the end would only ever see
+        the newest orders)."""
+        partition = tp.partition
+        budget = SWEEP_BATCH + 2 * self._created.pop(partition, 0)
+        cursor = self._sweep_cursor.get(partition)
+        examined = 0
+        for key in list(self._states.keys_from(partition, cursor, budget)):
+            examined += 1
+            cursor = key
+            raw = self._states.get(partition, key)
             if raw is None or key.decode() in due_index:
                 continue
-            state = OrderState.from_dict(orjson.loads(raw))
-            if is_expired(state, now, self._settings.order_retention):
+            try:
+                expired = stored_state_expired(
+                    orjson.loads(raw), now, self._settings.order_retention
+                )
+            except (orjson.JSONDecodeError, InvalidState) as exc:
+                log.error("order state %r cannot be read, not expiring it: %s", key, exc)
+                continue
+            if expired:
                 await self._states.delete(tp, key)
-        self._sweep_cursor[tp.partition] = last
+                self._metrics.expired_orders.inc()
+        self._sweep_cursor[partition] = cursor if examined == budget else None
 
     # ---- outputs ------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from execdist.domain.join import (
     is_expired,
     next_tick_due,
     on_tick,
+    stored_state_expired,
 )
 from execdist.domain.model import (
     Confirmation,
@@ -108,5 +109,6 @@ __all__ = [
     "order_view",
     "parse_execution",
     "parse_order",
+    "stored_state_expired",
     "summarize_fills",
 ]

@@ -25,10 +25,11 @@ jumped; executions without an order for ``orphan_timeout`` are rejected (ORPHAN_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from execdist.domain.errors import MisroutedEvent
+from execdist.domain.errors import InvalidState, MisroutedEvent
 from execdist.domain.fills import Fill, summarize_fills
 from execdist.domain.model import (
     Confirmation,
@@ -39,6 +40,7 @@ from execdist.domain.model import (
     RejectReason,
     StatusType,
     format_decimal,
+    parse_stored_time,
 )
 from execdist.domain.order_state import (
     HeldExecution,
@@ -65,6 +67,7 @@ __all__ = [
     "is_expired",
     "next_tick_due",
     "on_tick",
+    "stored_state_expired",
 ]
 
 MAX_LISTED_SEQS = 1000
@@ -191,6 +194,18 @@ def is_expired(state: OrderState, now: datetime, retention: timedelta) -> bool:
     retention must outlast any redelivery or replay the sources may still produce.
     """
     return not state.held and now - state.last_activity >= retention
+
+
+def stored_state_expired(data: Mapping[str, object], now: datetime, retention: timedelta) -> bool:
+    """:func:`is_expired` of a state stored by :meth:`OrderState.to_dict`, read from the two
+    fields it needs: expiry sweeps look at many states and delete few, so they skip decoding
+    the order and its confirmation history. :class:`InvalidState` if ``data`` is not a state."""
+    try:
+        held = data["held"]
+        last_activity = parse_stored_time(data["last_activity"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidState(f"stored order state cannot be read: {exc!r}") from exc
+    return not held and now - last_activity >= retention
 
 
 def _check_routing(state: OrderState, order_id: str, what: str) -> None:

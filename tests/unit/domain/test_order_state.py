@@ -28,6 +28,7 @@ from execdist.domain import (
     next_tick_due,
     on_tick,
     order_view,
+    stored_state_expired,
 )
 from execdist.domain.model import Execution
 from tests.unit.domain.fixtures import (
@@ -465,6 +466,28 @@ def test_expiry_needs_nothing_held_and_retention_elapsed() -> None:
     assert is_expired(state, at(10) + retention, retention)
     _feed(state, trade("T3", 3, "1", "1"), seconds=20)
     assert not is_expired(state, at(20) + retention * 10, retention)
+
+
+@pytest.mark.parametrize("held", [False, True])
+@pytest.mark.parametrize("idle", [timedelta(0), timedelta(days=1) - timedelta(microseconds=1)])
+def test_stored_expiry_agrees_with_the_state(held: bool, idle: timedelta) -> None:
+    retention = timedelta(days=1)
+    state = _with_order()
+    _feed(state, trade("T1", 1, "100", "1"), seconds=10)
+    if held:
+        _feed(state, trade("T3", 3, "1", "1"), seconds=10)
+    stored = json.loads(json.dumps(state.to_dict()))
+    for now in (at(10) + idle, at(10) + retention + idle):
+        assert stored_state_expired(stored, now, retention) == is_expired(state, now, retention)
+    assert stored_state_expired(stored, at(10) + retention, retention) is not held
+
+
+@pytest.mark.parametrize(
+    "stored", [{}, {"held": [], "last_activity": 5}, {"held": [], "last_activity": "noon"}]
+)
+def test_stored_expiry_refuses_what_is_not_a_state(stored: dict[str, object]) -> None:
+    with pytest.raises(InvalidState):
+        stored_state_expired(stored, T0, timedelta(days=1))
 
 
 def test_misrouted_events_are_refused() -> None:
