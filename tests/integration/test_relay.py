@@ -24,6 +24,7 @@ from tests.integration.helpers import flows, produce, subscribe, worker_pair
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
     yield from worker_pair(
