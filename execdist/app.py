@@ -169,7 +169,11 @@ def create_app(settings: Settings) -> faust.App:
     async def positions_record(tp: TP, record: ConsumerRecord) -> None:
         await positions_processor.handle(tp, record.key, record.value)
 
+    async def set_aside(tp: TP, record: ConsumerRecord, error: str) -> None:
+        await join.set_aside(tp, record.offset, record.key, record.value, error)
+
     pipeline.released.append(join.forget)
+    pipeline.set_aside = set_aside
     pipeline.handlers = {
         topics.ORDERS: join_record,
         topics.EXECUTIONS: join_record,

@@ -317,6 +317,40 @@ class JoinProcessor:
             elif isinstance(output, Dropped):
                 self._metrics.dropped.labels(output.kind.value).inc()
 
+    async def set_aside(
+        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, error: str
+    ) -> None:
+        """Move on past an input record whose processing keeps failing: dead-letter it (a
+        tick has nothing worth keeping) and report an ERROR status event for the operators."""
+        details: dict[str, object] = {
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "offset": offset,
+            "error": error,
+        }
+        if tp.topic != topics.TICKS:
+            origin = {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offset": offset,
+                "key": None if key is None else base64.b64encode(key).decode(),
+                "value": None if value is None else base64.b64encode(value).decode(),
+            }
+            message = (
+                f"the record could not be processed ({error}); it was set aside so that the "
+                "records behind it go on. Check the worker's log for the traceback, then "
+                "resend the record once the cause is fixed"
+            )
+            await self._dead_letter(
+                tp, offset, Rejected(RejectReason.VALIDATION_ERROR, message, origin)
+            )
+        await self.publish_status(
+            tp,
+            StatusType.ERROR,
+            {"what": "input record set aside after repeated processing failures", **details},
+            event_id=f"{tp.topic}:{tp.partition}:{offset}:set-aside",
+        )
+
     async def _dead_letter(self, tp: TP, offset: int, rejected: Rejected) -> None:
         origin = rejected.origin
         assert isinstance(origin, dict)

@@ -18,8 +18,11 @@ A read-process-write loop the way Kafka Streams runs a task under exactly-once:
   what the partition did since its last commit, and the worker hands the partition back to the
   group: whoever is assigned it next restores it from the committed changelogs. State, outputs
   and offsets never disagree, and a worker that was paused past its session (a zombie) never
-  takes a partition back by itself. A record whose processing raises is retried from the
-  partition's last commit after a second.
+  takes a partition back by itself.
+* A record whose processing raises is retried from the partition's last commit after a second.
+  After ``MAX_ATTEMPTS`` failures it is handed to ``set_aside`` (the dead-letter topic) in the
+  partition's transaction instead, so one record the join cannot process never holds up the
+  orders behind it.
 * Ticks: every ``tick_interval`` a tick record is appended to each owned partition of the tick
   topic, so timeouts are processed in the partition's own transaction like any input.
 
@@ -65,6 +68,9 @@ YIELD_EVERY = 50
 """Records processed between two yields to the event loop, so that heartbeats, the relay and
 HTTP requests are served during a large batch."""
 RETRY_S = 1.0
+MAX_ATTEMPTS = 3
+"""Times a record whose processing raises is tried, each from its partition's last commit,
+before it is set aside."""
 COMMIT_TIMEOUT_S = 60.0
 
 # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS until the
@@ -76,6 +82,19 @@ aiokafka.producer.sender.BACKOFF_OVERRIDE = 0.005
 
 class PartitionLost(Exception):
     """This worker no longer owns the partition (its producer was fenced)."""
+
+
+class RecordFailed(Exception):
+    """Processing one input record raised; the cause is chained."""
+
+    def __init__(self, tp: TP, offset: int) -> None:
+        super().__init__(f"processing {tp.topic}:{tp.partition}@{offset} failed")
+        self.tp = tp
+        self.offset = offset
+
+
+SetAside = Callable[[TP, ConsumerRecord, str], Awaitable[None]]
+"""Takes a record that failed ``MAX_ATTEMPTS`` times, with a description of its last error."""
 
 
 @dataclass
@@ -108,6 +127,7 @@ class Pipeline(Service):
         self._continuity = continuity
         self._metrics = metrics
         self.handlers: dict[str, Handler] = {}
+        self.set_aside: SetAside = _keep_failing
         self.before_first_batch: Callable[[], Awaitable[object]] = _nothing
         self.released: list[Callable[[int], None]] = []
         """Called with a partition whose uncommitted work is thrown away or that leaves."""
@@ -121,6 +141,8 @@ class Pipeline(Service):
         self.assigned_once = False
         self.committed: dict[TP, int] = {}
         self.batches = 0
+        self._failures: dict[tuple[TP, int], tuple[int, str]] = {}
+        """Records whose processing raised: (attempts, last error), until committed."""
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -242,11 +264,21 @@ class Pipeline(Service):
                 done[partition] = batch
             except PartitionLost:
                 await self._lose(partition)
+            except RecordFailed as failed:
+                # Bad input does not get here: the join dead-letters undecodable and invalid
+                # records itself. This is an unexpected failure (a bug, a record the join cannot
+                # handle, a broker error while sending): the partition's batch is rolled back
+                # and retried from its commit, so nothing is half-applied or skipped.
+                attempts = self._note_failure(failed)
+                log.error(
+                    "%s (attempt %d of %d); retrying from the partition's last commit",
+                    failed,
+                    attempts,
+                    MAX_ATTEMPTS,
+                    exc_info=failed.__cause__,
+                )
+                await self._reset(partition)
             except Exception:
-                # Bad input never gets here: the join dead-letters undecodable and invalid
-                # records itself. This is an unexpected failure (a bug, a broker error while
-                # sending): the partition's batch is rolled back and retried from its commit,
-                # so nothing is half-applied and nothing is skipped.
                 log.exception("processing partition %s failed; retrying from its commit", partition)
                 await self._reset(partition)
         if not done:
@@ -285,11 +317,46 @@ class Pipeline(Service):
                 handler = self.handlers[topic]
                 for index, record in enumerate(records, 1):
                     if self._continuity.admit(tp, record.offset):
-                        await handler(tp, record)
+                        await self._handle(handler, tp, record)
                     if index % YIELD_EVERY == 0:
                         await asyncio.sleep(0)
         any_tp = next(iter(batch.records))
         await self._continuity.flush(TP(topics.ORDERS, any_tp.partition))
+
+    async def _handle(self, handler: Handler, tp: TP, record: ConsumerRecord) -> None:
+        failure = self._failures.get((tp, record.offset))
+        if failure is not None and failure[0] >= MAX_ATTEMPTS:
+            attempts, error = failure
+            log.error(
+                "setting %s:%s@%s aside after %d failed attempts: %s",
+                tp.topic,
+                tp.partition,
+                record.offset,
+                attempts,
+                error,
+            )
+            await self.set_aside(tp, record, f"{attempts} attempts failed, the last with {error}")
+            return
+        try:
+            await handler(tp, record)
+        except PartitionLost:
+            raise
+        except Exception as exc:
+            raise RecordFailed(tp, record.offset) from exc
+
+    def _note_failure(self, failed: RecordFailed) -> int:
+        key = (failed.tp, failed.offset)
+        attempts = self._failures.get(key, (0, ""))[0] + 1
+        self._failures[key] = (attempts, repr(failed.__cause__))
+        return attempts
+
+    def _forget_failures(self, partition: int, before: dict[TP, int] | None = None) -> None:
+        """Drop the failures noted for ``partition`` (only those ``before`` these offsets)."""
+        self._failures = {
+            (tp, offset): failure
+            for (tp, offset), failure in self._failures.items()
+            if tp.partition != partition or (before is not None and offset >= before.get(tp, 0))
+        }
 
     async def _commit(self, batch: _Batch) -> None:
         transaction = self.transaction(batch.partition)
@@ -300,6 +367,8 @@ class Pipeline(Service):
         for state in self._states:
             state.committed(batch.partition)
         self.committed.update(offsets)
+        if self._failures:
+            self._forget_failures(batch.partition, before=offsets)
         self._metrics.transaction_records.observe(sent)
 
     # ---- partitions coming and going ------------------------------------------------------
@@ -398,6 +467,7 @@ class Pipeline(Service):
             wanted = {tp.partition for tp in assigned}
             for partition in set(self._transactions) - wanted:
                 await self._release(partition)
+                self._forget_failures(partition)
             new = sorted(wanted - set(self._transactions))
             started = time.monotonic()
             await self._take(new)
@@ -455,3 +525,7 @@ def format_time_now() -> bytes:
 
 async def _nothing() -> None:
     return None
+
+
+async def _keep_failing(tp: TP, record: ConsumerRecord, error: str) -> None:
+    raise RuntimeError(f"no place to set {tp.topic}:{tp.partition}@{record.offset} aside: {error}")
