@@ -33,6 +33,7 @@ from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
 from execdist.tables.declarations import (
     BLOCK_CACHE_BYTES,
+    HISTORY,
     ORDER_STATE,
     POSITIONS,
     TIMERS,
@@ -62,6 +63,7 @@ class Components:
     states: PartitionedState
     timers: PartitionedState
     positions: PartitionedState
+    history: PartitionedState
     join: JoinProcessor
     subscriptions: SubscriptionStore
     stats: DeliveryStats
@@ -141,14 +143,16 @@ def create_app(settings: Settings) -> faust.App:
     states = PartitionedState(rocks, specs[ORDER_STATE], publisher.send_to_partition)
     timers = PartitionedState(rocks, specs[TIMERS], publisher.send_to_partition)
     positions = PartitionedState(rocks, specs[POSITIONS], publisher.send_to_partition)
+    history = PartitionedState(rocks, specs[HISTORY], publisher.send_to_partition)
     continuity = InputContinuity(timers)
-    pipeline = Pipeline(settings, rocks, [states, timers, positions], continuity, metrics)
+    pipeline = Pipeline(settings, rocks, [states, timers, positions, history], continuity, metrics)
     pipeline_ref.append(pipeline)
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
     join = JoinProcessor(
         settings=settings,
         states=states,
         timers=timers,
+        history=history,
         publisher=publisher,
         decoder=InputDecoder(registry),
         metrics=metrics,
@@ -198,6 +202,7 @@ def create_app(settings: Settings) -> faust.App:
         states=states,
         timers=timers,
         positions=positions,
+        history=history,
         join=join,
         subscriptions=subscriptions,
         stats=stats,

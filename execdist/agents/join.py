@@ -47,6 +47,7 @@ from execdist.domain import (
 from execdist.domain.positions import position_change
 from execdist.metrics import Metrics
 from execdist.settings import Settings
+from execdist.tables.declarations import history_key, history_prefix
 from execdist.tables.store import PartitionedState
 from execdist.topics import TP
 
@@ -82,6 +83,7 @@ class JoinProcessor:
         settings: Settings,
         states: PartitionedState,
         timers: PartitionedState,
+        history: PartitionedState,
         publisher: TransactionalPublisher,
         decoder: InputDecoder,
         metrics: Metrics,
@@ -90,6 +92,7 @@ class JoinProcessor:
         self._settings = settings
         self._states = states
         self._timers = timers
+        self._history = history
         self._publisher = publisher
         self._decoder = decoder
         self._metrics = metrics
@@ -289,6 +292,9 @@ class JoinProcessor:
                 continue
             if expired:
                 await self._states.delete(tp, key)
+                prefix = history_prefix(key.decode())
+                for history, _ in list(self._history.items_with_prefix(partition, prefix)):
+                    await self._history.delete(tp, history)
                 self._metrics.expired_orders.inc()
         self._sweep_cursor[partition] = cursor if examined == budget else None
 
@@ -302,6 +308,9 @@ class JoinProcessor:
                 key = confirmation.order_id.encode()
                 value = encode_json(body)
                 await self._publisher.send(tp, topics.CONFIRMATIONS, key, value)
+                await self._history.put(
+                    tp, history_key(confirmation.order_id, confirmation.seq), value
+                )
                 for sink in self.confirmation_sinks:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
                 self._metrics.confirmations.labels(confirmation.exec_type.value).inc()

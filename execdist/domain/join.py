@@ -336,9 +336,7 @@ def _apply(
     state.trade_of[execution.exec_id] = trade_id
 
     summary = summarize_fills(order.quantity, state.live_fills)
-    previous_status = (
-        state.confirmations[-1].order_status if state.confirmations else OrderStatus.UNFILLED
-    )
+    previous_status = state.last_confirmed_status or OrderStatus.UNFILLED
     confirmation = Confirmation(
         confirmation_id=execution.exec_id,
         exec_id=execution.exec_id,
@@ -360,7 +358,8 @@ def _apply(
         exec_time=execution.exec_time,
         confirmed_at=now,
     )
-    state.confirmations.append(confirmation)
+    state.confirmation_count += 1
+    state.last_confirmed_status = confirmation.order_status
     outputs.append(Confirmed(confirmation))
     if (
         summary.order_status is OrderStatus.OVERFILLED

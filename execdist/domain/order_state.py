@@ -27,6 +27,7 @@ from execdist.domain.model import (
     Confirmation,
     Execution,
     Order,
+    OrderStatus,
     format_decimal,
     format_time,
     parse_stored_decimal,
@@ -44,8 +45,12 @@ __all__ = [
     "require_json_compatible",
 ]
 
-STATE_FORMAT = 1
-"""Version of the serialised form; bump it and teach ``from_dict`` the old one when it changes."""
+STATE_FORMAT = 2
+"""Version of the serialised form; bump it and teach ``from_dict`` the old one when it changes.
+
+Format 1 carried every confirmation; format 2 counts them and keeps the last one's status (the
+history is stored per confirmation, beside the state, so an update costs the same at the
+thousandth fill as at the first)."""
 
 
 def content_fingerprint(execution: Execution) -> str:
@@ -145,8 +150,10 @@ class OrderState:
     """Current (qty, px) of each live trade, keyed by the original TRADE's exec_id."""
     trade_of: dict[str, str] = field(default_factory=dict)
     """For each applied execution, the exec_id of the TRADE it created or acted on."""
-    confirmations: list[Confirmation] = field(default_factory=list)
-    """Every confirmation emitted, in emission order, for the analysts' query."""
+    confirmation_count: int = 0
+    """Confirmations emitted so far (they are kept by the caller, not in the state)."""
+    last_confirmed_status: OrderStatus | None = None
+    """``order_status`` of the latest confirmation, ``None`` before the first."""
     gap_since: datetime | None = None
     """When the current sequence gap was first seen; ``None`` when there is none."""
     duplicates_dropped: int = 0
@@ -198,7 +205,10 @@ class OrderState:
                 for trade_id, fill in self.live_fills.items()
             },
             "trade_of": dict(self.trade_of),
-            "confirmations": [confirmation.to_dict() for confirmation in self.confirmations],
+            "confirmation_count": self.confirmation_count,
+            "last_confirmed_status": None
+            if self.last_confirmed_status is None
+            else self.last_confirmed_status.value,
             "gap_since": None if self.gap_since is None else format_time(self.gap_since),
             "duplicates_dropped": self.duplicates_dropped,
             "stale_orders_ignored": self.stale_orders_ignored,
@@ -214,7 +224,9 @@ class OrderState:
 
     @classmethod
     def _decode(cls, data: Mapping[str, object]) -> OrderState:
-        if data.get("format") != STATE_FORMAT:
+        if data.get("format") == 1:
+            data = _from_format_1(data)
+        elif data.get("format") != STATE_FORMAT:
             raise ValueError(f"unknown state format {data.get('format')!r}")
         order = data["order"]
         gap_since = data["gap_since"]
@@ -255,10 +267,10 @@ class OrderState:
                 _as_str(exec_id): _as_str(trade_id)
                 for exec_id, trade_id in _as_mapping(data["trade_of"]).items()
             },
-            confirmations=[
-                Confirmation.from_dict(_as_mapping(item))
-                for item in _as_list(data["confirmations"])
-            ],
+            confirmation_count=_as_int(data["confirmation_count"]),
+            last_confirmed_status=None
+            if data["last_confirmed_status"] is None
+            else OrderStatus(_as_str(data["last_confirmed_status"])),
             gap_since=None if gap_since is None else parse_stored_time(gap_since),
             duplicates_dropped=_as_int(data["duplicates_dropped"]),
             stale_orders_ignored=_as_int(data["stale_orders_ignored"]),
@@ -285,11 +297,22 @@ def order_view(state: OrderState) -> dict[str, object]:
         ],
         "gap_since": None if state.gap_since is None else format_time(state.gap_since),
         "skipped_seqs": [[skipped.first, skipped.last] for skipped in state.skipped],
-        "confirmation_count": len(state.confirmations),
+        "confirmation_count": state.confirmation_count,
         "duplicates_dropped": state.duplicates_dropped,
         "stale_orders_ignored": state.stale_orders_ignored,
         "last_activity": format_time(state.last_activity),
     }
+
+
+def _from_format_1(data: Mapping[str, object]) -> Mapping[str, object]:
+    """A format-1 state in format 2: its embedded confirmations become a count and a status."""
+    embedded = [
+        Confirmation.from_dict(_as_mapping(item)) for item in _as_list(data["confirmations"])
+    ]
+    converted = {key: value for key, value in data.items() if key != "confirmations"}
+    converted["confirmation_count"] = len(embedded)
+    converted["last_confirmed_status"] = embedded[-1].order_status.value if embedded else None
+    return converted
 
 
 def _as_mapping(value: object) -> Mapping[str, object]:

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from execdist import topics
 from execdist.domain.errors import ExecDistError
 from execdist.settings import Settings
-from execdist.tables.declarations import table_specs
+from execdist.tables.declarations import MAX_VALUE_BYTES, table_specs
 
 
 class BrokerCheckFailed(ExecDistError):
@@ -38,7 +38,10 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.DLQ: (1, {}),
         topics.SUBSCRIPTIONS: (1, compacted),
         topics.WORKERS: (1, {**compacted, "min.cleanable.dirty.ratio": "0.1"}),
-        **{spec.changelog_topic: (n, compacted) for spec in table_specs(settings.app_id)},
+        **{
+            spec.changelog_topic: (n, {**compacted, "max.message.bytes": str(MAX_VALUE_BYTES)})
+            for spec in table_specs(settings.app_id)
+        },
     }
 
 

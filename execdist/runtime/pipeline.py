@@ -52,6 +52,7 @@ from execdist.agents.publishing import PartitionTransaction
 from execdist.domain import format_time
 from execdist.metrics import Metrics
 from execdist.settings import Settings
+from execdist.tables.declarations import MAX_VALUE_BYTES
 from execdist.tables.store import PartitionedState, RocksTables, restore
 from execdist.topics import TP
 
@@ -451,6 +452,7 @@ class Pipeline(Service):
             # a partition's records wait for the one produce request in flight per broker:
             # big, compressed batches (state records are JSON and compress several times)
             max_batch_size=1024 * 1024,
+            max_request_size=MAX_VALUE_BYTES + 64 * 1024,
             compression_type="lz4",
             # a transaction begun right after a commit meets CONCURRENT_TRANSACTIONS until the
             # broker has written the markers; retry soon rather than after 100 ms

@@ -11,6 +11,9 @@ bytes written by :class:`~execdist.tables.store.PartitionedState`:
   holding when it is due, so a tick touches only those; and ``offsets:<partition>``, the next
   input offset of each input topic, written in the same transaction as the effects it describes.
 * ``execdist-positions``: per account, bought and sold quantity and notional per symbol.
+* ``execdist-confirmation-history``: every confirmation of an order, as published, under
+  :func:`history_key` (the order id, then the seq, so a prefix scan reads them in seq order);
+  deleted with the order's state.
 
 RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of
 ``BLOCK_CACHE_BYTES`` between all of its databases, and write buffers are kept small.
@@ -23,8 +26,15 @@ from dataclasses import dataclass
 ORDER_STATE = "execdist-order-state"
 TIMERS = "execdist-timers"
 POSITIONS = "execdist-positions"
+HISTORY = "execdist-confirmation-history"
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+MAX_VALUE_BYTES = 8 * 1024 * 1024
+"""Largest table value (and changelog record) a worker writes. An order's state grows with its
+fills (about 200 bytes each) and holds the original bytes of every execution waiting for it,
+so it may pass Kafka's default of 1 MB; the changelog topics and the pipeline's producers allow
+this much."""
 
 
 @dataclass(frozen=True)
@@ -41,5 +51,20 @@ def changelog_topic(app_id: str, table: str) -> str:
 
 def table_specs(app_id: str) -> list[TableSpec]:
     return [
-        TableSpec(name, changelog_topic(app_id, name)) for name in (ORDER_STATE, TIMERS, POSITIONS)
+        TableSpec(name, changelog_topic(app_id, name))
+        for name in (ORDER_STATE, TIMERS, POSITIONS, HISTORY)
     ]
+
+
+def history_prefix(order_id: str) -> bytes:
+    """The start of every history key of ``order_id``, and of no other order's (the id's length
+    comes first, so one id that begins with another cannot match)."""
+    raw = order_id.encode()
+    return b"%05d%s" % (len(raw), raw)
+
+
+def history_key(order_id: str, seq: int) -> bytes:
+    """Key of the confirmation of ``order_id``'s execution ``seq``: keys sort by seq (its
+    number of digits comes first)."""
+    digits = str(seq).encode()
+    return b"%s%03d%s" % (history_prefix(order_id), len(digits), digits)

@@ -120,6 +120,22 @@ class PartitionedState:
                 return bytes(value)
         return None
 
+    def lookup_prefix(self, prefix: bytes) -> list[bytes]:
+        """The values of the keys that start with ``prefix``, in key order, from whichever
+        local partition holds them (committed state only)."""
+        for db in self._tables.dbs(self.spec.name):
+            values = []
+            it = db.iter()
+            it.seek(prefix)
+            while it.valid():
+                if not bytes(it.key()).startswith(prefix):
+                    break
+                values.append(bytes(it.value()))
+                it.next()
+            if values:
+                return values
+        return []
+
     async def put(self, source: TP, key: bytes, value: bytes) -> None:
         """Write ``key`` in the partition of ``source``, in that partition's transaction."""
         self._overlay.setdefault(source.partition, {})[key] = value

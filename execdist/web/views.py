@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from execdist.domain import OrderState, order_view
 from execdist.domain.positions import position_view
 from execdist.services.subscription_store import NotLoaded
+from execdist.tables.declarations import history_prefix
 from execdist.web.auth import bearer_token, require_admin
 from execdist.web.errors import HttpError, error_response
 
@@ -183,11 +184,11 @@ def register_views(app: faust.App, components: Components) -> None:
                 headers={"Content-Type": CONTENT_TYPE_LATEST},
             )
 
-    def load_state(order_id: str) -> OrderState:
+    def stored_state(order_id: str) -> bytes:
         raw = components.states.lookup(order_id.encode())
         if raw is None:
             raise HttpError(404, "not_found", f"no order {order_id!r} is known (or it expired)")
-        return OrderState.from_dict(orjson.loads(raw))
+        return raw
 
     @app.page("/api/v1/orders/{order_id}")
     class OrderQuery(View):
@@ -195,7 +196,8 @@ def register_views(app: faust.App, components: Components) -> None:
         @owned("order_id")
         async def get(self, request: Request, order_id: str) -> Response:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
-            return json_response(order_view(load_state(order_id)))
+            state = OrderState.from_dict(orjson.loads(stored_state(order_id)))
+            return json_response(order_view(state))
 
     @app.page("/api/v1/orders/{order_id}/confirmations")
     class OrderConfirmations(View):
@@ -203,11 +205,12 @@ def register_views(app: faust.App, components: Components) -> None:
         @owned("order_id")
         async def get(self, request: Request, order_id: str) -> Response:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
-            state = load_state(order_id)
-            items = sorted(
-                (confirmation.to_dict() for confirmation in state.confirmations),
-                key=lambda item: int(str(item["seq"])),
-            )
+            stored_state(order_id)  # 404 for an order not known
+            # stored as published, under keys in seq order
+            items = [
+                orjson.loads(value)
+                for value in components.history.lookup_prefix(history_prefix(order_id))
+            ]
             return json_response({"order_id": order_id, "items": items})
 
     @app.page("/api/v1/positions/{account}")

@@ -148,6 +148,26 @@ async def test_executions_before_their_order_are_held_then_confirmed(send) -> No
     assert confirmations[0]["account"] == "ACC-G"
 
 
+async def test_a_large_execution_is_held_for_its_order(send, worker: Worker) -> None:
+    # Unknown fields are allowed; a held execution keeps its original bytes (for the DLQ, should
+    # its order never come), so this order's state is over Kafka's default 1 MB record size.
+    o = oid()
+    await send(topics.EXECUTIONS, execution(o, 1, padding=["p" * 1000] * 850), o)
+    await asyncio.sleep(0.5)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=worker.url, headers=headers) as http:
+        for _ in range(50):
+            held = await http.get(f"/api/v1/orders/{o}")
+            if held.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert [h["seq"] for h in held.json()["held_executions"]] == [1]
+    await send(topics.ORDERS, order(o), o)
+    (confirmation,) = await confirmations_of(o, 1)
+    assert confirmation["seq"] == 1
+    assert confirmation["cum_qty"] == "100"
+
+
 async def test_amendment_changes_leaves_and_stale_replay_is_ignored(send, worker: Worker) -> None:
     # orders and executions are separate topics, read independently: each step waits until
     # the previous one is applied, so that the order of events is certain

@@ -25,7 +25,7 @@ from execdist.infra.kafka_admin import create_topic, ensure_topics
 from execdist.metrics import Metrics
 from execdist.runtime.pipeline import MAX_ATTEMPTS, SOURCES, Pipeline
 from execdist.settings import Settings
-from execdist.tables.declarations import ORDER_STATE, TIMERS, table_specs
+from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
 from execdist.topics import TP
 from tests.integration.conftest import (
@@ -69,6 +69,7 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
         settings=settings,
         states=states,
         timers=timers,
+        history=PartitionedState(rocks, rocks.specs[HISTORY], publisher.send_to_partition),
         publisher=publisher,
         decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
         metrics=metrics,

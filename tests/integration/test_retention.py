@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
+import rocksdict
 from aiokafka import AIOKafkaProducer
 
 from execdist import topics
+from execdist.tables.declarations import HISTORY, history_prefix
 from tests.integration.conftest import ADMIN_TOKEN, Worker
 from tests.integration.test_guarantees import execution, order
 
@@ -86,3 +89,29 @@ async def test_finished_orders_expire_while_new_ones_keep_arriving(
         line for line in metrics.splitlines() if line.startswith("execdist_expired_orders_total ")
     ]
     assert expired and float(expired[0].split()[1]) >= len(first)
+
+    # their confirmation history went with them
+    worker.stop()
+    left = [
+        key
+        for key in history_keys(worker.data_dir)
+        if any(key.startswith(history_prefix(order_id)) for order_id in first)
+    ]
+    assert left == []
+
+
+def history_keys(data_dir: Path) -> list[bytes]:
+    keys: list[bytes] = []
+    paths = sorted(data_dir.glob(f"*/tables/{HISTORY}-*.db"))
+    assert paths, "the worker's history tables"
+    for path in paths:
+        db = rocksdict.Rdict(
+            str(path),
+            options=rocksdict.Options(raw_mode=True),
+            access_type=rocksdict.AccessType.read_only(),
+        )
+        try:
+            keys.extend(bytes(key) for key in db.keys())  # noqa: SIM118 - Rdict iterates items
+        finally:
+            db.close()
+    return keys

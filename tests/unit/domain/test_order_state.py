@@ -112,7 +112,8 @@ def test_in_order_trades_are_confirmed_with_fill_state() -> None:
     )
     assert second.order_status is OrderStatus.FILLED
     assert state.next_seq == 3
-    assert [c.exec_id for c in state.confirmations] == ["T1", "T2"]
+    assert state.confirmation_count == 2
+    assert state.last_confirmed_status is OrderStatus.FILLED
 
 
 def test_confirmation_json_form() -> None:
@@ -209,7 +210,7 @@ def test_identical_duplicate_of_applied_execution_is_dropped() -> None:
     outputs = _feed(state, trade("T1", 1, "40", "10"), seconds=2)
     assert outputs == [Dropped(DropKind.DUPLICATE)]
     assert state.duplicates_dropped == 1
-    assert len(state.confirmations) == 1
+    assert state.confirmation_count == 1
 
 
 def test_identical_duplicate_of_held_execution_is_dropped() -> None:
@@ -533,10 +534,24 @@ def test_state_round_trips_through_json() -> None:
 def test_restored_state_behaves_like_the_original() -> None:
     original = _busy_state()
     restored = OrderState.from_dict(json.loads(json.dumps(original.to_dict())))
-    for state in (original, restored):
+    steps = [
         apply_execution(state, trade("T9", 9, "3", "3"), "nine", at(20))
+        for state in (original, restored)
+    ]
     assert original == restored
-    assert [c.seq for c in restored.confirmations][-3:] == [9, 10, 11]
+    assert steps[0].outputs == steps[1].outputs
+    assert [c.seq for c in confirmations(steps[1].outputs)] == [9, 10, 11]
+
+
+def test_format_1_states_are_still_read() -> None:
+    state = _with_order()
+    outputs = _feed(state, trade("T1", 1, "40", "10"), trade("T2", 2, "60", "10"))
+    stored = state.to_dict()
+    assert stored.pop("confirmation_count") == 2
+    assert stored.pop("last_confirmed_status") == "FILLED"
+    embedded = [c.to_dict() for c in confirmations(outputs)]
+    legacy = {**stored, "format": 1, "confirmations": embedded}
+    assert OrderState.from_dict(json.loads(json.dumps(legacy))) == state
 
 
 @pytest.mark.parametrize(
