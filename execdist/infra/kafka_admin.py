@@ -45,28 +45,42 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     }
 
 
+LEADER_WAIT_TRIES = 200
+
 COPARTITIONED = (topics.ORDERS, topics.EXECUTIONS, topics.TICKS, topics.POSITIONS_BY_ACCOUNT)
 
 
 async def create_topic(
     settings: Settings, name: str, partitions: int, config: dict[str, str] | None = None
 ) -> None:
-    """Create one topic if it does not exist yet (a subscriber's topic, for example)."""
+    """Create one topic if it does not exist yet (a subscriber's topic, for example), and
+    return once every partition has a leader: a transaction that writes to a partition the
+    broker does not lead yet fails (NotLeaderForPartition) and its partition is handed back to
+    the group, which stalls it for seconds."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        await admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    num_partitions=partitions,
-                    replication_factor=settings.replication_factor,
-                    topic_configs=config or {},
-                )
-            ]
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=config or {},
+                    )
+                ]
+            )
+        for _ in range(LEADER_WAIT_TRIES):
+            (described,) = await admin.describe_topics([name])
+            led = [p for p in described.get("partitions", []) if p.get("leader", -1) >= 0]
+            if described.get("error_code", 0) == 0 and len(led) >= partitions:
+                return
+            await asyncio.sleep(0.05)
+        raise BrokerCheckFailed(
+            f"topic {name!r} was created but its partitions have no leader after "
+            f"{LEADER_WAIT_TRIES * 0.05:.0f} s; check the brokers' health"
         )
-    except TopicAlreadyExistsError:
-        pass
     finally:
         await admin.close()
 
