@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -70,6 +71,12 @@ the previous tick: the sweep then goes round a partition faster than new keys ar
 table stays under twice the orders live within the retention at any input rate."""
 
 
+HOT_STATES = 2048
+"""Decoded order states kept per partition, least recently used dropped first: an order's
+executions usually come close together, and decoding stored JSON is the dearest part of a
+lookup. Dropped with the partition's uncommitted work (:meth:`JoinProcessor.forget`)."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -99,6 +106,7 @@ class JoinProcessor:
         self._clock = clock
         self._sweep_cursor: dict[int, bytes | None] = {}
         self._created: dict[int, int] = {}
+        self._hot: dict[int, OrderedDict[str, OrderState]] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self.confirmation_sinks: list[ConfirmationSink] = []
         self._input_timestamp: float | None = None
@@ -187,11 +195,10 @@ class JoinProcessor:
         for order_id, due in sorted(due_index.items()):
             if datetime.fromisoformat(due) > now:
                 continue
-            raw = self._states.get(partition, order_id.encode())
-            if raw is None:
+            state = self._existing(partition, order_id)
+            if state is None:
                 await self._set_timer(tp, order_id, None)
                 continue
-            state = OrderState.from_dict(orjson.loads(raw))
             before = dict(state.live_fills)
             step = on_tick(
                 state,
@@ -206,15 +213,34 @@ class JoinProcessor:
     # ---- state --------------------------------------------------------------------------
 
     def _load(self, partition: int, order_id: str, now: datetime) -> OrderState:
-        raw = self._states.get(partition, order_id.encode())
-        if raw is None:
+        state = self._existing(partition, order_id)
+        if state is None:
             self._created[partition] = self._created.get(partition, 0) + 1
             return OrderState.new(order_id, now)
-        return OrderState.from_dict(orjson.loads(raw))
+        return state
+
+    def _existing(self, partition: int, order_id: str) -> OrderState | None:
+        """The order's state as this partition's transaction has it, ``None`` if it has none."""
+        hot = self._hot.get(partition)
+        if hot is not None:
+            state = hot.get(order_id)
+            if state is not None:
+                hot.move_to_end(order_id)
+                return state
+        raw = self._states.get(partition, order_id.encode())
+        return None if raw is None else OrderState.from_dict(orjson.loads(raw))
+
+    def _keep_hot(self, partition: int, state: OrderState) -> None:
+        hot = self._hot.setdefault(partition, OrderedDict())
+        hot[state.order_id] = state
+        hot.move_to_end(state.order_id)
+        if len(hot) > HOT_STATES:
+            hot.popitem(last=False)
 
     async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, object]) -> None:
         key = state.order_id.encode()
         await self._states.put(tp, key, orjson.dumps(state.to_dict()))
+        self._keep_hot(tp.partition, state)
         due = next_tick_due(
             state,
             gap_timeout=self._settings.gap_timeout,
@@ -242,6 +268,7 @@ class JoinProcessor:
         self._timer_indexes.pop(partition, None)
         self._sweep_cursor.pop(partition, None)
         self._created.pop(partition, None)
+        self._hot.pop(partition, None)
 
     def _load_timers(self, partition: int) -> dict[str, str]:
         """The partition's pending timeouts (order_id -> due), read once, then kept in step."""
@@ -292,6 +319,7 @@ class JoinProcessor:
                 continue
             if expired:
                 await self._states.delete(tp, key)
+                self._hot.get(partition, {}).pop(key.decode(), None)
                 prefix = history_prefix(key.decode())
                 for history, _ in list(self._history.items_with_prefix(partition, prefix)):
                     await self._history.delete(tp, history)
