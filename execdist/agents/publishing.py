@@ -17,6 +17,10 @@ from aiokafka import AIOKafkaProducer
 from execdist.topics import TP
 
 
+class CommitFailed(Exception):
+    """A transaction's records or offsets were not all acknowledged; says which topics."""
+
+
 class PartitionTransaction:
     """The transactional producer of one input partition and its open transaction."""
 
@@ -25,6 +29,8 @@ class PartitionTransaction:
         self.producer = producer
         self._open = False
         self._deliveries: list[asyncio.Future[object]] = []
+        self._topics: list[str] = []
+        """The topic of each delivery, to name what was not delivered when a commit fails."""
 
     async def _begin(self) -> None:
         if not self._open:
@@ -50,6 +56,7 @@ class PartitionTransaction:
             headers=list(headers) if headers is not None else None,
         )
         self._deliveries.append(delivery)
+        self._topics.append(topic)
 
     async def commit(self, offsets: dict[TP, int], group_id: str) -> int:
         """Commit the outputs queued so far together with the next input ``offsets``.
@@ -60,11 +67,22 @@ class PartitionTransaction:
         await self._begin()
         sent = len(self._deliveries)
         deliveries, self._deliveries = self._deliveries, []
+        topics, self._topics = self._topics, []
         waits: list[Awaitable[object]] = list(deliveries)
         if offsets:
             # the offset commit's round trips overlap with the outputs' acknowledgements
             waits.append(self.producer.send_offsets_to_transaction(offsets, group_id))
-        await asyncio.gather(*waits)
+        try:
+            await asyncio.gather(*waits)
+        except Exception as exc:
+            undelivered = sorted(
+                {
+                    topic
+                    for topic, delivery in zip(topics, deliveries, strict=True)
+                    if not delivery.done() or delivery.cancelled() or delivery.exception()
+                }
+            )
+            raise CommitFailed(f"{exc!r}; records not delivered to {undelivered}") from exc
         await self.producer.commit_transaction()
         self._open = False
         return sent
@@ -74,6 +92,7 @@ class PartitionTransaction:
         for delivery in self._deliveries:
             delivery.cancel()
         self._deliveries.clear()
+        self._topics.clear()
         await self.producer.stop()
 
 
