@@ -27,6 +27,8 @@ from execdist.domain import (
     Confirmation,
     Confirmed,
     Dropped,
+    Execution,
+    Fill,
     InvalidRecord,
     InvalidState,
     Order,
@@ -163,7 +165,7 @@ class JoinProcessor:
 
     async def _decode(
         self, tp: TP, offset: int, origin: dict[str, object], value: bytes | None
-    ) -> Order | object | None:
+    ) -> Order | Execution | None:
         while True:
             try:
                 data = await self._decoder.decode(value)
@@ -237,7 +239,7 @@ class JoinProcessor:
         if len(hot) > HOT_STATES:
             hot.popitem(last=False)
 
-    async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, object]) -> None:
+    async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
         await self._states.put(tp, key, orjson.dumps(state.to_dict()))
         self._keep_hot(tp.partition, state)
@@ -252,7 +254,7 @@ class JoinProcessor:
                 state.order.account,
                 state.order.symbol,
                 state.order.side,
-                fills_before,  # type: ignore[arg-type]
+                fills_before,
                 state.live_fills,
             )
             if change is not None:
@@ -319,7 +321,9 @@ class JoinProcessor:
                 continue
             if expired:
                 await self._states.delete(tp, key)
-                self._hot.get(partition, {}).pop(key.decode(), None)
+                hot = self._hot.get(partition)
+                if hot is not None:
+                    hot.pop(key.decode(), None)
                 prefix = history_prefix(key.decode())
                 for history, _ in list(self._history.items_with_prefix(partition, prefix)):
                     await self._history.delete(tp, history)

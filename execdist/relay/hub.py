@@ -21,6 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -367,7 +368,7 @@ class SubscriptionReader:
 class RelayHub(Service):
     """All shared readers of this worker, created on demand, stopped when idle."""
 
-    def __init__(self, settings: Settings, decoder: InputDecoder, **kwargs: object) -> None:
+    def __init__(self, settings: Settings, decoder: InputDecoder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._settings = settings
         self._decoder = decoder

@@ -6,12 +6,22 @@ import hmac
 from collections.abc import Callable
 
 from aiohttp import web
+from faust.web import Request
 
 from execdist.web.errors import HttpError
 
 
-def bearer_token(request: web.Request) -> str | None:
+def native(request: Request | web.BaseRequest) -> web.BaseRequest:
+    """The aiohttp request behind a Faust view's request: Faust's web driver here is aiohttp,
+    and the views use what only aiohttp's requests have (query, transport, content length)."""
+    if not isinstance(request, web.BaseRequest):
+        raise TypeError(f"expected an aiohttp request, got {type(request).__name__}")
+    return request
+
+
+def bearer_token(request: Request | web.BaseRequest) -> str | None:
     """The token from ``Authorization: Bearer`` or, for browsers' streams, ``?token=``."""
+    request = native(request)
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
@@ -30,7 +40,7 @@ ScopeLookup = Callable[[str], str | None]
 
 
 def require_admin(
-    request: web.Request, admin_token: str, scope_of: ScopeLookup | None = None
+    request: Request | web.BaseRequest, admin_token: str, scope_of: ScopeLookup | None = None
 ) -> None:
     """401 without a valid token, 403 with a valid token of a narrower scope."""
     token = bearer_token(request)

@@ -22,7 +22,7 @@ from faust.web import Request, View
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.relay.hub import InvalidCursor, RelayClient, parse_cursor
-from execdist.web.auth import bearer_token, is_admin
+from execdist.web.auth import bearer_token, is_admin, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api
 
@@ -77,9 +77,9 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             subscription = authorize(request, subscription_id)
             start = start_from(request.query.get("from"), subscription)
             ws = web.WebSocketResponse(max_msg_size=4096, autoping=True)
-            if not ws.can_prepare(request).ok:
+            if not ws.can_prepare(native(request)).ok:
                 raise HttpError(400, "invalid", "this endpoint needs a WebSocket upgrade request")
-            await ws.prepare(request)
+            await ws.prepare(native(request))
             _bound_send_buffer(request)
             client = await hub.connect(subscription.topic, subscription.partitions, start)
             listener = asyncio.create_task(_watch_client_messages(ws))
@@ -106,7 +106,7 @@ def register_stream_views(app: faust.App, components: Components) -> None:
                     "X-Accel-Buffering": "no",
                 }
             )
-            await response.prepare(request)
+            await response.prepare(native(request))
             _bound_send_buffer(request)
             try:
                 await response.write(b"retry: 1000\n\n")
@@ -124,7 +124,7 @@ stops reading be noticed (and closed) within a few hundred kilobytes, not megaby
 
 
 def _bound_send_buffer(request: Request) -> None:
-    transport = request.transport
+    transport = native(request).transport
     if transport is None:
         return
     sock = transport.get_extra_info("socket")

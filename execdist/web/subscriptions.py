@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import faust
 import orjson
 from aiohttp import web
-from faust.web import Request, Response, View
+from faust.web import Request, View
 
 from execdist.codecs.registry import register_schema
 from execdist.codecs.schemas import raw_schema
@@ -35,7 +35,7 @@ from execdist.domain.subscriptions import (
     parse_patch,
 )
 from execdist.infra.kafka_admin import create_topic
-from execdist.web.auth import bearer_token, is_admin
+from execdist.web.auth import bearer_token, is_admin, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
 
@@ -67,7 +67,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             raise HttpError(403, "forbidden", "this token is scoped to another subscription")
 
     async def read_json(request: Request) -> object:
-        if request.content_length is not None and request.content_length > 64 * 1024:
+        length = native(request).content_length
+        if length is not None and length > 64 * 1024:
             raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
         try:
             raw = await request.read()
@@ -93,7 +94,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions")
     class Subscriptions(View):
         @api
-        async def post(self, request: Request) -> Response:
+        async def post(self, request: Request) -> web.StreamResponse:
             authorize(request, None, admin_only=True)
             try:
                 create = parse_create(await read_json(request))
@@ -129,7 +130,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             return json_response({**stored.to_dict(), "token": token}, status=201)
 
         @api
-        async def get(self, request: Request) -> Response:
+        async def get(self, request: Request) -> web.StreamResponse:
             authorize(request, None, admin_only=True)
             limit = _limit(request.query.get("limit"))
             after = _cursor(request.query.get("cursor"))
@@ -148,12 +149,12 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions/{subscription_id}")
     class OneSubscription(View):
         @api
-        async def get(self, request: Request, subscription_id: str) -> Response:
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
             authorize(request, subscription_id, admin_only=False)
             return json_response(existing(subscription_id).to_dict())
 
         @api
-        async def patch(self, request: Request, subscription_id: str) -> Response:
+        async def patch(self, request: Request, subscription_id: str) -> web.StreamResponse:
             authorize(request, subscription_id, admin_only=True)
             current = existing(subscription_id)
             try:
@@ -179,7 +180,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             return json_response(stored.to_dict())
 
         @api
-        async def delete(self, request: Request, subscription_id: str) -> Response:
+        async def delete(self, request: Request, subscription_id: str) -> web.StreamResponse:
             authorize(request, subscription_id, admin_only=True)
             subscription = existing(subscription_id)
             await store.delete(subscription_id)
@@ -193,7 +194,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions/{subscription_id}/status")
     class SubscriptionStatusView(View):
         @api
-        async def get(self, request: Request, subscription_id: str) -> Response:
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
             authorize(request, subscription_id, admin_only=False)
             subscription = existing(subscription_id)
             delivery, reporting = reports.subscription_delivery(subscription_id)
@@ -215,7 +216,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/status")
     class ClusterStatus(View):
         @api
-        async def get(self, request: Request) -> Response:
+        async def get(self, request: Request) -> web.StreamResponse:
             authorize(request, None, admin_only=True)
             workers = [
                 {

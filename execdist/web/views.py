@@ -16,14 +16,14 @@ import faust
 import orjson
 from aiohttp import web
 from aiokafka.partitioner import murmur2
-from faust.web import Request, Response, View
+from faust.web import Request, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from execdist.domain import OrderState, order_view
 from execdist.domain.positions import position_view
 from execdist.services.subscription_store import NotLoaded
 from execdist.tables.declarations import history_prefix
-from execdist.web.auth import bearer_token, require_admin
+from execdist.web.auth import bearer_token, native, require_admin
 from execdist.web.errors import HttpError, error_response
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ FORWARDED_HEADER = "X-Execdist-Forwarded-By"
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner puts ``key`` in (murmur2, as in Java)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], Handler]]:
@@ -130,7 +130,7 @@ async def _forward(request: Request, owner: str, worker_id: str) -> web.Response
     headers = {FORWARDED_HEADER: worker_id}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
-    url = owner.rstrip("/") + request.path_qs
+    url = owner.rstrip("/") + native(request).path_qs
     timeout = aiohttp.ClientTimeout(total=10)
     try:
         async with (
@@ -162,12 +162,12 @@ def register_views(app: faust.App, components: Components) -> None:
 
     @app.page("/health/live")
     class Live(View):
-        async def get(self, request: Request) -> Response:
+        async def get(self, request: Request) -> web.StreamResponse:
             return json_response({"status": "live", "worker": settings.worker_id})
 
     @app.page("/health/ready")
     class Ready(View):
-        async def get(self, request: Request) -> Response:
+        async def get(self, request: Request) -> web.StreamResponse:
             if components.ready.ready:
                 return json_response({"status": "ready", "worker": settings.worker_id})
             return error_response(
@@ -178,7 +178,7 @@ def register_views(app: faust.App, components: Components) -> None:
 
     @app.page("/metrics")
     class Metrics(View):
-        async def get(self, request: Request) -> Response:
+        async def get(self, request: Request) -> web.StreamResponse:
             return web.Response(
                 body=generate_latest(components.metrics.registry),
                 headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -194,7 +194,7 @@ def register_views(app: faust.App, components: Components) -> None:
     class OrderQuery(View):
         @api
         @owned("order_id")
-        async def get(self, request: Request, order_id: str) -> Response:
+        async def get(self, request: Request, order_id: str) -> web.StreamResponse:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             state = OrderState.from_dict(orjson.loads(stored_state(order_id)))
             return json_response(order_view(state))
@@ -203,7 +203,7 @@ def register_views(app: faust.App, components: Components) -> None:
     class OrderConfirmations(View):
         @api
         @owned("order_id")
-        async def get(self, request: Request, order_id: str) -> Response:
+        async def get(self, request: Request, order_id: str) -> web.StreamResponse:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             stored_state(order_id)  # 404 for an order not known
             # stored as published, under keys in seq order
@@ -217,7 +217,7 @@ def register_views(app: faust.App, components: Components) -> None:
     class Positions(View):
         @api
         @owned("account")
-        async def get(self, request: Request, account: str) -> Response:
+        async def get(self, request: Request, account: str) -> web.StreamResponse:
             require_admin(request, settings.admin_token, components.subscriptions.scope_of)
             raw = components.positions.lookup(account.encode())
             if raw is None:
