@@ -12,13 +12,13 @@ import asyncio
 import base64
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
 
 from execdist import topics
+from execdist.agents.hot_states import HotStates
 from execdist.agents.publishing import TransactionalPublisher
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
@@ -73,12 +73,6 @@ the previous tick: the sweep then goes round a partition faster than new keys ar
 table stays under twice the orders live within the retention at any input rate."""
 
 
-HOT_STATES = 2048
-"""Decoded order states kept per partition, least recently used dropped first: an order's
-executions usually come close together, and decoding stored JSON is the dearest part of a
-lookup. Dropped with the partition's uncommitted work (:meth:`JoinProcessor.forget`)."""
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -108,7 +102,7 @@ class JoinProcessor:
         self._clock = clock
         self._sweep_cursor: dict[int, bytes | None] = {}
         self._created: dict[int, int] = {}
-        self._hot: dict[int, OrderedDict[str, OrderState]] = {}
+        self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self.confirmation_sinks: list[ConfirmationSink] = []
         self._input_timestamp: float | None = None
@@ -227,22 +221,18 @@ class JoinProcessor:
         if hot is not None:
             state = hot.get(order_id)
             if state is not None:
-                hot.move_to_end(order_id)
                 return state
         raw = self._states.get(partition, order_id.encode())
         return None if raw is None else OrderState.from_dict(orjson.loads(raw))
 
-    def _keep_hot(self, partition: int, state: OrderState) -> None:
-        hot = self._hot.setdefault(partition, OrderedDict())
-        hot[state.order_id] = state
-        hot.move_to_end(state.order_id)
-        if len(hot) > HOT_STATES:
-            hot.popitem(last=False)
-
     async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
-        await self._states.put(tp, key, orjson.dumps(state.to_dict()))
-        self._keep_hot(tp.partition, state)
+        stored = orjson.dumps(state.to_dict())
+        await self._states.put(tp, key, stored)
+        hot = self._hot.get(tp.partition)
+        if hot is None:
+            hot = self._hot[tp.partition] = HotStates()
+        hot.keep(state, len(stored))
         due = next_tick_due(
             state,
             gap_timeout=self._settings.gap_timeout,
@@ -323,7 +313,7 @@ class JoinProcessor:
                 await self._states.delete(tp, key)
                 hot = self._hot.get(partition)
                 if hot is not None:
-                    hot.pop(key.decode(), None)
+                    hot.drop(key.decode())
                 prefix = history_prefix(key.decode())
                 for history, _ in list(self._history.items_with_prefix(partition, prefix)):
                     await self._history.delete(tp, history)
