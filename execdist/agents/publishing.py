@@ -31,6 +31,7 @@ class PartitionTransaction:
         self._deliveries: list[asyncio.Future[object]] = []
         self._topics: list[str] = []
         """The topic of each delivery, to name what was not delivered when a commit fails."""
+        self._tracked: set[str] = set()
 
     async def _begin(self) -> None:
         if not self._open:
@@ -48,6 +49,8 @@ class PartitionTransaction:
     ) -> None:
         """Queue one record in the open transaction (opened on the first send)."""
         await self._begin()
+        if topic not in self._tracked:
+            await self._track(topic)
         delivery = await self.producer.send(
             topic,
             value,
@@ -57,6 +60,18 @@ class PartitionTransaction:
         )
         self._deliveries.append(delivery)
         self._topics.append(topic)
+
+    async def _track(self, topic: str) -> None:
+        """Make the producer's metadata requests name ``topic`` from now on.
+
+        aiokafka asks for every topic while it tracks none, and starts tracking a topic only
+        when it is sent to while unknown. A topic it learned from such a full answer is never
+        tracked, so the first send to a topic created later (a new subscription's) narrows its
+        metadata to that topic alone: records already queued for the other topics then find no
+        leader and wait until they expire (request_timeout_ms, 40 s), and the transaction fails.
+        """
+        await self.producer.client.add_topic(topic)
+        self._tracked.add(topic)
 
     async def commit(self, offsets: dict[TP, int], group_id: str) -> int:
         """Commit the outputs queued so far together with the next input ``offsets``.

@@ -7,6 +7,8 @@ dead-letter path, as in the worker.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from execdist import topics
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
-from execdist.agents.publishing import TransactionalPublisher
+from execdist.agents.publishing import PartitionTransaction, TransactionalPublisher
 from execdist.codecs.input import InputDecoder
 from execdist.infra.kafka_admin import create_topic, ensure_topics
 from execdist.metrics import Metrics
@@ -117,3 +119,38 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
     (event,) = errors(status)
     assert event["details"]["topic"] == topics.ORDERS
     assert event["details"]["offset"] == attempts[0]
+
+
+async def test_a_topic_new_to_a_transaction_does_not_hold_up_the_others() -> None:
+    """A transaction's first record for a topic created after its producer learned the others
+    (a new subscription's topic) must not leave the records queued for those others without a
+    leader: they used to wait until they expired, 40 s, and the commit failed."""
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(broker=BROKER, app_id=f"execdist-runtime-{run}")
+    known, new = f"execdist-test-known-{run}", f"execdist-test-new-{run}"
+    await create_topic(settings, known, 1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BROKER,
+        transactional_id=f"execdist-test-{run}",
+        linger_ms=300,  # the known topic's records are still queued when the new one is sent to
+    )
+    await producer.start()
+    try:
+        await producer.client.force_metadata_update()  # tracking no topic: learns them all
+        transaction = PartitionTransaction(0, producer)
+        await transaction.send(known, b"k", b"before", partition=0)
+        await asyncio.wait_for(transaction.commit({}, ""), 15)
+
+        await create_topic(settings, new, 1)
+        for n in range(5):
+            await transaction.send(known, b"k", b"queued-%d" % n, partition=0)
+        await transaction.send(new, b"k", b"first", partition=0)
+        started = time.monotonic()
+        await asyncio.wait_for(transaction.commit({}, ""), 15)
+        assert time.monotonic() - started < 5
+    finally:
+        await producer.stop()
+    records = await read_committed([known, new], lambda got: len(got) >= 7, timeout=15)
+    assert sorted(r.value for r in records) == sorted(
+        [b"before", b"first", *(b"queued-%d" % n for n in range(5))]
+    )
