@@ -123,13 +123,7 @@ class JoinProcessor:
             await self.handle_tick(tp, offset)
             return
         self._metrics.records_in.labels(tp.topic).inc()
-        origin = {
-            "topic": tp.topic,
-            "partition": tp.partition,
-            "offset": offset,
-            "key": None if key is None else base64.b64encode(key).decode(),
-            "value": None if value is None else base64.b64encode(value).decode(),
-        }
+        origin = _origin(tp, offset, key, value)
         record = await self._decode(tp, offset, origin, value)
         if record is None:
             return
@@ -360,13 +354,7 @@ class JoinProcessor:
             "error": error,
         }
         if tp.topic != topics.TICKS:
-            origin = {
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "offset": offset,
-                "key": None if key is None else base64.b64encode(key).decode(),
-                "value": None if value is None else base64.b64encode(value).decode(),
-            }
+            origin = _origin(tp, offset, key, value)
             message = (
                 f"the record could not be processed ({error}); it was set aside so that the "
                 "records behind it go on. Check the worker's log for the traceback, then "
@@ -426,6 +414,17 @@ class JoinProcessor:
             tp, topics.STATUS, self._settings.worker_id.encode(), encode_json(event)
         )
         self._metrics.status_events.labels(type_.value).inc()
+
+
+def _origin(tp: TP, offset: int, key: bytes | None, value: bytes | None) -> dict[str, object]:
+    """Where an input record came from, with its original bytes (base64), for the DLQ."""
+    return {
+        "topic": tp.topic,
+        "partition": tp.partition,
+        "offset": offset,
+        "key": None if key is None else base64.b64encode(key).decode(),
+        "value": None if value is None else base64.b64encode(value).decode(),
+    }
 
 
 def _unb64(value: object) -> bytes | None:

@@ -281,6 +281,8 @@ class Pipeline(Service):
                 )
                 await self._reset(partition)
             except Exception:
+                # not one record's fault (flushing the recorded offsets, for one): nothing to
+                # set aside, so roll back and retry (bad input is dead-lettered by the join)
                 log.exception("processing partition %s failed; retrying from its commit", partition)
                 await self._reset(partition)
         if not done:
