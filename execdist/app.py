@@ -7,12 +7,12 @@ starts, and tests call it with their own settings.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import faust
-from aiokafka.structs import ConsumerRecord
 from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
@@ -20,14 +20,15 @@ from execdist import topics
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
-from execdist.agents.publishing import TransactionalPublisher
 from execdist.agents.routing import SubscriptionRouter
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.grpc.server import GrpcServer
 from execdist.metrics import Metrics
 from execdist.relay.hub import RelayHub
-from execdist.runtime.pipeline import Pipeline
+from execdist.runtime.engine import Engine
+from execdist.runtime.topology import Topology
+from execdist.runtime.transaction import WorkerTransaction
 from execdist.services.subscription_store import SubscriptionStore
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
@@ -40,7 +41,6 @@ from execdist.tables.declarations import (
     table_specs,
 )
 from execdist.tables.store import PartitionedState, RocksTables
-from execdist.topics import TP
 from execdist.web.blotter import register_blotter
 from execdist.web.docs import register_docs
 from execdist.web.streams import register_stream_views
@@ -59,7 +59,7 @@ class Components:
     settings: Settings
     metrics: Metrics
     registry: AsyncSchemaRegistryClient
-    pipeline: Pipeline
+    pipeline: Engine
     states: PartitionedState
     timers: PartitionedState
     positions: PartitionedState
@@ -75,7 +75,7 @@ class Components:
 class ReadinessTracker:
     """Ready once partitions are assigned, tables restored and subscriptions loaded."""
 
-    def __init__(self, pipeline: Pipeline, subscriptions: SubscriptionStore) -> None:
+    def __init__(self, pipeline: Engine, subscriptions: SubscriptionStore) -> None:
         self._pipeline = pipeline
         self._subscriptions = subscriptions
 
@@ -89,11 +89,28 @@ def worker_data_dir(settings: Settings) -> str:
     return str(settings.data_dir / f"worker-{settings.web_port}")
 
 
+def transactional_id(settings: Settings, data_dir: Path) -> str:
+    """The worker's transactional id, kept in its data folder across restarts.
+
+    A worker restarted on the same folder takes the same id back, so its first
+    ``init_transactions`` aborts whatever transaction its previous incarnation left open at
+    once, instead of after the transaction timeout. Zombies are fenced by the group
+    generation (KIP-447), not by the id, so each worker process has an id of its own.
+    """
+    path = data_dir / "transactional-id"
+    if path.exists():
+        return path.read_text().strip()
+    value = f"{settings.app_id}-worker-{uuid.uuid4().hex[:12]}"
+    path.write_text(value + "\n")
+    return value
+
+
 class _App(faust.App):  # type: ignore[misc]
     """The worker's app: Faust serves the web views; execdist's own services do the rest.
 
-    The pipeline reads and writes Kafka itself (:mod:`execdist.runtime.pipeline`), so Faust
-    starts no consumer, tables or agents: only its web server and execdist's services.
+    The engine reads and writes Kafka itself (:mod:`execdist.runtime.engine`), so Faust
+    starts no consumer, producer, tables or agents: only its web server and execdist's
+    services.
     """
 
     services: list[ServiceT]
@@ -101,10 +118,11 @@ class _App(faust.App):  # type: ignore[misc]
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         self.monitor.beacon.reattach(self.beacon)
         self.monitor.loop = self.loop
-        return [*self.boot_strategy.producer_only(), *self.services]
+        # the web server only: Faust's own Kafka producer would connect and idle
+        return [*self.boot_strategy.web_server(), *self.services]
 
 
-def describe_worker(pipeline: Pipeline, metrics: Metrics) -> dict[str, object]:
+def describe_worker(pipeline: Engine, metrics: Metrics) -> dict[str, object]:
     """What this worker reports about itself: input partitions, lag and totals."""
     confirmations = sum(
         sample.value
@@ -137,55 +155,42 @@ def create_app(settings: Settings) -> faust.App:
     )
     metrics = Metrics()
     rocks = RocksTables(data_dir / "tables", table_specs(settings.app_id), BLOCK_CACHE_BYTES)
-    pipeline_ref: list[Pipeline] = []
-    publisher = TransactionalPublisher(lambda partition: pipeline_ref[0].transaction(partition))
+    transaction = WorkerTransaction(settings, transactional_id(settings, data_dir))
     specs = {spec.name: spec for spec in rocks.specs.values()}
-    states = PartitionedState(rocks, specs[ORDER_STATE], publisher.send_to_partition)
-    timers = PartitionedState(rocks, specs[TIMERS], publisher.send_to_partition)
-    positions = PartitionedState(rocks, specs[POSITIONS], publisher.send_to_partition)
-    history = PartitionedState(rocks, specs[HISTORY], publisher.send_to_partition)
-    continuity = InputContinuity(timers)
-    pipeline = Pipeline(settings, rocks, [states, timers, positions, history], continuity, metrics)
-    pipeline_ref.append(pipeline)
+    states = PartitionedState(rocks, specs[ORDER_STATE])
+    timers = PartitionedState(rocks, specs[TIMERS])
+    positions = PartitionedState(rocks, specs[POSITIONS])
+    history = PartitionedState(rocks, specs[HISTORY])
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
+    subscriptions = SubscriptionStore(settings)
+    stats = DeliveryStats()
+    router = SubscriptionRouter(subscriptions.index, transaction, registry, stats, metrics)
     join = JoinProcessor(
         settings=settings,
         states=states,
         timers=timers,
         history=history,
-        publisher=publisher,
+        out=transaction,
         decoder=InputDecoder(registry),
         metrics=metrics,
+        confirmation_sinks=[router],
     )
-    subscriptions = SubscriptionStore(settings)
-    stats = DeliveryStats()
+    positions_processor = PositionsProcessor(positions, set_aside=join.set_aside)
+    topology = Topology(
+        sources={
+            topics.ORDERS: join,
+            topics.EXECUTIONS: join,
+            topics.POSITIONS_BY_ACCOUNT: positions_processor,
+            topics.TICKS: join,
+        },
+        tables=[states, timers, positions, history],
+        continuity=InputContinuity(timers),
+        # route nothing before every subscription in force is known
+        ready=subscriptions.loaded.wait,
+    )
+    pipeline = Engine(settings, topology, rocks, transaction, metrics)
     reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))
     relay = RelayHub(settings, InputDecoder(registry))
-    join.confirmation_sinks.append(
-        SubscriptionRouter(subscriptions.index, publisher, registry, stats, metrics)
-    )
-    positions_processor = PositionsProcessor(positions)
-
-    async def join_record(tp: TP, record: ConsumerRecord) -> None:
-        timestamp = None if record.timestamp is None else record.timestamp / 1000
-        await join.handle(tp, record.offset, record.key, record.value, timestamp)
-
-    async def positions_record(tp: TP, record: ConsumerRecord) -> None:
-        await positions_processor.handle(tp, record.key, record.value)
-
-    async def set_aside(tp: TP, record: ConsumerRecord, error: str) -> None:
-        await join.set_aside(tp, record.offset, record.key, record.value, error)
-
-    pipeline.released.append(join.forget)
-    pipeline.set_aside = set_aside
-    pipeline.handlers = {
-        topics.ORDERS: join_record,
-        topics.EXECUTIONS: join_record,
-        topics.TICKS: join_record,
-        topics.POSITIONS_BY_ACCOUNT: positions_record,
-    }
-    # route nothing before every subscription in force is known
-    pipeline.before_first_batch = subscriptions.loaded.wait
     app.services = [
         subscriptions,
         reports,

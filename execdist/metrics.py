@@ -83,13 +83,20 @@ class Metrics:
         )
         self.batch_seconds = Histogram(
             "execdist_batch_seconds",
-            "Time to process one polled batch and commit its transactions.",
+            "Time to process one batch and commit its transaction.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.transaction_records = Histogram(
             "execdist_transaction_records",
-            "Records written per committed partition transaction (outputs and changelog).",
+            "Records written per committed transaction (outputs and changelog).",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "execdist_stage_seconds",
+            "Time a batch spends in each stage of the engine: process, commit.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

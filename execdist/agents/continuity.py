@@ -62,14 +62,13 @@ class InputContinuity:
         self._dirty.add(tp.partition)
         return True
 
-    async def flush(self, source: TP) -> None:
-        """Write the next offsets of ``source``'s partition into its open transaction."""
-        partition = source.partition
+    def flush(self, partition: int) -> None:
+        """Write the next offsets of ``partition`` into the open transaction."""
         if partition not in self._dirty:
             return
         record = self.stored(partition)
         record.update(
             {tp.topic: nxt for tp, nxt in self._next.items() if tp.partition == partition}
         )
-        await self._store.put(source, _key(partition), orjson.dumps(record))
+        self._store.put(partition, _key(partition), orjson.dumps(record))
         self._dirty.discard(partition)

@@ -19,7 +19,6 @@ import orjson
 
 from execdist import topics
 from execdist.agents.hot_states import HotStates
-from execdist.agents.publishing import TransactionalPublisher
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
@@ -49,6 +48,8 @@ from execdist.domain import (
 )
 from execdist.domain.positions import position_change
 from execdist.metrics import Metrics
+from execdist.runtime.records import InputRecord
+from execdist.runtime.transaction import RecordSink
 from execdist.settings import Settings
 from execdist.tables.declarations import history_key, history_prefix
 from execdist.tables.store import PartitionedState
@@ -87,16 +88,17 @@ class JoinProcessor:
         states: PartitionedState,
         timers: PartitionedState,
         history: PartitionedState,
-        publisher: TransactionalPublisher,
+        out: RecordSink,
         decoder: InputDecoder,
         metrics: Metrics,
+        confirmation_sinks: list[ConfirmationSink] | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._settings = settings
         self._states = states
         self._timers = timers
         self._history = history
-        self._publisher = publisher
+        self._out = out
         self._decoder = decoder
         self._metrics = metrics
         self._clock = clock
@@ -104,10 +106,14 @@ class JoinProcessor:
         self._created: dict[int, int] = {}
         self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
-        self.confirmation_sinks: list[ConfirmationSink] = []
+        self._confirmation_sinks = list(confirmation_sinks or [])
         self._input_timestamp: float | None = None
 
     # ---- inputs -------------------------------------------------------------------------
+
+    async def process(self, record: InputRecord) -> None:
+        """One input record: an order, an execution or a tick."""
+        await self.handle(record.tp, record.offset, record.key, record.value, record.timestamp)
 
     async def handle(
         self,
@@ -147,7 +153,7 @@ class JoinProcessor:
             step = apply_order(state, record, now)
         else:
             step = apply_execution(state, record, origin, now)
-        await self._store(tp, step.state, before)
+        self._store(tp, step.state, before)
         await self._publish(tp, offset, step.outputs)
         self._metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -187,7 +193,7 @@ class JoinProcessor:
                 continue
             state = self._existing(partition, order_id)
             if state is None:
-                await self._set_timer(tp, order_id, None)
+                self._set_timer(tp, order_id, None)
                 continue
             before = dict(state.live_fills)
             step = on_tick(
@@ -196,9 +202,9 @@ class JoinProcessor:
                 gap_timeout=self._settings.gap_timeout,
                 orphan_timeout=self._settings.orphan_timeout,
             )
-            await self._store(tp, step.state, before)
+            self._store(tp, step.state, before)
             await self._publish(tp, offset, step.outputs)
-        await self._sweep_expired(tp, now, due_index)
+        self._sweep_expired(tp, now, due_index)
 
     # ---- state --------------------------------------------------------------------------
 
@@ -219,10 +225,10 @@ class JoinProcessor:
         raw = self._states.get(partition, order_id.encode())
         return None if raw is None else OrderState.from_dict(orjson.loads(raw))
 
-    async def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
+    def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
         stored = orjson.dumps(state.to_dict())
-        await self._states.put(tp, key, stored)
+        self._states.put(tp.partition, key, stored)
         hot = self._hot.get(tp.partition)
         if hot is None:
             hot = self._hot[tp.partition] = HotStates()
@@ -232,7 +238,7 @@ class JoinProcessor:
             gap_timeout=self._settings.gap_timeout,
             orphan_timeout=self._settings.orphan_timeout,
         )
-        await self._set_timer(tp, state.order_id, None if due is None else due.isoformat())
+        self._set_timer(tp, state.order_id, None if due is None else due.isoformat())
         if state.order is not None and fills_before != state.live_fills:
             change = position_change(
                 state.order.account,
@@ -242,14 +248,13 @@ class JoinProcessor:
                 state.live_fills,
             )
             if change is not None:
-                await self._publisher.send(
-                    tp,
+                self._out.send(
                     topics.POSITIONS_BY_ACCOUNT,
                     change.account.encode(),
                     orjson.dumps(change.to_dict()),
                 )
 
-    def forget(self, partition: int) -> None:
+    def release(self, partition: int) -> None:
         """Drop what is cached for ``partition``: its state was restored or rolled back."""
         self._timer_indexes.pop(partition, None)
         self._sweep_cursor.pop(partition, None)
@@ -267,7 +272,7 @@ class JoinProcessor:
             self._timer_indexes[partition] = index
         return index
 
-    async def _set_timer(self, tp: TP, order_id: str, due: str | None) -> None:
+    def _set_timer(self, tp: TP, order_id: str, due: str | None) -> None:
         """Record when ``order_id`` needs a tick next (``None``: it does not)."""
         index = self._load_timers(tp.partition)
         if index.get(order_id) == due:
@@ -275,13 +280,13 @@ class JoinProcessor:
         key = TIMER_PREFIX + order_id.encode()
         if due is None:
             del index[order_id]
-            await self._timers.delete(tp, key)
+            self._timers.delete(tp.partition, key)
         else:
             index[order_id] = due
-            await self._timers.put(tp, key, due.encode())
+            self._timers.put(tp.partition, key, due.encode())
         self._metrics.held_executions.set(sum(len(i) for i in self._timer_indexes.values()))
 
-    async def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
+    def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
         """Delete the expired states among the next slice of the partition's keys, going on
         from where the previous tick stopped and starting again from the first key after the
         last one (new order ids often sort last, so stopping at the end would only ever see
@@ -304,13 +309,13 @@ class JoinProcessor:
                 log.error("order state %r cannot be read, not expiring it: %s", key, exc)
                 continue
             if expired:
-                await self._states.delete(tp, key)
+                self._states.delete(partition, key)
                 hot = self._hot.get(partition)
                 if hot is not None:
                     hot.drop(key.decode())
                 prefix = history_prefix(key.decode())
                 for history, _ in list(self._history.items_with_prefix(partition, prefix)):
-                    await self._history.delete(tp, history)
+                    self._history.delete(partition, history)
                 self._metrics.expired_orders.inc()
         self._sweep_cursor[partition] = cursor if examined == budget else None
 
@@ -323,11 +328,11 @@ class JoinProcessor:
                 body = confirmation.to_dict()
                 key = confirmation.order_id.encode()
                 value = encode_json(body)
-                await self._publisher.send(tp, topics.CONFIRMATIONS, key, value)
-                await self._history.put(
-                    tp, history_key(confirmation.order_id, confirmation.seq), value
+                self._out.send(topics.CONFIRMATIONS, key, value)
+                self._history.put(
+                    tp.partition, history_key(confirmation.order_id, confirmation.seq), value
                 )
-                for sink in self.confirmation_sinks:
+                for sink in self._confirmation_sinks:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
                 self._metrics.confirmations.labels(confirmation.exec_type.value).inc()
             elif isinstance(output, Rejected):
@@ -342,11 +347,10 @@ class JoinProcessor:
             elif isinstance(output, Dropped):
                 self._metrics.dropped.labels(output.kind.value).inc()
 
-    async def set_aside(
-        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, error: str
-    ) -> None:
+    async def set_aside(self, record: InputRecord, error: str) -> None:
         """Move on past an input record whose processing keeps failing: dead-letter it (a
         tick has nothing worth keeping) and report an ERROR status event for the operators."""
+        tp, offset, key, value = record.tp, record.offset, record.key, record.value
         details: dict[str, object] = {
             "topic": tp.topic,
             "partition": tp.partition,
@@ -382,7 +386,7 @@ class JoinProcessor:
             ("error.partition", str(origin["partition"]).encode()),
             ("error.offset", str(origin["offset"]).encode()),
         ]
-        await self._publisher.send(tp, topics.DLQ, key, value, headers=headers)
+        self._out.send(topics.DLQ, key, value, headers=headers)
         self._metrics.dlq.labels(rejected.reason.value).inc()
         log.info(
             "dead-lettered %s:%s@%s: %s %s",
@@ -410,9 +414,7 @@ class JoinProcessor:
             "time": format_time(self._clock()),
             "details": details,
         }
-        await self._publisher.send(
-            tp, topics.STATUS, self._settings.worker_id.encode(), encode_json(event)
-        )
+        self._out.send(topics.STATUS, self._settings.worker_id.encode(), encode_json(event))
         self._metrics.status_events.labels(type_.value).inc()
 
 

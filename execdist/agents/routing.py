@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 
 from schema_registry.client import AsyncSchemaRegistryClient
 
-from execdist.agents.publishing import TransactionalPublisher
 from execdist.codecs.output import AvroEncoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import OutputFormat
 from execdist.metrics import Metrics
+from execdist.runtime.transaction import RecordSink
 from execdist.topics import TP
 
 
@@ -29,13 +29,13 @@ class SubscriptionRouter:
     def __init__(
         self,
         index: SubscriptionIndex,
-        publisher: TransactionalPublisher,
+        out: RecordSink,
         registry: AsyncSchemaRegistryClient,
         stats: DeliveryStats,
         metrics: Metrics,
     ) -> None:
         self._index = index
-        self._publisher = publisher
+        self._out = out
         self._avro = AvroEncoder(registry)
         self._stats = stats
         self._metrics = metrics
@@ -62,6 +62,6 @@ class SubscriptionRouter:
                 value = self._avro.encode_with_id(schema_id, "confirmation", body)
             else:
                 value = json_value
-            await self._publisher.send(source, subscription.topic, key, value)
+            self._out.send(subscription.topic, key, value)
             self._stats.record(subscription.id, now, latency_ms)
             self._metrics.delivered.labels(subscription.id).inc()

@@ -2,39 +2,30 @@
 
 What each table holds is described in :mod:`execdist.tables.declarations`.
 
-Writes made while an input batch is processed go to a per-partition *overlay* first and are
-sent to the table's changelog inside the partition's Kafka transaction. Only when that
-transaction has committed is the overlay written to RocksDB, in one atomic write batch; if the
-transaction aborts the overlay is dropped. RocksDB therefore only ever holds committed state,
-and a record that is processed again after an abort meets the state it met the first time.
+Writes made while an input batch is processed go to a per-partition *overlay* first, one entry
+per key. When the batch commits, the overlay goes to the table's changelog inside the worker's
+Kafka transaction (one record per key and commit), and only once that transaction has committed
+is it written to RocksDB, in one atomic write batch; if the transaction aborts the overlay is
+dropped. RocksDB therefore only ever holds committed state, and a record that is processed again
+after an abort meets the state it met the first time.
 
 A partition newly assigned to this worker starts from an empty database restored from the
-committed changelog (:func:`restore`), the way Kafka Streams recovers a task after an unclean
-stop: local files may be older than the changelog, or left behind by another incarnation.
+committed changelog (:mod:`execdist.runtime.restore`), the way Kafka Streams recovers a task
+after an unclean stop: local files may be older than the changelog, or left behind by another
+incarnation.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import rocksdict
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from execdist.tables.declarations import TableSpec
-from execdist.topics import TP
 
-log = logging.getLogger(__name__)
-
-Send = Callable[[int, str, bytes, bytes | None], Awaitable[None]]
-"""Sends one changelog record (partition, topic, key, value or tombstone) in the partition's
-open transaction."""
-
-RESTORE_TIMEOUT_S = 600.0
 _DELETED = object()
 
 
@@ -92,12 +83,17 @@ class RocksTables:
 
 
 class PartitionedState:
-    """One table: bytes in, bytes out, written through the partition's transaction."""
+    """One table: bytes in, bytes out, partitioned like the inputs.
 
-    def __init__(self, tables: RocksTables, spec: TableSpec, send: Send) -> None:
+    Writes go to the partition's overlay, one entry per key: a key written many times between
+    two commits yields one changelog record (the last value), as Kafka Streams' record cache
+    coalesces them. :meth:`pending` hands the overlay to the commit, which sends it to the
+    changelog in the worker's transaction; :meth:`committed` then writes it to RocksDB.
+    """
+
+    def __init__(self, tables: RocksTables, spec: TableSpec) -> None:
         self._tables = tables
         self.spec = spec
-        self._send = send
         self._overlay: dict[int, dict[bytes, Any]] = {}
 
     @property
@@ -136,14 +132,12 @@ class PartitionedState:
                 return values
         return []
 
-    async def put(self, source: TP, key: bytes, value: bytes) -> None:
-        """Write ``key`` in the partition of ``source``, in that partition's transaction."""
-        self._overlay.setdefault(source.partition, {})[key] = value
-        await self._send(source.partition, self.spec.changelog_topic, key, value)
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write ``key`` in ``partition``; it is sent and stored when the transaction commits."""
+        self._overlay.setdefault(partition, {})[key] = value
 
-    async def delete(self, source: TP, key: bytes) -> None:
-        self._overlay.setdefault(source.partition, {})[key] = _DELETED
-        await self._send(source.partition, self.spec.changelog_topic, key, None)
+    def delete(self, partition: int, key: bytes) -> None:
+        self._overlay.setdefault(partition, {})[key] = _DELETED
 
     def keys_from(self, partition: int, start: bytes | None, limit: int) -> Iterator[bytes]:
         """Up to ``limit`` committed keys of one partition in key order, after ``start``."""
@@ -173,77 +167,32 @@ class PartitionedState:
 
     # ---- transaction outcome ------------------------------------------------------------
 
-    def committed(self, partition: int) -> int:
-        """The partition's transaction committed: make its writes durable locally."""
-        pending = self._overlay.pop(partition, None)
-        if not pending:
-            return 0
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in pending.items():
-            if value is _DELETED:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        self._tables.db(self.spec.name, partition).write(batch)
-        return len(pending)
+    def pending(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """The uncommitted writes, one per key: (partition, key, value or ``None``)."""
+        for partition, writes in self._overlay.items():
+            for key, value in writes.items():
+                yield partition, key, None if value is _DELETED else value
 
-    def aborted(self, partition: int) -> None:
-        """The partition's transaction aborted: forget its writes."""
-        self._overlay.pop(partition, None)
+    def committed(self) -> int:
+        """The transaction committed: make its writes durable locally; returns how many."""
+        written = 0
+        for partition, pending in self._overlay.items():
+            if not pending or not self._tables.is_open(self.spec.name, partition):
+                continue
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in pending.items():
+                if value is _DELETED:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            self._tables.db(self.spec.name, partition).write(batch)
+            written += len(pending)
+        self._overlay.clear()
+        return written
 
-
-async def restore(
-    tables: RocksTables,
-    bootstrap_servers: list[str],
-    partitions: list[int],
-    *,
-    progress: Callable[[str], None] = log.info,
-) -> int:
-    """Fill the (empty) databases of ``partitions`` from every table's committed changelog.
-
-    Reads each changelog partition with a ``read_committed`` consumer from the start to its
-    last stable offset; returns the number of records applied.
-    """
-    if not partitions:
-        return 0
-    by_topic = {spec.changelog_topic: spec.name for spec in tables.specs.values()}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    applied = 0
-    started = time.monotonic()
-    try:
-        wanted = [TopicPartition(topic, p) for topic in by_topic for p in partitions]
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        ends = await consumer.end_offsets(wanted)
-        pending = [tp for tp in wanted if ends[tp] > 0]
-        deadline = started + RESTORE_TIMEOUT_S
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"restoring {pending} took over {RESTORE_TIMEOUT_S} s")
-            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10000)
-            for tp, records in batch.items():
-                write = rocksdict.WriteBatch(raw_mode=True)
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    if record.value is None:
-                        write.delete(record.key)
-                    else:
-                        write.put(record.key, record.value)
-                    applied += 1
-                tables.db(by_topic[tp.topic], tp.partition).write(write)
-            pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
-    progress(
-        f"restored {applied} changelog records for partitions {sorted(partitions)} "
-        f"in {time.monotonic() - started:.2f} s"
-    )
-    return applied
+    def aborted(self, partition: int | None = None) -> None:
+        """The transaction aborted (or ``partition`` left): forget the uncommitted writes."""
+        if partition is None:
+            self._overlay.clear()
+        else:
+            self._overlay.pop(partition, None)

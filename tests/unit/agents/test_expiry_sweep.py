@@ -15,7 +15,6 @@ import pytest
 
 from execdist import topics
 from execdist.agents.join import SWEEP_BATCH, JoinProcessor
-from execdist.agents.publishing import TransactionalPublisher
 from execdist.codecs.input import InputDecoder
 from execdist.domain import OrderState
 from execdist.metrics import Metrics
@@ -42,7 +41,7 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, **_: object) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: object) -> None:
         self.sent.append((topic, key, value))
 
 
@@ -62,10 +61,8 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     settings = Settings(app_id="sweep-test", order_retention=RETENTION)
     rocks = RocksTables(tmp_path, table_specs(settings.app_id), 8 * 1024 * 1024)
     recorder = Recorder()
-    publisher = TransactionalPublisher(lambda partition: recorder)  # type: ignore[arg-type,return-value]
     tables = {
-        name: PartitionedState(rocks, rocks.specs[name], publisher.send_to_partition)
-        for name in (ORDER_STATE, TIMERS, HISTORY)
+        name: PartitionedState(rocks, rocks.specs[name]) for name in (ORDER_STATE, TIMERS, HISTORY)
     }
     for name in tables:
         rocks.open(name, 0, fresh=True)
@@ -75,7 +72,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
         states=tables[ORDER_STATE],
         timers=tables[TIMERS],
         history=tables[HISTORY],
-        publisher=publisher,
+        out=recorder,
         decoder=InputDecoder(None),
         metrics=Metrics(),
         clock=clock,
@@ -90,10 +87,10 @@ async def store_orders(
     """Orders last active ``at``, each with one confirmation in the history, committed."""
     for order_id in ids:
         state = OrderState.new(order_id, at)
-        await states.put(TICKS, order_id.encode(), orjson.dumps(state.to_dict()))
-        await history.put(TICKS, history_key(order_id, 1), b"{}")
-    states.committed(0)
-    history.committed(0)
+        states.put(0, order_id.encode(), orjson.dumps(state.to_dict()))
+        history.put(0, history_key(order_id, 1), b"{}")
+    states.committed()
+    history.committed()
 
 
 def keys(table: PartitionedState) -> list[bytes]:
@@ -103,7 +100,7 @@ def keys(table: PartitionedState) -> list[bytes]:
 async def tick(join: JoinProcessor, *tables: PartitionedState) -> None:
     await join.handle_tick(TICKS, 0)
     for table in tables:
-        table.committed(0)
+        table.committed()
 
 
 async def test_the_sweep_goes_round_the_partition_and_takes_the_history_along(parts) -> None:

@@ -1,0 +1,129 @@
+"""The one place where execdist's Kafka clients of the pipeline are configured (librdkafka).
+
+The pipeline runs on confluent-kafka, the Python binding of librdkafka: it is the client with
+KIP-447 transactions (offsets committed with the consumer's group metadata, so one
+transactional producer serves every partition a worker owns), and measured on the same machine
+it spends about a fifth of aiokafka's CPU per record. Every setting that matters for latency or
+exactly-once is here, with the reason for it, so that no module builds a client of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+
+from execdist.settings import Settings
+from execdist.tables.declarations import MAX_VALUE_BYTES
+
+TRANSACTION_TIMEOUT_MS = 10_000
+"""How long the broker keeps a transaction open whose producer went silent (a killed worker)
+before it aborts it. Until then ``read_committed`` readers of the partitions it wrote to wait,
+so it is short, as in Kafka Streams (10 s); a batch's transaction lasts milliseconds."""
+
+
+def _common(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": ",".join(settings.bootstrap_servers),
+        "client.id": client_id,
+        # the broker is usually on the same host or rack: do not let a lost connection wait
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 1000,
+        "log_level": 3,
+    }
+
+
+def pipeline_consumer(settings: Settings, group_id: str) -> Consumer:
+    """The consumer of the pipeline's inputs: one per worker process, in the pipeline's group.
+
+    ``read_committed``; offsets are committed only in the worker's transaction. The range
+    assignor gives a member the same partition numbers of every co-partitioned topic.
+    """
+    session_ms = int(settings.session_timeout.total_seconds() * 1000)
+    return Consumer(
+        {
+            **_common(settings, f"{settings.worker_id}-pipeline"),
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(session_ms // 4, 500),
+            # latency first: a fetch returns as soon as one record is there, and waits at most
+            # 10 ms on an idle partition before the next fetch is sent
+            "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 1,
+            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            "fetch.max.bytes": 4 * MAX_VALUE_BYTES,
+            # records a worker fetches ahead of processing; small, so a revoked partition's
+            # records are not fetched twice in bulk
+            "queued.max.messages.kbytes": 16 * 1024,
+        }
+    )
+
+
+def transactional_producer(
+    settings: Settings,
+    transactional_id: str,
+    on_failed_delivery: Callable[[KafkaError, Message], None],
+) -> Producer:
+    """The worker's one transactional producer: every output, changelog record and input offset
+    of a batch goes into its transaction. Only failed deliveries are reported (the commit waits
+    for the others), so delivery reports cost nothing on the way."""
+    return Producer(
+        {
+            **_common(settings, f"{settings.worker_id}-pipeline"),
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "enable.idempotence": True,
+            "acks": "all",
+            # the commit flushes at once, so a batch never waits for linger; outputs of a large
+            # batch still go out while it is being processed
+            "linger.ms": 1,
+            "batch.size": 1024 * 1024,
+            "message.max.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+            "delivery.report.only.error": True,
+            "on_delivery": on_failed_delivery,
+            # a transaction begun right after a commit may meet CONCURRENT_TRANSACTIONS while the
+            # broker writes the previous one's markers: retry soon
+            "retry.backoff.ms": 5,
+            "retry.backoff.max.ms": 100,
+        }
+    )
+
+
+def restore_consumer(settings: Settings) -> Consumer:
+    """Reads a changelog to its end (``read_committed``: the last stable offset), no group."""
+    return Consumer(
+        {
+            **_common(settings, f"{settings.worker_id}-restore"),
+            "group.id": f"{settings.app_id}-restore-unused",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            "fetch.max.bytes": 4 * MAX_VALUE_BYTES,
+        }
+    )
+
+
+def plain_producer(settings: Settings, client_id: str) -> Producer:
+    """A producer outside any transaction (tick requests): idempotent, sent at once."""
+    return Producer(
+        {
+            **_common(settings, f"{settings.worker_id}-{client_id}"),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 0,
+            "partitioner": "murmur2_random",
+        }
+    )

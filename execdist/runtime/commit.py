@@ -1,0 +1,52 @@
+"""Committing a batch: changelogs, then offsets and outputs in one transaction, then RocksDB.
+
+The order is quix-streams' checkpoint and Kafka Streams' task commit:
+
+1. each table's uncommitted writes go to its changelog, one record per key (the overlay has
+   coalesced repeated writes of a key since the last commit);
+2. the next input offsets are sent with the consumer's group metadata, and the transaction is
+   committed; the commit waits for every record of it to be acknowledged;
+3. only then are the writes applied to RocksDB, so the local tables only ever hold what Kafka
+   holds as committed.
+
+If the transaction does not commit, the writes are dropped instead (:meth:`Committer.abandon`).
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import TopicPartition
+
+from execdist.runtime.transaction import WorkerTransaction
+from execdist.tables.store import PartitionedState
+
+
+class Committer:
+    """Turns the tables' pending writes and the batch's offsets into one committed transaction."""
+
+    def __init__(self, transaction: WorkerTransaction, tables: list[PartitionedState]) -> None:
+        self._transaction = transaction
+        self._tables = tables
+
+    def send_changelogs(self) -> int:
+        """Step 1, on the event loop: queue the changelog records; returns how many."""
+        sent = 0
+        for table in self._tables:
+            topic = table.changelog_topic
+            for partition, key, value in table.pending():
+                self._transaction.send(topic, key, value, partition=partition)
+                sent += 1
+        return sent
+
+    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: object) -> int:
+        """Step 2, blocking (on the Kafka thread): commit; returns the records it held."""
+        positions = [TopicPartition(topic, p, offset) for (topic, p), offset in offsets.items()]
+        return self._transaction.commit(positions, group_metadata)
+
+    def apply(self) -> int:
+        """Step 3: the transaction committed; write its table changes to RocksDB."""
+        return sum(table.committed() for table in self._tables)
+
+    def abandon(self, partition: int | None = None) -> None:
+        """The transaction did not commit (or ``partition`` left): forget the writes."""
+        for table in self._tables:
+            table.aborted(partition)

@@ -1,0 +1,444 @@
+"""The engine: one worker's read-process-commit loop, the way a Kafka Streams thread runs.
+
+* One consumer per worker process, in the group ``<app id>-pipeline``, reads the topology's
+  source topics ``read_committed``; the range assignor gives a worker the same partition
+  numbers of every co-partitioned topic, so partition N of the inputs and of the tables meet.
+* The loop takes what the consumer has fetched (waiting only when nothing is there), processes
+  it in a partition's source order until a small time budget is spent, and commits at once:
+  every output, changelog record and input offset of the batch, for all the worker's
+  partitions, in one transaction of the worker's one producer (:mod:`.transaction`,
+  :mod:`.commit`). A record waits for nothing it does not need: no linger, no record count.
+* Partitions given to the worker are restored from their changelogs before their inputs are
+  read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
+  of its previous owner to settle (the consumer's committed-offset fetch is stable, KIP-447).
+* A record whose processing raises rolls the whole transaction back; the worker resumes every
+  partition from its last commit after a second. After ``MAX_ATTEMPTS`` failures the record is
+  set aside (the dead-letter path) in the transaction instead. A commit that fails rolls back
+  the same way; one whose outcome is unknown rebuilds the tables from the changelogs.
+
+librdkafka's calls that wait (poll, commit, abort) run on one Kafka thread of the engine's own;
+the processors, which are asyncio code sharing the worker's tables and subscription index with
+the web views, run on the event loop. The consumer's rebalance callbacks run on the Kafka
+thread inside ``poll`` and hand their work to the event loop, so partitions only ever change
+between two batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from mode import Service
+
+from execdist import topics
+from execdist.domain import format_time
+from execdist.infra import clients
+from execdist.metrics import Metrics
+from execdist.runtime.commit import Committer
+from execdist.runtime.ownership import Ownership
+from execdist.runtime.records import InputRecord
+from execdist.runtime.topology import Topology
+from execdist.runtime.transaction import CommitFailed, WorkerTransaction
+from execdist.settings import Settings
+from execdist.tables.store import RocksTables
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_POLL = 2000
+"""Records taken from the consumer at once (it has them fetched already)."""
+BATCH_BUDGET_S = 0.02
+"""Processing time after which a batch is committed even if more records are waiting: the
+first record of a batch waits for the last one's processing, so a batch stays short."""
+YIELD_EVERY = 32
+"""Records processed between two yields to the event loop (heartbeat-free, but the relay and
+HTTP requests share the loop)."""
+POLL_TIMEOUT_S = 0.1
+RETRY_S = 1.0
+MAX_ATTEMPTS = 3
+"""Times a record whose processing raises is tried, each from the last commit, before it is
+set aside."""
+COMMITTED_TIMEOUT_S = 120.0
+"""How long a newly assigned partition may wait for its previous owner's open transaction."""
+
+
+class RecordFailed(Exception):
+    """Processing one input record raised; the cause is chained."""
+
+    def __init__(self, record: InputRecord) -> None:
+        super().__init__(f"processing {record.where()} failed")
+        self.record = record
+
+
+class Engine(Service):
+    """Runs the topology over the partitions this worker owns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topology: Topology,
+        rocks: RocksTables,
+        transaction: WorkerTransaction,
+        metrics: Metrics,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._topology = topology
+        self._rocks = rocks
+        self._transaction = transaction
+        self._metrics = metrics
+        self._committer = Committer(transaction, topology.tables)
+        self._ownership = Ownership(settings, topology, rocks, self._committer)
+        self._source_rank = {topic: rank for rank, topic in enumerate(topology.sources)}
+        self.group_id = f"{settings.app_id}-pipeline"
+        self._consumer: Consumer | None = None
+        self._kafka: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ticks: Any = None
+        self._stopping = False
+        self._pending: list[InputRecord] = []
+        """Records polled but not processed when the last batch's time budget ran out."""
+        self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
+        """Records whose processing raised: (attempts, last error), until committed."""
+        self.rebalancing = True
+        self.assigned_once = False
+        self.batches = 0
+
+    # ---- what the rest of the worker asks -------------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._ownership.owned)
+
+    @property
+    def ready(self) -> bool:
+        return self.assigned_once and not self.rebalancing
+
+    @property
+    def committed(self) -> dict[tuple[str, int], int]:
+        return {tp: o for tp, o in self._ownership.positions.items() if o >= 0}
+
+    def lag(self) -> int:
+        """Input records not yet committed, over the owned input partitions."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for (topic, partition), position in self.committed.items():
+            if topic not in (topics.ORDERS, topics.EXECUTIONS):
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                total += max(high - position, 0)
+        return total
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="execdist-kafka")
+        await self._blocking(self._transaction.open)
+        consumer = clients.pipeline_consumer(self._settings, self.group_id)
+        consumer.subscribe(
+            self._topology.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self._consumer = consumer
+        self._ticks = clients.plain_producer(self._settings, "ticks")
+        self._task = asyncio.create_task(self._run(), name="execdist-engine")
+        self.add_future(self._tick_loop())
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=90)
+        # leaving the group hands the partitions over at once
+        self.rebalancing = True
+        self._ownership.release()
+        if self._consumer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                await self._blocking(self._consumer.close)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            await self._blocking(self._transaction.close)
+        if self._ticks is not None:
+            self._ticks.flush(1.0)
+        if self._kafka is not None:
+            self._kafka.shutdown(wait=True)
+        self._rocks.close_all()
+
+    async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a librdkafka call that waits on the engine's Kafka thread."""
+        assert self._kafka is not None
+        return await asyncio.get_running_loop().run_in_executor(self._kafka, call, *args)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self._topology.ready()
+        while not self._stopping:
+            try:
+                polled = await self._blocking(self._poll)
+            except KafkaException as exc:
+                log.warning("polling the inputs failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            if not polled and not self._pending:
+                continue
+            try:
+                await self._batch(polled)
+            except Exception:
+                # not one record's fault (those are caught per record): roll back and go on
+                log.exception("a batch failed; resuming every partition from its last commit")
+                await self._rollback()
+                await asyncio.sleep(RETRY_S)
+
+    def _poll(self) -> list[InputRecord]:
+        """On the Kafka thread: what is fetched already, or wait for the first record."""
+        consumer = self._consumer
+        assert consumer is not None
+        messages = consumer.consume(MAX_POLL, 0)
+        if not messages:
+            first = consumer.poll(POLL_TIMEOUT_S)
+            if first is None:
+                return []
+            messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
+        return [record for message in messages if (record := _record(message)) is not None]
+
+    async def _batch(self, polled: list[InputRecord]) -> None:
+        started = time.perf_counter()
+        records = self._pending + polled
+        self._pending = []
+        rank = self._source_rank
+        records.sort(key=lambda r: (r.partition, rank[r.topic]))  # stable: offsets stay in order
+        deadline = started + BATCH_BUDGET_S
+        offsets: dict[tuple[str, int], int] = {}
+        continuity = self._topology.continuity
+        owned = self._ownership.owned
+        for index, record in enumerate(records):
+            if index and index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if time.perf_counter() > deadline:
+                    self._pending = records[index:]
+                    break
+            if record.partition not in owned:
+                continue
+            if continuity.admit(record.tp, record.offset):
+                try:
+                    await self._process(record)
+                except RecordFailed as failed:
+                    await self._failed(failed)
+                    return
+            offsets[(record.topic, record.partition)] = record.offset + 1
+        if not offsets:
+            return
+        for partition in {p for _, p in offsets}:
+            continuity.flush(partition)
+        processed = time.perf_counter()
+        await self._commit(offsets)
+        self.batches += 1
+        done = time.perf_counter()
+        self._metrics.stage_seconds.labels("process").observe(processed - started)
+        self._metrics.stage_seconds.labels("commit").observe(done - processed)
+        self._metrics.batch_seconds.observe(done - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch of %d records: processed in %.1f ms, committed in %.1f ms",
+                len(records) - len(self._pending),
+                (processed - started) * 1000,
+                (done - processed) * 1000,
+            )
+
+    async def _process(self, record: InputRecord) -> None:
+        processor = self._topology.sources[record.topic]
+        failure = self._failures.get((record.topic, record.partition, record.offset))
+        if failure is not None and failure[0] >= MAX_ATTEMPTS:
+            attempts, error = failure
+            log.error(
+                "setting %s aside after %d failed attempts: %s", record.where(), attempts, error
+            )
+            try:
+                await processor.set_aside(
+                    record, f"{attempts} attempts failed, the last with {error}"
+                )
+            except Exception as exc:
+                raise RecordFailed(record) from exc
+            return
+        try:
+            await processor.process(record)
+        except Exception as exc:
+            raise RecordFailed(record) from exc
+
+    async def _failed(self, failed: RecordFailed) -> None:
+        record = failed.record
+        key = (record.topic, record.partition, record.offset)
+        attempts = self._failures.get(key, (0, ""))[0] + 1
+        self._failures[key] = (attempts, repr(failed.__cause__))
+        # Bad input does not get here: the join dead-letters undecodable and invalid records
+        # itself. This is an unexpected failure (a bug, a record the join cannot handle): the
+        # transaction is rolled back and retried from the last commit, so nothing is
+        # half-applied or skipped.
+        log.error(
+            "%s (attempt %d of %d); retrying from the last commit",
+            failed,
+            attempts,
+            MAX_ATTEMPTS,
+            exc_info=failed.__cause__,
+        )
+        await self._rollback()
+        await asyncio.sleep(RETRY_S)
+
+    async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        self._committer.send_changelogs()
+        try:
+            sent = await self._blocking(
+                self._committer.commit, offsets, consumer.consumer_group_metadata()
+            )
+        except CommitFailed as exc:
+            log.warning("the commit failed (%s); resuming from the last commit", exc)
+            if exc.aborted:
+                await self._resume_from_commit()
+            else:
+                await self._rebuild()
+            return
+        self._committer.apply()
+        self._ownership.committed(offsets)
+        if self._failures:
+            self._failures = {
+                key: failure
+                for key, failure in self._failures.items()
+                if key[2] >= offsets.get((key[0], key[1]), 0)
+            }
+        self._metrics.transaction_records.observe(sent)
+
+    # ---- going back to the last commit --------------------------------------------------
+
+    async def _rollback(self) -> None:
+        """Abort the open transaction and resume every partition from its last commit."""
+        if await self._blocking(self._transaction.abort):
+            await self._resume_from_commit()
+        else:
+            await self._rebuild()
+
+    async def _resume_from_commit(self) -> None:
+        """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
+        uncommitted writes and caches and seeking the inputs back is enough."""
+        self._pending = []
+        self._ownership.forget_uncommitted()
+        await self._seek(self._ownership.resume_positions())
+
+    async def _rebuild(self) -> None:
+        """The transaction's outcome is unknown (or the producer was fenced): start a new
+        producer, which settles the old transaction, and restore every owned partition from
+        what did commit."""
+        self._pending = []
+        while not self._stopping:
+            try:
+                await self._blocking(self._transaction.close)
+                await self._blocking(self._transaction.open)
+                break
+            except KafkaException as exc:
+                log.warning("re-creating the worker's producer failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_S)
+        await self._seek(await self._ownership.rebuild())
+
+    async def _seek(self, positions: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+
+        def seek_all() -> None:
+            for tp in positions:
+                try:
+                    consumer.seek(tp)
+                except KafkaException as exc:
+                    # no longer assigned here: the next owner reads from the commit
+                    log.info("not seeking %s:%s: %s", tp.topic, tp.partition, exc)
+
+        await self._blocking(seek_all)
+
+    # ---- partitions coming and going (rebalance callbacks, on the Kafka thread) ---------
+
+    def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
+        # these partitions, so the changelogs are read only once that transaction settled
+        committed = consumer.committed(assigned, timeout=COMMITTED_TIMEOUT_S) if assigned else []
+        positioned = self._on_loop(self._assigned(committed))
+        consumer.assign(positioned)
+
+    def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._on_loop(self._revoked(revoked))
+
+    def _on_loop(self, coroutine: Any) -> Any:
+        loop = self._loop
+        assert loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    async def _assigned(self, committed: list[TopicPartition]) -> list[TopicPartition]:
+        try:
+            positioned = await self._ownership.take(committed)
+        except Exception as exc:
+            log.exception("taking over partitions failed; the worker stops")
+            await self.crash(exc)
+            raise
+        self.rebalancing = False
+        self.assigned_once = True
+        self._metrics.assigned_partitions.set(len(self._ownership.owned))
+        return positioned
+
+    async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        self.rebalancing = True
+        self._pending = []
+        # with the eager protocol every partition is revoked before the next assignment
+        self._ownership.release(sorted({tp.partition for tp in revoked}))
+        self._failures.clear()
+
+    # ---- ticks ----------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval = self._settings.tick_interval.total_seconds()
+        while not self.should_stop:
+            await self.sleep(interval)
+            if self.rebalancing or self._ticks is None:
+                continue
+            value = format_time(datetime.now(UTC)).encode()
+            for partition in self.partitions:
+                try:
+                    self._ticks.produce(topics.TICKS, value, partition=partition)
+                except (BufferError, KafkaException) as exc:  # the next tick will do
+                    log.warning("could not request a tick for partition %s: %s", partition, exc)
+            self._ticks.poll(0)
+
+
+def _record(message: Message) -> InputRecord | None:
+    error = message.error()
+    if error is not None:
+        log.warning("the pipeline's consumer reports: %s", error.str())
+        return None
+    kind, timestamp = message.timestamp()
+    return InputRecord(
+        str(message.topic()),
+        int(message.partition() or 0),
+        int(message.offset() or 0),
+        message.key(),
+        message.value(),
+        None if kind == 0 or timestamp < 0 else timestamp / 1000,
+    )

@@ -1,0 +1,60 @@
+"""The topology: which processor reads which input topic, and which tables the engine keeps.
+
+Declared once, in the composition root (:func:`execdist.app.create_app`), and handed to the
+engine whole, the way a Kafka Streams ``Topology`` is: sources, in the order a partition's
+share of a batch is processed; the tables (stores) whose changes the commit sends to their
+changelogs; and what must hold before the first record is processed. Processors forward their
+outputs to the worker's transaction (:class:`~execdist.runtime.transaction.RecordSink`), which
+they are given when they are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from execdist.agents.continuity import InputContinuity
+from execdist.runtime.records import InputRecord
+from execdist.tables.store import PartitionedState
+
+
+class Processor(Protocol):
+    """Processes input records inside the worker's open transaction."""
+
+    async def process(self, record: InputRecord) -> None:
+        """Apply one record: read and write tables, forward outputs."""
+
+    async def set_aside(self, record: InputRecord, error: str) -> None:
+        """Move past a record whose processing kept failing (the dead-letter path)."""
+
+    def release(self, partition: int) -> None:
+        """Drop what is cached for ``partition``: its uncommitted work was thrown away or
+        the partition left this worker."""
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Topology:
+    sources: dict[str, Processor]
+    """Input topic -> its processor, in the order a partition's records are processed within
+    a batch (an order before the executions that arrived with it, ticks last)."""
+    tables: list[PartitionedState]
+    continuity: InputContinuity
+    """Admits each input record once and records the next offsets in the state."""
+    ready: Callable[[], Awaitable[object]] = field(default=_nothing)
+    """Awaited before the first batch (every subscription in force is known)."""
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.sources)
+
+    @property
+    def processors(self) -> list[Processor]:
+        unique: dict[int, Processor] = {}
+        for processor in self.sources.values():
+            unique.setdefault(id(processor), processor)
+        return list(unique.values())

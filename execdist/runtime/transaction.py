@@ -1,0 +1,174 @@
+"""The worker's transaction: every output of a batch, committed with its input offsets.
+
+One transactional producer per worker process, the Kafka Streams exactly-once v2 way
+(KIP-447): the input offsets are committed with the consumer's group metadata, so the broker
+refuses the commit of a worker that the group no longer counts as the partitions' owner (a
+zombie is fenced by the group generation), and one transaction covers every partition the
+worker owns. Processors reach it only through :meth:`WorkerTransaction.send` (the ``forward``
+of Kafka Streams); the commit belongs to :mod:`execdist.runtime.commit`.
+
+The producer's calls that wait for the broker (``init_transactions``, the commit, the abort)
+block; the engine runs them on its Kafka thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from execdist.infra import clients
+from execdist.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMMIT_TIMEOUT_S = 60.0
+UNASSIGNED = -1
+"""librdkafka's "no partition given": the partitioner (murmur2, as Java's) chooses."""
+INIT_TIMEOUT_S = 60.0
+
+
+class RecordSink(Protocol):
+    """What a processor forwards its outputs to (the worker's open transaction)."""
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None: ...
+
+
+class CommitFailed(Exception):
+    """The transaction did not commit. ``aborted`` says whether it is known to be aborted;
+    otherwise its outcome is unknown and the state must be rebuilt from what did commit."""
+
+    def __init__(self, message: str, *, aborted: bool) -> None:
+        super().__init__(message)
+        self.aborted = aborted
+
+
+class WorkerTransaction:
+    """The worker's transactional producer and its open transaction."""
+
+    def __init__(self, settings: Settings, transactional_id: str) -> None:
+        self._settings = settings
+        self.transactional_id = transactional_id
+        self._producer: Producer | None = None
+        self._open = False
+        self.records = 0
+        """Records sent in the open transaction."""
+        self._undelivered: set[str] = set()
+        self._undelivered_lock = threading.Lock()
+
+    # ---- lifecycle (blocking: on the Kafka thread) --------------------------------------
+
+    def open(self) -> None:
+        """Create the producer and fence any earlier incarnation with the same id (its open
+        transaction is aborted)."""
+        producer = clients.transactional_producer(
+            self._settings, self.transactional_id, self._on_failed_delivery
+        )
+        producer.init_transactions(INIT_TIMEOUT_S)
+        self._producer = producer
+        self._open = False
+        self.records = 0
+
+    def close(self) -> None:
+        """Drop the producer; an open transaction is aborted by the broker or the next owner."""
+        producer, self._producer = self._producer, None
+        self._open = False
+        if producer is not None:
+            producer.purge(in_queue=True, in_flight=True)
+            producer.flush(1.0)
+
+    # ---- sending (on the event loop, non-blocking) --------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record in the open transaction (begun on the first send)."""
+        producer = self._producer
+        if producer is None:
+            raise CommitFailed("the worker's producer is not open", aborted=True)
+        if not self._open:
+            producer.begin_transaction()
+            self._open = True
+        target = UNASSIGNED if partition is None else partition
+        extra: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=target, headers=extra)
+                break
+            except BufferError:
+                # librdkafka's queue is full: let it send before queueing more
+                producer.poll(0.05)
+        self.records += 1
+
+    def _on_failed_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            with self._undelivered_lock:
+                self._undelivered.add(f"{message.topic()} ({error.str()})")
+
+    # ---- outcome (blocking: on the Kafka thread) ----------------------------------------
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
+        """Commit what was sent together with the next input ``offsets``; returns the records
+        sent. Raises :class:`CommitFailed`, after aborting when the error allows it."""
+        producer = self._producer
+        if producer is None:
+            raise CommitFailed("the worker's producer is not open", aborted=True)
+        if not self._open:
+            producer.begin_transaction()
+            self._open = True
+        sent = self.records
+        try:
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, group_metadata, COMMIT_TIMEOUT_S)
+            producer.commit_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            raise self._failed(exc) from exc
+        self._open = False
+        self.records = 0
+        return sent
+
+    def abort(self) -> bool:
+        """Abort the open transaction; False when that failed (its outcome is then unknown)."""
+        producer = self._producer
+        self.records = 0
+        if producer is None or not self._open:
+            self._open = False
+            return True
+        try:
+            producer.abort_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("aborting the transaction failed: %s", exc)
+            return False
+        self._open = False
+        return True
+
+    def _failed(self, exc: KafkaException) -> CommitFailed:
+        error: KafkaError = exc.args[0]
+        with self._undelivered_lock:
+            undelivered, self._undelivered = sorted(self._undelivered), set()
+        detail = f"{error.str()}" + (f"; not delivered: {undelivered}" if undelivered else "")
+        if error.txn_requires_abort() and self.abort():
+            return CommitFailed(f"commit failed and was aborted: {detail}", aborted=True)
+        # fatal (fenced) or unknown: this producer can no longer be trusted with a transaction
+        return CommitFailed(f"commit failed, outcome unknown: {detail}", aborted=False)
