@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import faust
+from faust.app.base import BootStrategy
 from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
@@ -119,7 +121,8 @@ class _App(faust.App):  # type: ignore[misc]
         self.monitor.beacon.reattach(self.beacon)
         self.monitor.loop = self.loop
         # the web server only: Faust's own Kafka producer would connect and idle
-        return [*self.boot_strategy.web_server(), *self.services]
+        boot = cast(BootStrategy, self.boot_strategy)
+        return [*boot.web_server(), *self.services]
 
 
 def describe_worker(pipeline: Engine, metrics: Metrics) -> dict[str, object]:

@@ -46,7 +46,8 @@ class Ownership:
         for partition in new:
             for table in self._topology.tables:
                 self._rocks.open(table.spec.name, partition, fresh=True)
-        await asyncio.to_thread(restore, self._settings, self._rocks, new)
+        specs = [table.spec for table in self._topology.tables]
+        await asyncio.to_thread(restore, self._settings, self._rocks, specs, new)
         self.owned.update(new)
         positioned = []
         for tp in assigned:

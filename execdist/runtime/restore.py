@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 
 import rocksdict
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from execdist.infra import clients
 from execdist.settings import Settings
+from execdist.tables.declarations import TableSpec
 from execdist.tables.store import RocksTables
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,16 @@ class RestoreFailed(Exception):
 def restore(
     settings: Settings,
     tables: RocksTables,
+    specs: list[TableSpec],
     partitions: list[int],
     *,
     progress: Callable[[str], None] = log.info,
 ) -> int:
-    """Fill the (empty) databases of ``partitions`` from every table's committed changelog;
+    """Fill the (empty) databases of ``partitions`` from the tables' committed changelogs;
     returns the number of records applied."""
     if not partitions:
         return 0
-    by_topic = {spec.changelog_topic: spec.name for spec in tables.specs.values()}
+    by_topic = {spec.changelog_topic: spec.name for spec in specs}
     wanted = [TopicPartition(topic, p, OFFSET_BEGINNING) for topic in by_topic for p in partitions]
     consumer = clients.restore_consumer(settings)
     started = time.monotonic()
@@ -52,7 +54,7 @@ def restore(
             if time.monotonic() > deadline:
                 raise RestoreFailed(f"restoring {sorted(pending)} took over {RESTORE_TIMEOUT_S} s")
             writes: dict[tuple[str, int], rocksdict.WriteBatch] = {}
-            for message in consumer.consume(BATCH, 0.5):
+            for message in _next_messages(consumer):
                 where = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
                 if error is not None:
@@ -80,3 +82,13 @@ def restore(
         f"in {time.monotonic() - started:.2f} s"
     )
     return applied
+
+
+def _next_messages(consumer: Consumer) -> list[Message]:
+    """What is fetched already, or wait for the first message (``consume`` with a timeout
+    would wait all of it for a full batch)."""
+    messages = consumer.consume(BATCH, 0)
+    if messages:
+        return messages
+    first = consumer.poll(0.5)
+    return [] if first is None else [first]

@@ -1,6 +1,6 @@
-"""The pipeline runtime on its own, in this process, against the real broker.
+"""The engine on its own, in this process, against the real broker.
 
-Its handlers are the test's: they forward each input record to an output topic, and raise for
+Its processor is the test's: it forwards each input record to an output topic, and raises for
 a record marked as poison, the way a bug in the join would. What is set aside goes to the join's
 dead-letter path, as in the worker.
 """
@@ -21,15 +21,16 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from execdist import topics
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
-from execdist.agents.publishing import PartitionTransaction, TransactionalPublisher
 from execdist.codecs.input import InputDecoder
 from execdist.infra.kafka_admin import create_topic, ensure_topics
 from execdist.metrics import Metrics
-from execdist.runtime.pipeline import MAX_ATTEMPTS, SOURCES, Pipeline
+from execdist.runtime.engine import MAX_ATTEMPTS, Engine
+from execdist.runtime.records import InputRecord
+from execdist.runtime.topology import Topology
+from execdist.runtime.transaction import WorkerTransaction
 from execdist.settings import Settings
 from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
-from execdist.topics import TP
 from tests.integration.conftest import (
     BROKER,
     CONTRACT_TOPICS,
@@ -41,12 +42,36 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 POISON = b"poison"
+SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics.TICKS)
 
 
 def errors(records: list[ConsumerRecord]) -> list[dict[str, object]]:
     """ERROR status events (the topic is new for this test: they are its own)."""
     events = [orjson.loads(r.value) for r in records]
     return [e for e in events if e["type"] == "ERROR"]
+
+
+class Forward:
+    """The test's processor: forwards inputs to ``output``, raises on poison."""
+
+    def __init__(self, out: WorkerTransaction, output: str, join: JoinProcessor) -> None:
+        self._out = out
+        self._output = output
+        self._join = join
+        self.attempts: list[int] = []
+
+    async def process(self, record: InputRecord) -> None:
+        if record.value == POISON:
+            self.attempts.append(record.offset)
+            raise ValueError("this record cannot be processed")
+        if record.topic != topics.TICKS:
+            self._out.send(self._output, record.key, record.value)
+
+    async def set_aside(self, record: InputRecord, error: str) -> None:
+        await self._join.set_aside(record, error)
+
+    def release(self, partition: int) -> None:
+        return None
 
 
 async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on(
@@ -60,36 +85,28 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
     await create_topic(settings, output, 1)
 
     rocks = RocksTables(tmp_path / "tables", table_specs(settings.app_id), 8 * 1024 * 1024)
-    pipelines: list[Pipeline] = []
-    publisher = TransactionalPublisher(lambda partition: pipelines[0].transaction(partition))
-    timers = PartitionedState(rocks, rocks.specs[TIMERS], publisher.send_to_partition)
-    states = PartitionedState(rocks, rocks.specs[ORDER_STATE], publisher.send_to_partition)
+    transaction = WorkerTransaction(settings, f"{settings.app_id}-test")
+    timers = PartitionedState(rocks, rocks.specs[TIMERS])
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    history = PartitionedState(rocks, rocks.specs[HISTORY])
     metrics = Metrics()
-    pipeline = Pipeline(settings, rocks, [states, timers], InputContinuity(timers), metrics)
-    pipelines.append(pipeline)
     join = JoinProcessor(
         settings=settings,
         states=states,
         timers=timers,
-        history=PartitionedState(rocks, rocks.specs[HISTORY], publisher.send_to_partition),
-        publisher=publisher,
+        history=history,
+        out=transaction,
         decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
         metrics=metrics,
     )
-    attempts: list[int] = []
-
-    async def forward(tp: TP, record: ConsumerRecord) -> None:
-        if record.value == POISON:
-            attempts.append(record.offset)
-            raise ValueError("this record cannot be processed")
-        if tp.topic != topics.TICKS:
-            await publisher.send(tp, output, record.key, record.value)
-
-    async def set_aside(tp: TP, record: ConsumerRecord, error: str) -> None:
-        await join.set_aside(tp, record.offset, record.key, record.value, error)
-
-    pipeline.handlers = dict.fromkeys(SOURCES, forward)
-    pipeline.set_aside = set_aside
+    forward = Forward(transaction, output, join)
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, forward),
+        tables=[states, timers, history],
+        continuity=InputContinuity(timers),
+    )
+    pipeline = Engine(settings, topology, rocks, transaction, metrics)
+    attempts = forward.attempts
 
     key = f"K-{run}".encode()
     values = [b"before-1", b"before-2", POISON, b"after-1", b"after-2"]
@@ -122,34 +139,28 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
 
 
 async def test_a_topic_new_to_a_transaction_does_not_hold_up_the_others() -> None:
-    """A transaction's first record for a topic created after its producer learned the others
-    (a new subscription's topic) must not leave the records queued for those others without a
-    leader: they used to wait until they expired, 40 s, and the commit failed."""
+    """A transaction's first record for a topic created after the producer started (a new
+    subscription's topic) must not hold up the records queued for the others: the commit
+    returns at once and every record is there."""
     run = uuid.uuid4().hex[:8]
     settings = Settings(broker=BROKER, app_id=f"execdist-runtime-{run}")
     known, new = f"execdist-test-known-{run}", f"execdist-test-new-{run}"
     await create_topic(settings, known, 1)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=BROKER,
-        transactional_id=f"execdist-test-{run}",
-        linger_ms=300,  # the known topic's records are still queued when the new one is sent to
-    )
-    await producer.start()
+    transaction = WorkerTransaction(settings, f"execdist-test-{run}")
+    await asyncio.to_thread(transaction.open)
     try:
-        await producer.client.force_metadata_update()  # tracking no topic: learns them all
-        transaction = PartitionTransaction(0, producer)
-        await transaction.send(known, b"k", b"before", partition=0)
-        await asyncio.wait_for(transaction.commit({}, ""), 15)
+        transaction.send(known, b"k", b"before", partition=0)
+        await asyncio.to_thread(transaction.commit, [], None)
 
         await create_topic(settings, new, 1)
         for n in range(5):
-            await transaction.send(known, b"k", b"queued-%d" % n, partition=0)
-        await transaction.send(new, b"k", b"first", partition=0)
+            transaction.send(known, b"k", b"queued-%d" % n, partition=0)
+        transaction.send(new, b"k", b"first", partition=0)
         started = time.monotonic()
-        await asyncio.wait_for(transaction.commit({}, ""), 15)
+        assert await asyncio.to_thread(transaction.commit, [], None) == 6
         assert time.monotonic() - started < 5
     finally:
-        await producer.stop()
+        transaction.close()
     records = await read_committed([known, new], lambda got: len(got) >= 7, timeout=15)
     assert sorted(r.value for r in records) == sorted(
         [b"before", b"first", *(b"queued-%d" % n for n in range(5))]

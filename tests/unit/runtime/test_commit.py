@@ -1,0 +1,85 @@
+"""The commit's table half: changelog records coalesced per key, RocksDB written only after.
+
+Real RocksDB tables in a temporary folder; the worker's transaction is replaced by a recorder
+of what would be sent (the Kafka half is tested against the broker in tests/integration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from execdist.runtime.commit import Committer
+from execdist.tables.declarations import ORDER_STATE, TIMERS, table_specs
+from execdist.tables.store import PartitionedState, RocksTables
+
+
+class Recorder:
+    """Stands in for the worker's transaction: records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, *, partition: int | None = None
+    ) -> None:
+        self.sent.append((topic, key, value, partition))
+
+
+@pytest.fixture
+def rocks(tmp_path: Path) -> Iterator[RocksTables]:
+    tables = RocksTables(tmp_path, table_specs("commit-test"), 8 * 1024 * 1024)
+    for name in (ORDER_STATE, TIMERS):
+        for partition in (0, 1):
+            tables.open(name, partition, fresh=True)
+    yield tables
+    tables.close_all()
+
+
+def test_a_key_written_many_times_between_commits_is_one_changelog_record(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    timers = PartitionedState(rocks, rocks.specs[TIMERS])
+    recorder = Recorder()
+    committer = Committer(recorder, [states, timers])  # type: ignore[arg-type]
+    for fill in range(1, 5):
+        states.put(0, b"ORD-1", b"fills=%d" % fill)
+    states.put(1, b"ORD-2", b"fills=1")
+    timers.put(0, b"due:ORD-1", b"10:00")
+    timers.delete(0, b"due:ORD-1")
+
+    assert committer.send_changelogs() == 3
+    assert sorted(recorder.sent, key=str) == sorted(
+        [
+            (states.changelog_topic, b"ORD-1", b"fills=4", 0),
+            (states.changelog_topic, b"ORD-2", b"fills=1", 1),
+            (timers.changelog_topic, b"due:ORD-1", None, 0),
+        ],
+        key=str,
+    )
+    assert states.get(0, b"ORD-1") == b"fills=4", "the transaction reads its own writes"
+    assert rocks.db(ORDER_STATE, 0).get(b"ORD-1") is None, "nothing in RocksDB before the commit"
+
+    assert committer.apply() == 3, "one write per key"
+    assert bytes(rocks.db(ORDER_STATE, 0)[b"ORD-1"]) == b"fills=4"
+    assert bytes(rocks.db(ORDER_STATE, 1)[b"ORD-2"]) == b"fills=1"
+    assert rocks.db(TIMERS, 0).get(b"due:ORD-1") is None
+    assert list(states.pending()) == [], "a commit starts the next batch empty"
+
+
+def test_an_abandoned_transaction_leaves_rocksdb_as_committed(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    committer = Committer(Recorder(), [states])  # type: ignore[arg-type]
+    states.put(0, b"ORD-1", b"committed")
+    committer.send_changelogs()
+    committer.apply()
+    states.put(0, b"ORD-1", b"uncommitted")
+    states.put(1, b"ORD-2", b"uncommitted")
+
+    committer.abandon(1)
+    assert states.get(1, b"ORD-2") is None, "a partition that left takes its writes along"
+    assert states.get(0, b"ORD-1") == b"uncommitted"
+    committer.abandon()
+    assert states.get(0, b"ORD-1") == b"committed"
+    assert list(states.pending()) == []
