@@ -124,7 +124,10 @@ def start_worker(workdir: Path, web_port: int | None = None) -> tuple[subprocess
     }
     log = (workdir / "worker.log").open("wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "execdist"), "worker", "--web-port", str(port)],
+        [
+            str(Path(sys.executable).parent / "execdist"),
+            *("worker", "--processes", "1", "--web-port", str(port)),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

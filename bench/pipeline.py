@@ -95,6 +95,8 @@ class WorkerProcess:
                 [
                     str(Path(sys.executable).parent / "execdist"),
                     "worker",
+                    "--processes",
+                    "1",
                     "--web-port",
                     str(self.web_port),
                 ],

@@ -1,20 +1,48 @@
-"""``execdist worker``: run one worker. Configuration comes from ``EXECDIST_*`` variables;
-Faust's worker options (``--web-port``, ``--loglevel`` ...) are passed through."""
+"""``execdist worker``: run the workers of one host. Configuration comes from ``EXECDIST_*``
+variables; Faust's worker options (``--web-port``, ``--loglevel`` ...) are passed through.
+
+With ``--processes 1`` this process is the worker. With more, it is a small supervisor
+(:mod:`execdist.supervisor`) of that many ``--processes 1`` children.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 
-from execdist.settings import Settings, SettingsError
+from execdist.settings import Settings, SettingsError, parse_processes
+from execdist.supervisor import (
+    ChildPlan,
+    PortPlanError,
+    Supervisor,
+    busy_ports,
+    child_command,
+    child_env,
+    plan_children,
+)
 
-USAGE = """usage: execdist worker [--web-port PORT] [--web-host HOST] [faust worker options]
+USAGE = """usage: execdist worker [--processes N] [--web-port PORT] [--web-host HOST]
+                       [faust worker options]
 
-Runs one execdist worker. Configure it with EXECDIST_* variables (see README.md)."""
+Runs the execdist workers of this host. Configure them with EXECDIST_* variables (see README.md).
+
+  --processes N   worker processes to run (also EXECDIST_PROCESSES); default: one per core,
+                  at most EXECDIST_TOPIC_PARTITIONS. Each is an ordinary member of the
+                  consumer group. With N > 1 this process supervises them: process i serves
+                  web port PORT+i and gRPC port EXECDIST_GRPC_PORT+i (all must be free), has
+                  worker id <EXECDIST_WORKER_ID>-i and its data under
+                  EXECDIST_DATA_DIR/worker-<its web port>. SIGTERM/SIGINT stop them all; if
+                  one exits on its own, the others are stopped and the exit code is 1.
+                  With 1 (the only choice for tools that signal the worker's pid), this
+                  process is the worker.
+  --web-port PORT HTTP port (of process 0); also EXECDIST_WEB_PORT.
+  --web-host HOST interface to bind; also EXECDIST_WEB_HOST."""
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -45,6 +73,54 @@ def _worker_class() -> type:
     return Worker
 
 
+def parse_worker_args(args: list[str]) -> tuple[Settings, str | None, list[str]] | str:
+    """Settings from the environment with the command line's overrides, the ``--web-host``
+    given (children get it as given), and the options left for Faust; or what is wrong."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--web-port", type=int)
+    parser.add_argument("--web-host")
+    parser.add_argument("--processes")
+    known, rest = parser.parse_known_args(args)
+    try:
+        settings = Settings.from_env()
+        if known.processes is not None:
+            settings = replace(settings, processes=parse_processes(known.processes, "--processes"))
+    except SettingsError as exc:
+        return f"invalid configuration: {exc}"
+    if known.web_port is not None:
+        settings = replace(settings, web_port=known.web_port)
+    if known.web_host is not None:
+        settings = replace(settings, web_host=known.web_host)
+    return settings, known.web_host, rest
+
+
+def port_problem(
+    settings: Settings, plans: list[ChildPlan], port_free: Callable[[str, int], bool]
+) -> str | None:
+    """What to tell the user if a port the workers need is taken, else None."""
+    host = settings.web_host
+    busy = busy_ports(host, plans, port_free)
+    if not busy:
+        return None
+    if len(plans) == 1:
+        if busy[0].startswith("web"):
+            return (
+                f"port {settings.web_port} on {host} is already in use. Stop the process "
+                "using it or choose another with --web-port or EXECDIST_WEB_PORT."
+            )
+        return (
+            f"gRPC port {settings.grpc_port} on {host} is already in use. Stop the process "
+            "using it or choose another with EXECDIST_GRPC_PORT."
+        )
+    return (
+        f"{len(plans)} worker processes need web ports {plans[0].web_port}-{plans[-1].web_port}"
+        f" and gRPC ports {plans[0].grpc_port}-{plans[-1].grpc_port} on {host}, but "
+        f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} in use. Stop what uses "
+        f"{'it' if len(busy) == 1 else 'them'}, move the ranges with --web-port "
+        "(EXECDIST_WEB_PORT) and EXECDIST_GRPC_PORT, or run fewer with --processes."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -53,36 +129,29 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] != "worker":
         sys.stderr.write(f"execdist: unknown command {argv[0]!r}\n{USAGE}\n")
         return 2
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--web-port", type=int)
-    parser.add_argument("--web-host")
-    known, rest = parser.parse_known_args(argv[1:])
+    parsed = parse_worker_args(argv[1:])
+    if isinstance(parsed, str):
+        sys.stderr.write(f"execdist: {parsed}\n")
+        return 2
+    settings, web_host, rest = parsed
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.stderr.write(f"execdist: invalid configuration: {exc}\n")
+        plans = plan_children(settings, settings.processes)
+    except PortPlanError as exc:
+        sys.stderr.write(f"execdist: {exc}\n")
         return 2
-    if known.web_port is not None:
-        settings = replace(settings, web_port=known.web_port)
-    if known.web_host is not None:
-        settings = replace(settings, web_host=known.web_host)
-    if not _port_free(settings.web_host, settings.web_port):
+    problem = port_problem(settings, plans, _port_free)
+    if problem is not None:
+        sys.stderr.write(f"execdist: {problem}\n")
+        return 2
+    if settings.processes > settings.topic_partitions:
         sys.stderr.write(
-            f"execdist: port {settings.web_port} on {settings.web_host} is already in use. "
-            "Stop the process using it or choose another with --web-port or EXECDIST_WEB_PORT.\n"
+            f"execdist: warning: {settings.processes} processes but "
+            f"{settings.topic_partitions} partitions (EXECDIST_TOPIC_PARTITIONS): at least "
+            f"{settings.processes - settings.topic_partitions} of them will stand idle.\n"
         )
-        return 2
-    if settings.grpc_port == settings.web_port or not _port_free(
-        settings.web_host, settings.grpc_port
-    ):
-        sys.stderr.write(
-            f"execdist: gRPC port {settings.grpc_port} on {settings.web_host} is already in use. "
-            "Stop the process using it or choose another with EXECDIST_GRPC_PORT.\n"
-        )
-        return 2
 
-    # imported late: configuration errors answer before Faust loads
-    from execdist.app import create_app
+    # imported late: configuration errors answer before Faust loads (and a supervisor never
+    # loads it)
     from execdist.infra.kafka_admin import BrokerCheckFailed, ensure_topics
 
     try:
@@ -90,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokerCheckFailed as exc:
         sys.stderr.write(f"execdist: {exc}\n")
         return 2
+    if settings.processes > 1:
+        # the children check the broker again, but a broker or topic problem is said once,
+        # here, rather than N times, and before any child has started
+        supervisor = Supervisor(
+            plans,
+            command=lambda plan: child_command(plan, web_host, rest),
+            env=lambda plan: child_env(plan, os.environ),
+        )
+        return supervisor.run()
+
+    from execdist.app import create_app
+
     app = create_app(settings)
     app.conf.Worker = _worker_class()  # type: ignore[assignment]  # faust types it loosely
     faust_args = [

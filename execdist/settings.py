@@ -17,6 +17,9 @@ from pathlib import Path
 from execdist.domain.errors import ExecDistError
 
 PREFIX = "EXECDIST_"
+MAX_PROCESSES = 256
+"""More worker processes than this on one host is a typo, not a plan (each one is a whole
+worker: a Kafka client, a RocksDB and two ports)."""
 
 
 class SettingsError(ExecDistError):
@@ -69,6 +72,9 @@ class Settings:
     app_id: str = "execdist"
     """Kafka consumer group and transactional-id prefix; all workers of one cluster share it."""
     log_level: str = "info"
+    processes: int = 1
+    """How many worker processes ``execdist worker`` runs on this host. :meth:`from_env`
+    defaults it to :func:`default_processes`; a Settings built by hand describes one worker."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +82,7 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         defaults = cls()
+        topic_partitions = reader.integer("TOPIC_PARTITIONS", defaults.topic_partitions, 1, 1024)
         settings = cls(
             broker=reader.text("BROKER", defaults.broker),
             schema_registry_url=reader.url("SCHEMA_REGISTRY_URL", defaults.schema_registry_url),
@@ -84,7 +91,7 @@ class Settings:
             web_host=reader.text("WEB_HOST", defaults.web_host),
             advertised_host=reader.text("CANONICAL_HOST", ""),
             grpc_port=reader.port("GRPC_PORT", defaults.grpc_port),
-            topic_partitions=reader.integer("TOPIC_PARTITIONS", defaults.topic_partitions, 1, 1024),
+            topic_partitions=topic_partitions,
             replication_factor=reader.integer(
                 "REPLICATION_FACTOR", defaults.replication_factor, 1, 16
             ),
@@ -101,6 +108,9 @@ class Settings:
             app_id=reader.text("APP_ID", defaults.app_id),
             log_level=reader.choice(
                 "LOG_LEVEL", defaults.log_level, ("debug", "info", "warning", "error")
+            ),
+            processes=reader.integer(
+                "PROCESSES", default_processes(topic_partitions), 1, MAX_PROCESSES
             ),
         )
         for host_port in settings.broker.split(","):
@@ -127,6 +137,38 @@ class Settings:
     @property
     def bootstrap_servers(self) -> list[str]:
         return [hp.strip() for hp in self.broker.split(",")]
+
+
+def available_cores() -> int:
+    """The cores this process may run on: the CPU affinity mask where the platform has one
+    (``taskset``, a container's cpuset), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_processes(topic_partitions: int) -> int:
+    """One worker process per core, but no more than there are partitions.
+
+    Only as many workers as there are partitions can be busy: the rest of the group stands
+    idle, and on one host an idle process buys no redundancy, just memory (Python, Kafka
+    clients, a RocksDB block cache) and two ports. Ask for more with ``--processes`` if you
+    mean it.
+    """
+    return max(1, min(available_cores(), topic_partitions, MAX_PROCESSES))
+
+
+def parse_processes(raw: str, source: str) -> int:
+    """A process count given on the command line, checked like the variables are."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_PROCESSES:
+        raise SettingsError(
+            source, f"expected a whole number from 1 to {MAX_PROCESSES}, got {raw!r}"
+        )
+    return value
 
 
 class _Reader:

@@ -27,14 +27,16 @@ trap stop_all EXIT
 
 bash scripts/infra.sh up
 mkdir -p data
-echo "[run] starting a worker on http://127.0.0.1:$WEB_PORT (log: data/worker.log)"
+# one worker process per core (at most one per partition) unless EXECDIST_PROCESSES says otherwise;
+# process i serves web port WEB_PORT+i, and all of them stop with the supervisor's pid
+echo "[run] starting the workers on http://127.0.0.1:$WEB_PORT and up (log: data/worker.log)"
 .venv/bin/execdist worker --web-port "$WEB_PORT" >data/worker.log 2>&1 &
 pids+=($!)
 
 for i in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$WEB_PORT/health/ready" >/dev/null 2>&1; then break; fi
   if ! kill -0 "${pids[0]}" 2>/dev/null; then
-    echo "[run] the worker exited; the end of its log:"; tail -20 data/worker.log; exit 1
+    echo "[run] the workers exited; the end of their log:"; tail -20 data/worker.log; exit 1
   fi
   if [ $((i % 10)) -eq 0 ]; then echo "[run] waiting for the worker to become ready (${i}s)"; fi
   sleep 1

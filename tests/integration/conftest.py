@@ -127,7 +127,7 @@ class Worker:
     def start(self) -> Worker:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [EXECDIST, "worker", "--web-port", str(self.web_port)],
+                [EXECDIST, "worker", "--processes", "1", "--web-port", str(self.web_port)],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
