@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench bench-quick bench-profile fanout reliability reliability-quick soak clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -15,6 +15,7 @@ help:
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
 	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: under 3 minutes"
+	@echo "make bench-floor  the exactly-once hop floor alone (JSON on stdout; BENCH_FLOOR_ARGS=\"--at 1000\")"
 	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
@@ -87,6 +88,12 @@ bench: install $(BENCH_STAMP)
 
 bench-quick: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench --quick
+
+# The exactly-once hop floor (bench/eos_relay.py) without the rest: prints JSON, writes no results.
+# BENCH_FLOOR_ARGS go to `python -m bench.ceilings`, e.g. "--at 1000 --outputs 4 --seconds 6".
+BENCH_FLOOR_ARGS ?= --quick
+bench-floor: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.ceilings $(BENCH_FLOOR_ARGS)
 
 bench-profile: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)

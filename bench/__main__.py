@@ -1,5 +1,10 @@
 """``python -m bench [--quick]``: ceilings and pipeline in one run; writes the results.
 
+Ceilings first (broker, exactly-once hop floor, aiokafka relays in the full run), then the
+pipeline, then the exactly-once hop floor again at the pipeline's own fixed rates, so that each
+pipeline latency has the floor at the same rate beside it (``python -m bench.ceilings`` for the
+floor alone).
+
 Expects the broker and registry of ``make bench`` (``EXECDIST_BROKER``,
 ``EXECDIST_SCHEMA_REGISTRY_URL``); ``make bench`` and ``make bench-quick`` start and stop them.
 Writes ``bench/results/latest.json``, ``bench/results/latest.png`` and the generated part of
@@ -13,7 +18,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from bench.ceilings import CeilingPlan, broker_ceiling, relay_ceiling
+from bench.ceilings import CeilingPlan, broker_ceiling, eos_floor_at, floor_ceilings, relay_ceiling
 from bench.common import RESULTS, say
 from bench.pipeline import PipelinePlan, run_worker_count
 from bench.report import write_results
@@ -28,6 +33,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             relay_target_seconds=3,
             relay_latency_seconds=4,
             relay_transactional=False,
+            relay_aiokafka=False,
+            floors=((4, True),),
+            floor_target_seconds=3,
+            floor_latency_seconds=4,
         ),
         "pipeline": PipelinePlan(fractions=(0.5,), rate_seconds=6, target_seconds=6),
         "configurations": [(1, [1, 100]), (2, [100])],
@@ -42,12 +51,28 @@ PROFILES: dict[str, dict[str, Any]] = {
             relay_target_seconds=10,
             relay_latency_seconds=15,
             relay_transactional=True,
+            floors=((1, True), (4, True), (1, False), (4, False)),
+            floor_target_seconds=5,
+            floor_latency_seconds=10,
         ),
         "pipeline": PipelinePlan(fractions=(0.25, 0.5, 0.75), rate_seconds=15, target_seconds=12),
         "configurations": [(1, [1, 100, 1000]), (2, [1, 100, 1000])],
         "pipeline_budget_s": 780,
     },
 }
+
+
+def floor_at_pipeline_rates(runs: list[dict[str, Any]], plan: PipelinePlan) -> list[dict[str, Any]]:
+    """The exactly-once hop floor (4 outputs, as the pipeline writes per execution) at each
+    fixed rate of the reference configuration (1 worker, fewest subscriptions), measured after
+    the workers have stopped: what the pipeline would have at that rate if its logic cost
+    nothing."""
+    single = [r for r in runs if r["workers"] == 1]
+    if not single:
+        return []
+    fewest = min(r["subscriptions"] for r in single)
+    rates = sorted({r["rate_eps"] for r in single if r["subscriptions"] == fewest})
+    return [eos_floor_at(rate, 4, plan.rate_seconds) for rate in rates]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "ceilings"):
         plan: CeilingPlan = profile["ceilings"]
         ceilings.update(broker_ceiling(plan))
-        relay = relay_ceiling(plan, transactional=False)
-        ceilings.update({"relay_eps": relay["eps"], "relay_p99_ms": relay["fixed_rate"]["p99_ms"]})
-        ceilings["relay"] = relay
-        if plan.relay_transactional:
+        ceilings.update(floor_ceilings(plan))
+        if plan.relay_aiokafka:
+            relay = relay_ceiling(plan, transactional=False)
+            ceilings.update(
+                {"relay_eps": relay["eps"], "relay_p99_ms": relay["fixed_rate"]["p99_ms"]}
+            )
+            ceilings["relay"] = relay
+        if plan.relay_aiokafka and plan.relay_transactional:
             tx = relay_ceiling(plan, transactional=True)
             ceilings.update(
                 {"relay_tx_eps": tx["eps"], "relay_tx_p99_ms": tx["fixed_rate"]["p99_ms"]}
@@ -85,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             saturations += measured_saturations
             runs += measured_runs
+        if runs:
+            ceilings["eos_floor_at_pipeline_rates"] = floor_at_pipeline_rates(runs, pipeline)
     settings = {
         "profile": name,
         "ceilings": asdict(profile["ceilings"]),

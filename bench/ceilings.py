@@ -4,19 +4,32 @@
   ``ProducerPerformance`` unthrottled (throughput) and open-loop at a fixed rate (send-to-ack
   latency), and ``EndToEndLatency`` (one record at a time, produce to consume).
 * A plain aiokafka relay (:mod:`bench.relay`): the most a Python worker could do here.
+* The floor of one exactly-once hop (:mod:`bench.eos_relay`, confluent-kafka): a relay with no
+  logic that writes K records per input in one transaction per batch, K=4 for the pipeline's
+  confirmation, subscriber record and two changelog records. Its drain rate is the most an
+  exactly-once Python process could do here, its latency at a rate the least the pipeline could
+  have at that rate; :func:`eos_floor_at` measures it at any rate (the pipeline's, say).
 
 Same record size (one execution's JSON), partitions (4) and acks (all) as the pipeline.
+
+``python -m bench.ceilings`` measures the exactly-once floors alone and prints them as JSON (no
+results file is written); ``python -m bench.ceilings --at RATE`` measures the floor at one rate.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -30,6 +43,7 @@ from bench.common import (
     rounded,
     say,
 )
+from bench.eos_relay import output_topics
 from bench.load import CheckSpec, LoadSpec, Measurement, measure, payload_size
 
 PERF_LINE = re.compile(
@@ -58,6 +72,16 @@ class CeilingPlan:
     """How long the relay's backlog should take to drain."""
     relay_latency_seconds: float
     relay_transactional: bool
+    relay_aiokafka: bool = True
+    """Measure the aiokafka relay (:mod:`bench.relay`) too; the quick run leaves it out."""
+    floors: tuple[tuple[int, bool], ...] = ((1, True), (4, True))
+    """The exactly-once floors to measure, as (outputs per input, transactional)."""
+    floor_target_seconds: float = 3.0
+    """How long the floor's backlog should take to drain."""
+    floor_latency_seconds: float = 5.0
+    """Length of the floor's fixed-rate run (at half its drain rate)."""
+    floor_backlog: int = 100_000
+    """First backlog of a floor's drain, resized once if it drains too fast."""
 
 
 def java_command(main_class: str, args: list[str]) -> list[str]:
@@ -323,3 +347,244 @@ def relay_ceiling(plan: CeilingPlan, transactional: bool) -> dict[str, Any]:
         "fixed_rate": {"rate_eps": round(rate, 1), **summary},
         "measured_at": time.strftime("%H:%M:%S"),
     }
+
+
+def floor_name(outputs: int, transactional: bool) -> str:
+    """The name the report gives a floor, e.g. ``exactly-once hop floor, confluent-kafka, 4
+    outputs``."""
+    kind = "exactly-once hop floor" if transactional else "at-least-once hop"
+    return f"{kind}, confluent-kafka, {outputs} output{'s' if outputs > 1 else ''}"
+
+
+def floor_key(outputs: int, transactional: bool) -> str:
+    """The floor's key in ``ceilings`` of latest.json, e.g. ``eos_floor_k4``."""
+    return f"{'eos_floor' if transactional else 'alo_hop'}_k{outputs}"
+
+
+class EosRelayProcess:
+    """One :mod:`bench.eos_relay` process on fresh topics; its CPU figures come from its own
+    stats file (first record to last commit), so its start-up and idle polling do not count."""
+
+    def __init__(self, outputs: int, transactional: bool, tag: str) -> None:
+        self.source, self.sink = f"bench.floor.{tag}.in", f"bench.floor.{tag}.out"
+        self.outputs = outputs
+        self.workdir = Path(tempfile.mkdtemp(prefix="execdist-floor-"))
+        self.ready_file = self.workdir / "ready"
+        self.stats_file = self.workdir / "stats.json"
+        self.args = [
+            sys.executable,
+            "-m",
+            "bench.eos_relay",
+            "--source",
+            self.source,
+            "--sink",
+            self.sink,
+            "--group",
+            f"bench-floor-{tag}",
+            "--outputs",
+            str(outputs),
+            "--ready-file",
+            str(self.ready_file),
+            "--stats-file",
+            str(self.stats_file),
+        ] + ([] if transactional else ["--no-transactions"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def create_topics(self) -> None:
+        asyncio.run(create_topics([self.source, *output_topics(self.sink, self.outputs)]))
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, cwd=ROOT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if not self.alive():
+                raise RuntimeError("the exactly-once relay exited during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the exactly-once relay was not ready within {timeout:g}s")
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the relay (SIGTERM, as a clean stop) and return its stats (empty if none)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        try:
+            stats: dict[str, Any] = json.loads(self.stats_file.read_text())
+        except (OSError, ValueError):
+            stats = {}
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return stats
+
+
+def eos_floor_at(
+    rate: float, outputs: int = 4, seconds: float = 6.0, transactional: bool = True
+) -> dict[str, Any]:
+    """The exactly-once hop floor at ``rate`` records/s: p50/p99 (and the rest of
+    :meth:`Measurement.summary`) of a fresh :mod:`bench.eos_relay` with ``outputs`` records per
+    input, open-loop for ``seconds``, intended send time -> read_committed receipt, the same
+    generator and checker as the pipeline's fixed-rate runs. The relay starts, joins its group
+    and commits a warm-up transaction before the first record is sent, so start-up does not
+    count. Call it with a pipeline run's ``rate_eps`` to set the floor beside that run."""
+    name = floor_name(outputs, transactional)
+    relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6])
+    relay.create_topics()
+    try:
+        relay.start()
+        relay.wait_ready()
+        run = f"F{uuid.uuid4().hex[:7]}"
+        say(f"{name}: open-loop at {rate:,.0f} records/s for {seconds:g}s")
+        fixed = measure(
+            LoadSpec(
+                run=run,
+                events=max(int(rate * seconds), 1),
+                rate=rate,
+                executions_topic=relay.source,
+                orders_topic=None,
+            ),
+            CheckSpec(run=run, topics=[relay.sink], partitions=PARTITIONS),
+            timeout_s=seconds + 40,
+            grace_s=15,
+            label=name,
+            alive=relay.alive,
+        )
+    finally:
+        stats = relay.stop()
+    summary = fixed.summary()
+    say(
+        f"{name}: at {rate:,.0f}/s p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
+        f"lost {summary['lost']}, duplicates {summary['duplicates']}"
+    )
+    return {
+        "rate_eps": round(rate, 1),
+        "outputs": outputs,
+        "transactional": transactional,
+        **summary,
+        "cpu_us_per_record": stats.get("cpu_us_per_record"),
+        "records_per_batch": round(stats["records"] / stats["batches"], 1)
+        if stats.get("batches")
+        else None,
+    }
+
+
+def eos_floor_ceiling(plan: CeilingPlan, outputs: int, transactional: bool) -> dict[str, Any]:
+    """Drain a preloaded backlog through :mod:`bench.eos_relay` (records/s and CPU per record),
+    then measure it open-loop at half that rate with :func:`eos_floor_at` (a fresh relay, so
+    the drain's CPU figure is the drain's alone)."""
+    name = floor_name(outputs, transactional)
+    events = plan.floor_backlog
+    eps = 0.0
+    drain: Measurement | None = None
+    stats: dict[str, Any] = {}
+    for _attempt in range(2):
+        relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6])
+        relay.create_topics()
+        run = f"F{uuid.uuid4().hex[:7]}"
+        say(f"{name}: draining a backlog of {events:,} records")
+        try:
+            drain = measure(
+                LoadSpec(
+                    run=run,
+                    events=events,
+                    rate=None,
+                    executions_topic=relay.source,
+                    orders_topic=None,
+                ),
+                CheckSpec(run=run, topics=[relay.sink], partitions=PARTITIONS),
+                timeout_s=plan.floor_target_seconds * 4 + 60,
+                grace_s=plan.floor_target_seconds * 4 + 30,
+                label=name,
+                alive=relay.alive,
+                on_loaded=relay.start,
+            )
+        finally:
+            stats = relay.stop()
+        eps = drain.check.steady_eps or drain.throughput_eps or 0.0
+        span = drain.check.last_arrival - drain.check.first_arrival
+        say(
+            f"{name}: {eps:,.0f} records/s ({span:.1f}s drain, "
+            f"{stats.get('cpu_us_per_record')} µs CPU per record in the relay)"
+        )
+        if span >= plan.floor_target_seconds * 0.5 or eps <= 0:
+            break
+        events = min(int(eps * plan.floor_target_seconds), 1_000_000)
+    assert drain is not None
+    # The open-loop generator is one aiokafka process on the same cores; above about half of
+    # what it sends flat out it falls behind its schedule and measures itself, not the relay.
+    generated = drain.load.sent / drain.load.send_seconds if drain.load.send_seconds else eps
+    rate = max(min(eps, generated) * 0.5, 10.0)
+    fixed = eos_floor_at(rate, outputs, plan.floor_latency_seconds, transactional)
+    return {
+        "name": name,
+        "outputs": outputs,
+        "transactional": transactional,
+        "eps": round(eps, 1),
+        "cpu_us_per_record": stats.get("cpu_us_per_record"),
+        "relay_own_eps": round(stats["records"] / stats["wall_s"], 1)
+        if stats.get("wall_s")
+        else None,
+        "relay_stats": stats,
+        "drain": {**drain.summary(), "events": drain.load.sent},
+        "generator_eps": round(generated, 1),
+        "fixed_rate": fixed,
+        "measured_at": time.strftime("%H:%M:%S"),
+    }
+
+
+def floor_ceilings(plan: CeilingPlan) -> dict[str, Any]:
+    """Every floor of ``plan.floors``, under :func:`floor_key` keys, with ``<key>_eps`` and
+    ``<key>_p99_ms`` at the top level for a quick look."""
+    found: dict[str, Any] = {}
+    for outputs, transactional in plan.floors:
+        key = floor_key(outputs, transactional)
+        floor = eos_floor_ceiling(plan, outputs, transactional)
+        found[key] = floor
+        found[f"{key}_eps"] = floor["eps"]
+        found[f"{key}_p99_ms"] = floor["fixed_rate"]["p99_ms"]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Floors without the rest of the benchmark, for development and for one-off comparisons."""
+    parser = argparse.ArgumentParser(
+        description="Measure the exactly-once hop floor (confluent-kafka) and print JSON."
+    )
+    parser.add_argument("--quick", action="store_true", help="the quick profile's floors")
+    parser.add_argument("--at", type=float, metavar="RATE", help="only the floor at this rate")
+    parser.add_argument("--outputs", type=int, default=4, help="with --at: records per input")
+    parser.add_argument("--seconds", type=float, default=6.0, help="with --at: run length")
+    parser.add_argument("--no-transactions", dest="transactions", action="store_false")
+    parser.add_argument(
+        "--floors",
+        help="outputs[:alo],... e.g. '1,4,1:alo,4:alo' (default: the profile's floors)",
+    )
+    args = parser.parse_args(argv)
+    if args.at is not None:
+        result: dict[str, Any] = eos_floor_at(
+            args.at, args.outputs, args.seconds, args.transactions
+        )
+    else:
+        from bench.__main__ import PROFILES
+
+        plan: CeilingPlan = PROFILES["quick" if args.quick else "full"]["ceilings"]
+        if args.floors:
+            floors = []
+            for item in args.floors.split(","):
+                outputs, _, mode = item.partition(":")
+                floors.append((int(outputs), mode != "alo"))
+            plan = CeilingPlan(**{**asdict(plan), "floors": tuple(floors)})
+        result = floor_ceilings(plan)
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

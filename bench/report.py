@@ -24,6 +24,17 @@ END = "<!-- bench:end -->"
 TARGET_EPS = 1_000_000
 
 
+def floors(ceilings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The hop floors of :func:`bench.ceilings.floor_ceilings` (``eos_floor_k<K>`` and
+    ``alo_hop_k<K>``), exactly-once first, fewest outputs first."""
+    found = [
+        (key, value)
+        for key, value in ceilings.items()
+        if isinstance(value, dict) and "outputs" in value and "transactional" in value
+    ]
+    return sorted(found, key=lambda item: (not item[1]["transactional"], item[1]["outputs"]))
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -49,7 +60,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "kafka": "3.9.1"}
-    for package in ("faust-streaming", "aiokafka", "rocksdict", "orjson"):
+    for package in ("faust-streaming", "aiokafka", "confluent-kafka", "rocksdict", "orjson"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -62,6 +73,12 @@ def versions() -> dict[str, str]:
         )
     except (OSError, IndexError):
         found["java"] = "?"
+    try:
+        import confluent_kafka
+
+        found["librdkafka"] = confluent_kafka.libversion()[0]
+    except ImportError:
+        found["librdkafka"] = "?"
     try:
         found["execdist_commit"] = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -108,6 +125,10 @@ def per_core(ceilings: dict[str, Any], saturations: list[dict[str, Any]]) -> dic
         else None,
         "broker_cores_for_1m_eps": math.ceil(TARGET_EPS * broker_us / 1e6) if broker_us else None,
     }
+    floor = ceilings.get("eos_floor_k4")
+    if floor and floor.get("eps"):
+        out["eos_floor_k4_processes_for_1m_eps"] = math.ceil(TARGET_EPS / floor["eps"])
+        out["ratio_to_eos_floor_k4"] = round(per_worker / floor["eps"], 4)
     if ceilings.get("relay_eps"):
         out["relay_processes_for_1m_eps"] = math.ceil(TARGET_EPS / ceilings["relay_eps"])
         out["ratio_to_relay"] = round(per_worker / ceilings["relay_eps"], 4)
@@ -200,6 +221,21 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
             markersize=12,
             label="plain relay p99",
         )
+    at_rates = [f for f in result["ceilings"].get("eos_floor_at_pipeline_rates", []) if f]
+    at_rates += [f["fixed_rate"] for _, f in floors(result["ceilings"]) if f["transactional"]]
+    for outputs, marker in ((1, "kv"), (4, "k^")):
+        points = sorted(
+            (f for f in at_rates if f["outputs"] == outputs and f.get("p99_ms") is not None),
+            key=lambda f: f["rate_eps"],
+        )
+        if points:
+            latency.plot(
+                [f["rate_eps"] for f in points],
+                [f["p99_ms"] for f in points],
+                marker + "--",
+                markersize=8,
+                label=f"exactly-once floor p99, {outputs} output{'s' if outputs > 1 else ''}",
+            )
     latency.axhline(10, color="red", linewidth=0.8, linestyle="--", label="target p99 10 ms")
     latency.set_xscale("log")
     latency.set_yscale("log")
@@ -217,6 +253,10 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
         if result["ceilings"].get(key):
             names.append(label)
             values.append(result["ceilings"][key])
+    for _, floor in floors(result["ceilings"]):
+        if floor.get("eps"):
+            names.append(floor["name"].replace(", confluent-kafka", ""))
+            values.append(floor["eps"])
     ceilings = len(names)
     for item in result["saturation"]:
         if item.get("saturation_eps"):
@@ -258,7 +298,9 @@ def generated_section(result: dict[str, Any]) -> str:
         f"- Machine: {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']} GB, Linux "
         f"{m['kernel']}; load average before the run {m['load_before']}.",
         f"- Versions: execdist {v['execdist_commit']}, Python {v['python']}, faust-streaming "
-        f"{v['faust-streaming']}, aiokafka {v['aiokafka']}, rocksdict {v['rocksdict']}, "
+        f"{v['faust-streaming']}, aiokafka {v['aiokafka']}, confluent-kafka "
+        f"{v.get('confluent-kafka', '?')} (librdkafka {v.get('librdkafka', '?')}), rocksdict "
+        f"{v['rocksdict']}, "
         f"Kafka {v['kafka']} (one KRaft broker), {v['java']}.",
         f"- Settings: {s['partitions']} partitions, acks=all, {s['record_bytes']} B per "
         f"execution record, {s['fills_per_order']} fills per order, JSON in and out, "
@@ -298,6 +340,24 @@ def generated_section(result: dict[str, Any]) -> str:
                 f"duplicates {f['duplicates']} (generator behind by up to "
                 f"{_fmt(f['generator_behind_ms'])} ms) |"
             )
+    for _, floor in floors(c):
+        f = floor["fixed_rate"]
+        lines.append(
+            f"| {floor['name']} | {_fmt(floor['eps'], 0)} records/s "
+            f"({_fmt(floor['cpu_us_per_record'])} µs CPU each in the relay) | at "
+            f"{_fmt(f['rate_eps'], 0)}/s: p50 {_fmt(f['p50_ms'])} ms, p99 {_fmt(f['p99_ms'])} ms, "
+            f"p99.9 {_fmt(f['p999_ms'])} ms; lost {f['lost']}, duplicates {f['duplicates']} "
+            f"(generator behind by up to {_fmt(f['generator_behind_ms'])} ms) |"
+        )
+    if floors(c):
+        lines += [
+            "",
+            "Hop floors: `bench/eos_relay.py`, confluent-kafka, consume → K records per input to "
+            "K topics → offsets, one transaction per polled batch (at-least-once: produce, flush, "
+            "commit). K = 4 is what the pipeline writes per execution (confirmation, subscriber "
+            "record, two changelog records). CPU is the relay process's, from its first record "
+            "to its last commit.",
+        ]
     lines += [
         "",
         "### Pipeline saturation (drain of a backlog)",
@@ -333,6 +393,33 @@ def generated_section(result: dict[str, Any]) -> str:
             f"{_fmt(r['p99_ms'])} | {_fmt(r['p999_ms'])} | {_fmt(r['max_ms'])} | "
             f"{_fmt(r['delivered'])} | {_fmt(r['lost'])} | {_fmt(r['duplicates'])} |"
         )
+    at_rates = [f for f in c.get("eos_floor_at_pipeline_rates", []) if f]
+    if at_rates:
+        single = [r for r in result["runs"] if r["workers"] == 1]
+        fewest = min((r["subscriptions"] for r in single), default=None)
+        lines += [
+            "",
+            f"### Exactly-once hop floor at the pipeline's rates (confluent-kafka, 4 outputs; "
+            f"pipeline: 1 worker, {fewest} subscription(s))",
+            "",
+            "| offered/s | floor p50 ms | floor p99 ms | floor p99.9 ms | pipeline p50 ms | "
+            "pipeline p99 ms | floor lost | floor dup |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for f in at_rates:
+            same = next(
+                (
+                    r
+                    for r in single
+                    if r["subscriptions"] == fewest and r["rate_eps"] == f["rate_eps"]
+                ),
+                {},
+            )
+            lines.append(
+                f"| {_fmt(f['rate_eps'])} | {_fmt(f['p50_ms'])} | {_fmt(f['p99_ms'])} | "
+                f"{_fmt(f['p999_ms'])} | {_fmt(same.get('p50_ms'))} | {_fmt(same.get('p99_ms'))} "
+                f"| {_fmt(f['lost'])} | {_fmt(f['duplicates'])} |"
+            )
     p = result["per_core"]
     if p:
         lines += [
@@ -350,6 +437,12 @@ def generated_section(result: dict[str, Any]) -> str:
             f"{_fmt(p['broker_cpu_us_per_event'], 0)} µs of CPU per execution (inputs, outputs, "
             f"changelogs, transactions): {_fmt(p['broker_cores_for_1m_eps'])} broker cores.",
         ]
+        if p.get("ratio_to_eos_floor_k4") is not None:
+            lines.append(
+                f"- The exactly-once hop floor with 4 outputs would need "
+                f"{_fmt(p['eos_floor_k4_processes_for_1m_eps'])} processes; one worker reaches "
+                f"{p['ratio_to_eos_floor_k4']:.2%} of it."
+            )
         if p.get("ratio_to_relay") is not None:
             lines.append(
                 f"- The plain relay would need {_fmt(p['relay_processes_for_1m_eps'])} "
