@@ -193,50 +193,56 @@ class Engine(Service):
 
     async def _run(self) -> None:
         await self._topology.ready()
+        rank = self._source_rank
         while not self._stopping:
-            try:
-                polled = await self._blocking(self._poll)
-            except KafkaException as exc:
-                log.warning("polling the inputs failed, retrying: %s", exc)
-                await asyncio.sleep(RETRY_S)
+            if len(self._pending) < MAX_POLL:
+                try:
+                    polled = await self._blocking(self._poll, not self._pending)
+                except KafkaException as exc:
+                    log.warning("polling the inputs failed, retrying: %s", exc)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                # a partition's records in source order; stable, so each topic's offsets stay
+                # in order (and after the records still waiting from the last poll)
+                polled.sort(key=lambda r: (r.partition, rank[r.topic]))
+                self._pending.extend(polled)
+            if not self._pending:
                 continue
-            if not polled and not self._pending:
-                continue
             try:
-                await self._batch(polled)
+                await self._batch()
             except Exception:
                 # not one record's fault (those are caught per record): roll back and go on
                 log.exception("a batch failed; resuming every partition from its last commit")
                 await self._rollback()
                 await asyncio.sleep(RETRY_S)
 
-    def _poll(self) -> list[InputRecord]:
-        """On the Kafka thread: what is fetched already, or wait for the first record."""
+    def _poll(self, wait: bool) -> list[InputRecord]:
+        """On the Kafka thread: what is fetched already; if nothing and ``wait``, wait for the
+        first record."""
         consumer = self._consumer
         assert consumer is not None
         messages = consumer.consume(MAX_POLL, 0)
-        if not messages:
+        if not messages and wait:
             first = consumer.poll(POLL_TIMEOUT_S)
             if first is None:
                 return []
             messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
         return [record for message in messages if (record := _record(message)) is not None]
 
-    async def _batch(self, polled: list[InputRecord]) -> None:
+    async def _batch(self) -> None:
+        """Process waiting records until the time budget is spent, then commit them."""
         started = time.perf_counter()
-        records = self._pending + polled
-        self._pending = []
-        rank = self._source_rank
-        records.sort(key=lambda r: (r.partition, rank[r.topic]))  # stable: offsets stay in order
+        records = self._pending
         deadline = started + BATCH_BUDGET_S
         offsets: dict[tuple[str, int], int] = {}
         continuity = self._topology.continuity
         owned = self._ownership.owned
+        taken = len(records)
         for index, record in enumerate(records):
             if index and index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
                 if time.perf_counter() > deadline:
-                    self._pending = records[index:]
+                    taken = index
                     break
             if record.partition not in owned:
                 continue
@@ -247,6 +253,7 @@ class Engine(Service):
                     await self._failed(failed)
                     return
             offsets[(record.topic, record.partition)] = record.offset + 1
+        del records[:taken]
         if not offsets:
             return
         for partition in {p for _, p in offsets}:
@@ -261,7 +268,7 @@ class Engine(Service):
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "batch of %d records: processed in %.1f ms, committed in %.1f ms",
-                len(records) - len(self._pending),
+                taken,
                 (processed - started) * 1000,
                 (done - processed) * 1000,
             )
@@ -342,7 +349,7 @@ class Engine(Service):
     async def _resume_from_commit(self) -> None:
         """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
         uncommitted writes and caches and seeking the inputs back is enough."""
-        self._pending = []
+        self._pending.clear()
         self._ownership.forget_uncommitted()
         await self._seek(self._ownership.resume_positions())
 
@@ -350,7 +357,7 @@ class Engine(Service):
         """The transaction's outcome is unknown (or the producer was fenced): start a new
         producer, which settles the old transaction, and restore every owned partition from
         what did commit."""
-        self._pending = []
+        self._pending.clear()
         while not self._stopping:
             try:
                 await self._blocking(self._transaction.close)
@@ -406,7 +413,7 @@ class Engine(Service):
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         self.rebalancing = True
-        self._pending = []
+        self._pending.clear()
         # with the eager protocol every partition is revoked before the next assignment
         self._ownership.release(sorted({tp.partition for tp in revoked}))
         self._failures.clear()
