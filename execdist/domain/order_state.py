@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import InvalidOperation
 
+import orjson
+
 from execdist.domain.errors import InvalidOrigin, InvalidState
 from execdist.domain.fills import Fill, FillSummary, summarize_fills
 from execdist.domain.model import (
@@ -60,8 +62,13 @@ def content_fingerprint(execution: Execution) -> str:
     ``10.00000000`` from Avro, or two offsets of the same instant) count as identical, and a
     short digest keeps the state small however many executions an order sees.
     """
-    canonical = json.dumps(execution.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    data = execution.to_dict()
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    if not canonical.isascii():
+        # the digest has always been over json.dumps' ASCII-escaped form, which orjson's
+        # output equals only when there is nothing to escape
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def require_json_compatible(value: object, path: str = "origin") -> None:

@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 MAX_POLL = 2000
 """Records taken from the consumer at once (it has them fetched already)."""
-BATCH_BUDGET_S = 0.02
+BATCH_BUDGET_S = 0.05
 """Processing time after which a batch is committed even if more records are waiting: the
 first record of a batch waits for the last one's processing, so a batch stays short."""
 YIELD_EVERY = 32
