@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from execdist import topics
+from execdist.infra import clients
 from execdist.settings import Settings
 
 log = logging.getLogger("execdist.demo")
@@ -136,9 +136,7 @@ def _execution(
 async def run_feed(settings: Settings, rate: float, limit: int | None, seed: int) -> int:
     """Produce order flows at about ``rate`` records per second; returns records sent."""
     rng = random.Random(seed)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, enable_idempotence=True, linger_ms=5
-    )
+    producer = clients.service_producer(settings, idempotent=True, linger_ms=5)
     await producer.start()
     sent = 0
     stop = asyncio.Event()

@@ -1,4 +1,4 @@
-"""The one place where execdist's Kafka clients of the pipeline are configured (librdkafka).
+"""The one place where execdist's Kafka clients are configured.
 
 The pipeline runs on confluent-kafka, the Python binding of librdkafka: it is the client with
 KIP-447 transactions (offsets committed with the consumer's group metadata, so one
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from execdist.settings import Settings
@@ -126,4 +128,66 @@ def plain_producer(settings: Settings, client_id: str) -> Producer:
             "linger.ms": 0,
             "partitioner": "murmur2_random",
         }
+    )
+
+
+# ---- the asyncio clients of the worker's services (aiokafka) --------------------------------
+#
+# The worker's other Kafka clients stay on aiokafka, where it is still the better choice: they
+# live on the event loop beside the web views and carry little traffic (the subscription and
+# worker-report followers, the relay's readers, the status producer, topic administration).
+# A librdkafka client starts a thread per broker of its own plus a main thread, and the relay
+# opens readers per subscription; an aiokafka client is a few coroutines.
+
+
+def follower(
+    settings: Settings, *, read_committed: bool, fetch_max_wait_ms: int
+) -> AIOKafkaConsumer:
+    """Reads one compacted topic from the start without a group (subscriptions, reports)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        group_id=None,
+    )
+
+
+def relay_reader(settings: Settings, fetch_max_wait_ms: int) -> AIOKafkaConsumer:
+    """Reads subscriber topics for the real-time relay: ``read_committed``, no group. A long
+    poll: the broker answers as soon as a record (or a commit marker) is there, so the wait
+    bounds only idle polling."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        group_id=None,
+    )
+
+
+def offsets_reader(settings: Settings) -> AIOKafkaConsumer:
+    """Asks for topics' first offsets (a cursor older than the retention)."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+
+
+def service_producer(
+    settings: Settings, *, idempotent: bool, linger_ms: int = 0
+) -> AIOKafkaProducer:
+    """Writes the services' own records outside the pipeline's transaction (subscription
+    changes, worker reports, the demo feed)."""
+    if idempotent:
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+        )
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=linger_ms)
+
+
+def admin(settings: Settings, request_timeout_ms: int = 40_000) -> AIOKafkaAdminClient:
+    """Creates and describes topics."""
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=request_timeout_ms
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from execdist import topics
 from execdist.domain.errors import ExecDistError
+from execdist.infra import clients
 from execdist.settings import Settings
 from execdist.tables.declarations import MAX_VALUE_BYTES, table_specs
 
@@ -57,7 +58,7 @@ async def create_topic(
     return once every partition has a leader: a transaction that writes to a partition the
     broker does not lead yet fails (NotLeaderForPartition) and its partition is handed back to
     the group, which stalls it for seconds."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = clients.admin(settings)
     await admin.start()
     try:
         with contextlib.suppress(TopicAlreadyExistsError):
@@ -87,9 +88,7 @@ async def create_topic(
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     """Create missing topics and check co-partitioning; :class:`BrokerCheckFailed` if not."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
-    )
+    admin = clients.admin(settings, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (KafkaConnectionError, TimeoutError, OSError) as exc:

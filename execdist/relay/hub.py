@@ -30,6 +30,7 @@ from mode import Service
 from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
 from execdist.domain.errors import ExecDistError
+from execdist.infra import clients
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -228,15 +229,8 @@ class SubscriptionReader:
         self.started = asyncio.Event()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            # a long poll: the broker answers as soon as a record (or a commit marker) is
-            # there, so this bounds only idle polling, one fetch per reader per FETCH_WAIT_MS
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-            group_id=None,
-        )
+        # one fetch per reader per FETCH_WAIT_MS while idle
+        return clients.relay_reader(self._settings, FETCH_WAIT_MS)
 
     async def start(self) -> None:
         self._consumer = self._new_consumer()
@@ -439,9 +433,7 @@ class RelayHub(Service):
             reader.clients.discard(client)
 
     async def _beginnings(self, topic: str, partitions: int) -> Position:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers, group_id=None
-        )
+        consumer = clients.offsets_reader(self._settings)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from execdist.infra import clients
 from execdist.settings import Settings
 
 
@@ -15,12 +16,8 @@ async def follow_from_start(
     settings: Settings, topic: str, *, read_committed: bool, fetch_max_wait_ms: int
 ) -> tuple[AIOKafkaConsumer, TopicPartition]:
     """A started consumer assigned to partition 0 of ``topic``, positioned at its start."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        isolation_level="read_committed" if read_committed else "read_uncommitted",
-        fetch_max_wait_ms=fetch_max_wait_ms,
-        group_id=None,
+    consumer = clients.follower(
+        settings, read_committed=read_committed, fetch_max_wait_ms=fetch_max_wait_ms
     )
     await consumer.start()
     tp = TopicPartition(topic, 0)

@@ -23,6 +23,7 @@ from execdist import topics
 from execdist.domain.errors import ExecDistError
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription, hash_token, token_matches
+from execdist.infra import clients
 from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
@@ -59,11 +60,7 @@ class SubscriptionStore(Service):
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-        )
+        self._producer = clients.service_producer(self._settings, idempotent=True)
         await self._producer.start()
         self._consumer, self._tp = await follow_from_start(
             self._settings, topics.SUBSCRIPTIONS, read_committed=True, fetch_max_wait_ms=100

@@ -25,6 +25,7 @@ from execdist import topics
 from execdist.codecs.output import encode_json
 from execdist.domain.delivery import DeliveryStats, LatencyHistogram, SubscriptionDelivery
 from execdist.domain.model import StatusType, format_time, parse_stored_time
+from execdist.infra import clients
 from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
@@ -68,9 +69,7 @@ class WorkerReports(Service):
         return f"{self._settings.worker_id}/{self.incarnation}"
 
     async def on_start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap_servers, linger_ms=5
-        )
+        self._producer = clients.service_producer(self._settings, idempotent=False, linger_ms=5)
         await self._producer.start()
         self._consumer, self._tp = await follow_from_start(
             self._settings, topics.WORKERS, read_committed=False, fetch_max_wait_ms=200
