@@ -105,7 +105,6 @@ class Engine(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticks: Any = None
-        self._group_metadata: object = None
         self._stopping = False
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
@@ -314,9 +313,13 @@ class Engine(Service):
         await asyncio.sleep(RETRY_S)
 
     async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
         self._committer.send_changelogs()
         try:
-            sent = await self._blocking(self._committer.commit, offsets, self._group_metadata)
+            sent = await self._blocking(
+                self._committer.commit, offsets, consumer.consumer_group_metadata()
+            )
         except CommitFailed as exc:
             log.warning("the commit failed (%s); resuming from the last commit", exc)
             if exc.aborted:
@@ -387,8 +390,6 @@ class Engine(Service):
         committed = consumer.committed(assigned, timeout=COMMITTED_TIMEOUT_S) if assigned else []
         positioned = self._on_loop(self._assigned(committed))
         consumer.assign(positioned)
-        # the generation the commits carry until the next rebalance (KIP-447 fencing)
-        self._group_metadata = consumer.consumer_group_metadata()
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._on_loop(self._revoked(revoked))

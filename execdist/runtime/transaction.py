@@ -144,13 +144,8 @@ class WorkerTransaction:
             producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             raise self._failed(exc) from exc
+        self._open = False
         self.records = 0
-        # begin the next one here, on the Kafka thread: it waits on librdkafka's own thread,
-        # and an empty transaction is only local (the broker learns of it with its first record)
-        try:
-            producer.begin_transaction()
-        except KafkaException:
-            self._open = False
         return sent
 
     def abort(self) -> bool:
