@@ -113,27 +113,18 @@ class JoinProcessor:
 
     async def process(self, record: InputRecord) -> None:
         """One input record: an order, an execution or a tick."""
-        await self.handle(record.tp, record.offset, record.key, record.value, record.timestamp)
-
-    async def handle(
-        self,
-        tp: TP,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        timestamp: float | None = None,
-    ) -> None:
         started = time.perf_counter()
-        self._input_timestamp = timestamp
+        tp, offset, key, value = record.tp, record.offset, record.key, record.value
+        self._input_timestamp = record.timestamp
         if tp.topic == topics.TICKS:
             await self.handle_tick(tp, offset)
             return
         self._metrics.records_in.labels(tp.topic).inc()
         origin = _origin(tp, offset, key, value)
-        record = await self._decode(tp, offset, origin, value)
-        if record is None:
+        parsed = await self._decode(tp, offset, origin, value)
+        if parsed is None:
             return
-        order_id = record.order_id
+        order_id = parsed.order_id
         if key != order_id.encode():
             await self._dead_letter(
                 tp,
@@ -149,10 +140,10 @@ class JoinProcessor:
         now = self._clock()
         state = self._load(tp.partition, order_id, now)
         before = dict(state.live_fills)
-        if isinstance(record, Order):
-            step = apply_order(state, record, now)
+        if isinstance(parsed, Order):
+            step = apply_order(state, parsed, now)
         else:
-            step = apply_execution(state, record, origin, now)
+            step = apply_execution(state, parsed, origin, now)
         self._store(tp, step.state, before)
         await self._publish(tp, offset, step.outputs)
         self._metrics.processing_seconds.observe(time.perf_counter() - started)

@@ -88,11 +88,17 @@ class WorkerTransaction:
             producer.purge(in_queue=True, in_flight=True)
             producer.flush(1.0)
 
-    # ---- sending (on the event loop, non-blocking) --------------------------------------
+    def _begun(self) -> Producer:
+        """The producer, with a transaction open (begun here if none is: that is local)."""
+        producer = self._producer
+        if producer is None:
+            raise CommitFailed("the worker's producer is not open", aborted=True)
+        if not self._open:
+            producer.begin_transaction()
+            self._open = True
+        return producer
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
+    # ---- sending (on the event loop, non-blocking) --------------------------------------
 
     def send(
         self,
@@ -104,12 +110,7 @@ class WorkerTransaction:
         partition: int | None = None,
     ) -> None:
         """Queue one record in the open transaction (begun on the first send)."""
-        producer = self._producer
-        if producer is None:
-            raise CommitFailed("the worker's producer is not open", aborted=True)
-        if not self._open:
-            producer.begin_transaction()
-            self._open = True
+        producer = self._begun()
         target = UNASSIGNED if partition is None else partition
         extra: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
         while True:
@@ -131,12 +132,7 @@ class WorkerTransaction:
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
         """Commit what was sent together with the next input ``offsets``; returns the records
         sent. Raises :class:`CommitFailed`, after aborting when the error allows it."""
-        producer = self._producer
-        if producer is None:
-            raise CommitFailed("the worker's producer is not open", aborted=True)
-        if not self._open:
-            producer.begin_transaction()
-            self._open = True
+        producer = self._begun()
         sent = self.records
         try:
             if offsets:
