@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
 from execdist import topics
@@ -68,6 +68,8 @@ MAX_ATTEMPTS = 3
 set aside."""
 COMMITTED_TIMEOUT_S = 120.0
 """How long a newly assigned partition may wait for its previous owner's open transaction."""
+COMMITTED_WAIT_S = 5.0
+"""Asked in steps of this long, so that a long wait shows in the log."""
 
 
 class RecordFailed(Exception):
@@ -104,7 +106,8 @@ class Engine(Service):
         self._kafka: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ticks: Any = None
+        self._ticks: Producer | None = None
+        self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
@@ -112,7 +115,6 @@ class Engine(Service):
         """Records whose processing raised: (attempts, last error), until committed."""
         self.rebalancing = True
         self.assigned_once = False
-        self.batches = 0
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -163,6 +165,7 @@ class Engine(Service):
         self._consumer = consumer
         self._ticks = clients.plain_producer(self._settings, "ticks")
         self._task = asyncio.create_task(self._run(), name="execdist-engine")
+        self._task.add_done_callback(self._loop_ended)
         self.add_future(self._tick_loop())
 
     async def on_stop(self) -> None:
@@ -210,11 +213,24 @@ class Engine(Service):
                 continue
             try:
                 await self._batch()
-            except Exception:
-                # not one record's fault (those are caught per record): roll back and go on
-                log.exception("a batch failed; resuming every partition from its last commit")
+            except (KafkaException, CommitFailed) as exc:
+                # Kafka refused a record or the transaction outside any one record's processing
+                # (a record's own failures are caught per record and end in the DLQ)
+                log.warning(
+                    "a batch failed (%s); resuming every partition from its last commit", exc
+                )
                 await self._rollback()
                 await asyncio.sleep(RETRY_S)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """Anything else the loop cannot handle stops the worker, visibly, rather than leave it
+        serving HTTP with its partitions no longer processed; its partitions move on."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("the engine's loop failed; the worker stops", exc_info=error)
+        assert error is not None
+        self._loop_failure = asyncio.ensure_future(self.crash(error))
 
     def _poll(self, wait: bool) -> list[InputRecord]:
         """On the Kafka thread: what is fetched already; if nothing and ``wait``, wait for the
@@ -260,7 +276,6 @@ class Engine(Service):
             continuity.flush(partition)
         processed = time.perf_counter()
         await self._commit(offsets)
-        self.batches += 1
         done = time.perf_counter()
         self._metrics.stage_seconds.labels("process").observe(processed - started)
         self._metrics.stage_seconds.labels("commit").observe(done - processed)
@@ -327,6 +342,8 @@ class Engine(Service):
             else:
                 await self._rebuild()
             return
+        # a local write that fails now ends the loop and so the worker (see _loop_ended):
+        # rolling back would replay what Kafka already holds as committed
         self._committer.apply()
         self._ownership.committed(offsets)
         if self._failures:
@@ -387,7 +404,7 @@ class Engine(Service):
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
-        committed = consumer.committed(assigned, timeout=COMMITTED_TIMEOUT_S) if assigned else []
+        committed = _settled_offsets(consumer, assigned) if assigned else []
         positioned = self._on_loop(self._assigned(committed))
         consumer.assign(positioned)
 
@@ -433,6 +450,25 @@ class Engine(Service):
                 except (BufferError, KafkaException) as exc:  # the next tick will do
                     log.warning("could not request a tick for partition %s: %s", partition, exc)
             self._ticks.poll(0)
+
+
+def _settled_offsets(consumer: Consumer, assigned: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets of ``assigned``, once no transaction holds any of them
+    (the fetch is stable under ``read_committed``: KIP-447)."""
+    started = time.monotonic()
+    while True:
+        try:
+            return consumer.committed(assigned, timeout=COMMITTED_WAIT_S)
+        except KafkaException as exc:
+            waited = time.monotonic() - started
+            if waited >= COMMITTED_TIMEOUT_S:
+                raise
+            log.warning(
+                "newly assigned partitions: committed offsets not settled after %.0f s "
+                "(a previous owner's transaction still open?), asking again: %s",
+                waited,
+                exc,
+            )
 
 
 def _record(message: Message) -> InputRecord | None:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 RESTORE_TIMEOUT_S = 600.0
 BATCH = 10_000
+SLOW_RESTORE_S = 15.0
+"""A restore still running after this long says how far it got, and again as often."""
 
 
 class RestoreFailed(Exception):
@@ -50,8 +52,18 @@ def restore(
         consumer.assign(wanted)
         pending = {(tp.topic, tp.partition) for tp in wanted}
         deadline = started + RESTORE_TIMEOUT_S
+        next_report = started + SLOW_RESTORE_S
         while pending:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > next_report:
+                next_report = now + SLOW_RESTORE_S
+                log.warning(
+                    "restoring for %.0f s, %d records so far; not at the end yet: %s",
+                    now - started,
+                    applied,
+                    sorted(pending),
+                )
+            if now > deadline:
                 raise RestoreFailed(f"restoring {sorted(pending)} took over {RESTORE_TIMEOUT_S} s")
             writes: dict[tuple[str, int], rocksdict.WriteBatch] = {}
             for message in _next_messages(consumer):
