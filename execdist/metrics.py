@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -100,3 +102,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+
+class LabelledChildren:
+    """``metric.labels(value)``, looked up once per value: prometheus-client takes a lock and
+    builds a tuple on every ``labels()`` call, which is too much on the per-record path."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[str, Any] = {}
+
+    def __call__(self, value: str) -> Any:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(value)
+        return child

@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 
 from execdist import topics
-from execdist.agents.hot_states import HotStates
+from execdist.agents.hot_states import HotStates, approximate_size
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
@@ -47,7 +48,7 @@ from execdist.domain import (
     stored_state_expired,
 )
 from execdist.domain.positions import position_change
-from execdist.metrics import Metrics
+from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.records import InputRecord
 from execdist.runtime.transaction import RecordSink
 from execdist.settings import Settings
@@ -107,6 +108,8 @@ class JoinProcessor:
         self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self._confirmation_sinks = list(confirmation_sinks or [])
+        self._records_in = LabelledChildren(metrics.records_in)
+        self._confirmed = LabelledChildren(metrics.confirmations)
         self._input_timestamp: float | None = None
 
     # ---- inputs -------------------------------------------------------------------------
@@ -119,7 +122,7 @@ class JoinProcessor:
         if tp.topic == topics.TICKS:
             await self.handle_tick(tp, offset)
             return
-        self._metrics.records_in.labels(tp.topic).inc()
+        self._records_in(tp.topic).inc()
         origin = _origin(tp, offset, key, value)
         parsed = await self._decode(tp, offset, origin, value)
         if parsed is None:
@@ -218,12 +221,11 @@ class JoinProcessor:
 
     def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
-        stored = orjson.dumps(state.to_dict())
-        self._states.put(tp.partition, key, stored)
+        self._states.put_encoded_later(tp.partition, key, partial(_encoded, state))
         hot = self._hot.get(tp.partition)
         if hot is None:
             hot = self._hot[tp.partition] = HotStates()
-        hot.keep(state, len(stored))
+        hot.keep(state, approximate_size(state))
         due = next_tick_due(
             state,
             gap_timeout=self._settings.gap_timeout,
@@ -325,7 +327,7 @@ class JoinProcessor:
                 )
                 for sink in self._confirmation_sinks:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
-                self._metrics.confirmations.labels(confirmation.exec_type.value).inc()
+                self._confirmed(confirmation.exec_type.value).inc()
             elif isinstance(output, Rejected):
                 await self._dead_letter(tp, offset, output)
             elif isinstance(output, StatusNotice):
@@ -407,6 +409,11 @@ class JoinProcessor:
         }
         self._out.send(topics.STATUS, self._settings.worker_id.encode(), encode_json(event))
         self._metrics.status_events.labels(type_.value).inc()
+
+
+def _encoded(state: OrderState) -> bytes:
+    """The stored form of an order state (JSON), as the table's changelog and RocksDB hold it."""
+    return orjson.dumps(state.to_dict())
 
 
 def _origin(tp: TP, offset: int, key: bytes | None, value: bytes | None) -> dict[str, object]:

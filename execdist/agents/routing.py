@@ -18,7 +18,7 @@ from execdist.domain.delivery import DeliveryStats
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import OutputFormat
-from execdist.metrics import Metrics
+from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.transaction import RecordSink
 from execdist.topics import TP
 
@@ -39,6 +39,7 @@ class SubscriptionRouter:
         self._avro = AvroEncoder(registry)
         self._stats = stats
         self._metrics = metrics
+        self._delivered = LabelledChildren(metrics.delivered)
 
     async def __call__(
         self,
@@ -64,4 +65,4 @@ class SubscriptionRouter:
                 value = json_value
             self._out.send(subscription.topic, key, value)
             self._stats.record(subscription.id, now, latency_ms)
-            self._metrics.delivered.labels(subscription.id).inc()
+            self._delivered(subscription.id).inc()

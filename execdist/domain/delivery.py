@@ -7,6 +7,7 @@ reported as the upper bound of the bucket they fall in (conservative).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,11 +44,10 @@ class LatencyHistogram:
     max_ms: float = 0.0
 
     def observe(self, latency_ms: float) -> None:
-        index = 0
-        while index < len(BUCKETS_MS) and latency_ms > BUCKETS_MS[index]:
-            index += 1
-        self.counts[index] += 1
-        self.max_ms = max(self.max_ms, latency_ms)
+        # the first bucket whose upper bound is >= the latency (the last one holds the rest)
+        self.counts[bisect_left(BUCKETS_MS, latency_ms)] += 1
+        if latency_ms > self.max_ms:
+            self.max_ms = latency_ms
 
     def merge(self, other: LatencyHistogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]

@@ -97,14 +97,11 @@ def order_status_for(order_qty: Decimal, cum_qty: Decimal) -> OrderStatus:
 
 def _divide_half_even(numerator: Decimal, denominator: Decimal, places: int) -> Decimal:
     """numerator / denominator rounded once, half-even, to ``places`` decimal places."""
-    num_int, num_exp = _as_scaled_int(numerator)
-    den_int, den_exp = _as_scaled_int(denominator)
-    # value = num_int·10^num_exp / (den_int·10^den_exp); we want round(value · 10^places).
-    shift = num_exp - den_exp + places
-    if shift >= 0:
-        num_int *= 10**shift
-    else:
-        den_int *= 10**-shift
+    # exact rationals: value = (a / b) / (c / d) = a·d / (b·c); we want round(value · 10^places)
+    a, b = numerator.as_integer_ratio()
+    c, d = denominator.as_integer_ratio()
+    num_int = a * d * 10**places
+    den_int = b * c
     if den_int < 0:
         num_int, den_int = -num_int, -den_int
     quotient, remainder = divmod(num_int, den_int)  # floor division: 0 <= remainder < den
@@ -112,12 +109,3 @@ def _divide_half_even(numerator: Decimal, denominator: Decimal, places: int) -> 
     if twice > den_int or (twice == den_int and quotient % 2 == 1):
         quotient += 1
     return Decimal(quotient).scaleb(-places, _EXACT)
-
-
-def _as_scaled_int(value: Decimal) -> tuple[int, int]:
-    """Split a finite decimal into (integer, exponent) with value = integer · 10^exponent."""
-    sign, digits, exponent = value.as_tuple()
-    if not isinstance(exponent, int):
-        raise ValueError(f"fill arithmetic needs finite decimals, got {value}")
-    integer = int("".join(map(str, digits)) or "0")
-    return (-integer if sign else integer), exponent

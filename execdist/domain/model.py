@@ -98,6 +98,13 @@ class StatusType(StrEnum):
     OVERFILL = "OVERFILL"
 
 
+_FORMATTED: dict[Decimal, str] = {}
+"""Recent :func:`format_decimal` results. Equal decimals have one spelling whatever their
+scale, so the value (which hashes and compares by value) is the key; prices and quantities
+repeat so much that most calls are a lookup. Emptied when it reaches ``_FORMATTED_MAX``."""
+_FORMATTED_MAX = 8192
+
+
 def format_decimal(value: Decimal) -> str:
     """Render a decimal in canonical plain notation ("187.45", "100", "0").
 
@@ -106,6 +113,16 @@ def format_decimal(value: Decimal) -> str:
     """
     if not value.is_finite():
         raise ValueError(f"cannot serialise the non-finite decimal {value}")
+    text = _FORMATTED.get(value)
+    if text is None:
+        text = _format_decimal(value)
+        if len(_FORMATTED) >= _FORMATTED_MAX:
+            _FORMATTED.clear()
+        _FORMATTED[value] = text
+    return text
+
+
+def _format_decimal(value: Decimal) -> str:
     if value.is_zero():
         return "0"  # also folds "-0" and "0E-8" into one spelling
     text = format(value, "f")

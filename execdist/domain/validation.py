@@ -43,6 +43,11 @@ MAX_FRACTION_DIGITS = 8
 # whitespace, underscores, other scripts' digits, "NaN" and "Infinity".
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_PARSED: dict[str, Decimal] = {}
+"""Decimal texts already accepted, with their canonical value: the bounds do not depend on the
+field, and prices and quantities repeat, so most texts are checked once. Emptied when it
+reaches ``_PARSED_MAX``."""
+_PARSED_MAX = 8192
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -229,6 +234,9 @@ def _check_decimal(name: str, value: object) -> Decimal:
     elif isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, str):
+        known = _PARSED.get(value)
+        if known is not None:
+            return known
         if not _DECIMAL_TEXT.fullmatch(value):
             raise InvalidRecord(
                 name, f'{name} must be a finite decimal such as "187.45", got {_show(value)}'
@@ -243,7 +251,12 @@ def _check_decimal(name: str, value: object) -> Decimal:
         )
     if not number.is_finite():
         raise InvalidRecord(name, f"{name} must be a finite number, got {number}")
-    return _canonical_within_bounds(name, number)
+    canonical = _canonical_within_bounds(name, number)
+    if isinstance(value, str):
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[value] = canonical
+    return canonical
 
 
 def _canonical_within_bounds(name: str, number: Decimal) -> Decimal:

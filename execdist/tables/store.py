@@ -18,7 +18,7 @@ incarnation.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,15 @@ import rocksdict
 from execdist.tables.declarations import TableSpec
 
 _DELETED = object()
+
+
+class _Later:
+    """An overlay value not encoded yet (see :meth:`PartitionedState.put_encoded_later`)."""
+
+    __slots__ = ("encode",)
+
+    def __init__(self, encode: Callable[[], bytes]) -> None:
+        self.encode = encode
 
 
 class RocksTables:
@@ -104,7 +113,11 @@ class PartitionedState:
         pending = self._overlay.get(partition)
         if pending is not None and key in pending:
             value = pending[key]
-            return None if value is _DELETED else value  # type: ignore[no-any-return]
+            if value is _DELETED:
+                return None
+            if type(value) is _Later:
+                value = pending[key] = value.encode()
+            return value  # type: ignore[no-any-return]
         value = self._tables.db(self.spec.name, partition).get(key)
         return None if value is None else bytes(value)
 
@@ -135,6 +148,13 @@ class PartitionedState:
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         """Write ``key`` in ``partition``; it is sent and stored when the transaction commits."""
         self._overlay.setdefault(partition, {})[key] = value
+
+    def put_encoded_later(self, partition: int, key: bytes, encode: Callable[[], bytes]) -> None:
+        """Write ``key`` with the value ``encode()`` will give when it is first needed (at the
+        commit, or by a read), so a key written many times in one transaction is encoded once,
+        as Kafka Streams' record cache serialises on flush. ``encode`` must give the value as
+        of its last write: the caller puts again after every change."""
+        self._overlay.setdefault(partition, {})[key] = _Later(encode)
 
     def delete(self, partition: int, key: bytes) -> None:
         self._overlay.setdefault(partition, {})[key] = _DELETED
@@ -171,7 +191,13 @@ class PartitionedState:
         """The uncommitted writes, one per key: (partition, key, value or ``None``)."""
         for partition, writes in self._overlay.items():
             for key, value in writes.items():
-                yield partition, key, None if value is _DELETED else value
+                if value is _DELETED:
+                    yield partition, key, None
+                    continue
+                if type(value) is _Later:
+                    # from here on the value is what was sent, whatever the object does next
+                    value = writes[key] = value.encode()
+                yield partition, key, value
 
     def committed(self) -> int:
         """The transaction committed: make its writes durable locally; returns how many."""
@@ -184,7 +210,7 @@ class PartitionedState:
                 if value is _DELETED:
                     batch.delete(key)
                 else:
-                    batch.put(key, value)
+                    batch.put(key, value.encode() if type(value) is _Later else value)
             self._tables.db(self.spec.name, partition).write(batch)
             written += len(pending)
         self._overlay.clear()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from execdist.agents.hot_states import HotStates
-from execdist.domain import OrderState
-from tests.unit.domain.fixtures import T0
+import base64
+
+import orjson
+
+from execdist.agents.hot_states import HotStates, approximate_size
+from execdist.domain import OrderState, parse_execution
+from execdist.domain.order_state import HeldExecution, SeenExecution
+from tests.unit.domain.fixtures import T0, execution_record
 
 
 def state(order_id: str) -> OrderState:
@@ -45,3 +50,24 @@ def test_keeping_again_replaces_and_drop_forgets() -> None:
     hot.drop("A")
     hot.drop("A")
     assert hot.get("A") is None and hot.bytes == 0
+
+
+def test_the_size_estimate_follows_the_stored_size() -> None:
+    """The cache is bounded by an estimate (states are encoded once per commit, not at every
+    change): within a factor of two of the stored JSON, waiting executions' bytes included."""
+    small = OrderState.new("ORD-1", T0)
+    big = OrderState.new("ORD-2", T0)
+    for seq in range(2, 40):
+        execution = parse_execution(execution_record(seq=seq, exec_id=f"E-{seq}"))
+        origin = {
+            "topic": "executions",
+            "partition": 0,
+            "offset": seq,
+            "key": "T1JELTI=",
+            "value": base64.b64encode(b"x" * 5000).decode(),
+        }
+        big.held[seq] = HeldExecution(execution, origin, T0)
+        big.seen[execution.exec_id] = SeenExecution("f" * 64, seq)
+    for each in (small, big):
+        stored = len(orjson.dumps(each.to_dict()))
+        assert stored / 2 <= approximate_size(each) <= stored * 2, (stored, approximate_size(each))

@@ -83,3 +83,42 @@ def test_an_abandoned_transaction_leaves_rocksdb_as_committed(rocks) -> None:
     committer.abandon()
     assert states.get(0, b"ORD-1") == b"committed"
     assert list(states.pending()) == []
+
+
+class Counted:
+    """An encoder that counts its calls, standing in for a state's JSON encoding."""
+
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> bytes:
+        self.calls += 1
+        return self.value
+
+
+def test_a_value_put_to_be_encoded_later_is_encoded_once_at_the_commit(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    recorder = Recorder()
+    committer = Committer(recorder, [states])  # type: ignore[arg-type]
+    encoders = [Counted(b"v%d" % n) for n in range(4)]
+    for encoder in encoders:
+        states.put_encoded_later(0, b"ORD-1", encoder)
+    assert [e.calls for e in encoders] == [0, 0, 0, 0]  # nothing encoded while processing
+
+    committer.send_changelogs()
+    assert recorder.sent == [(rocks.specs[ORDER_STATE].changelog_topic, b"ORD-1", b"v3", 0)]
+    encoders[3].value = b"changed after it was sent"
+    committer.apply()
+    assert [e.calls for e in encoders] == [0, 0, 0, 1]
+    assert bytes(rocks.db(ORDER_STATE, 0)[b"ORD-1"]) == b"v3"  # what was sent, not later
+
+
+def test_reading_a_value_put_to_be_encoded_later_encodes_it_once(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    encoder = Counted(b"state")
+    states.put_encoded_later(1, b"ORD-2", encoder)
+    assert states.get(1, b"ORD-2") == b"state"
+    assert states.get(1, b"ORD-2") == b"state"
+    assert list(states.pending()) == [(1, b"ORD-2", b"state")]
+    assert encoder.calls == 1

@@ -1,0 +1,165 @@
+"""The processors' own CPU per execution, without Kafka: ``python -m bench.process_cost``.
+
+Feeds the bench's load (an order, then its fills, as ``bench.load`` writes them) straight into
+the join and the subscription router, with the transaction replaced by a recorder and each
+batch committed to real RocksDB tables as the engine's committer would. What it measures is the
+Python work the engine does per execution on the event loop, apart from the Kafka client: the
+part this project's code decides. ``--profile`` prints the functions that take the time
+(cProfile, sorted by own time).
+
+Repeatable to a few percent on an idle core, so it is the figure to compare before and after a
+change to the hot path; the pipeline bench then says what the change is worth end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.load import LoadSpec, execution_record, order_record, stamp_text
+from execdist import topics
+from execdist.agents.join import JoinProcessor
+from execdist.agents.routing import SubscriptionRouter
+from execdist.codecs.input import InputDecoder
+from execdist.domain.delivery import DeliveryStats
+from execdist.domain.routing import SubscriptionIndex
+from execdist.domain.subscriptions import CreateRequest, Filter, OutputFormat, new_subscription
+from execdist.metrics import Metrics
+from execdist.runtime.records import InputRecord
+from execdist.settings import Settings
+from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
+from execdist.tables.store import PartitionedState, RocksTables
+
+PARTITIONS = 4
+BATCH = 200
+"""Records per commit: about what one 50 ms batch holds at saturation."""
+
+
+class Recorder:
+    """Stands in for the worker's transaction: counts what would be produced."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.bytes = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: object) -> None:
+        self.records += 1
+        self.bytes += len(value or b"")
+
+
+def inputs(events: int, accounts: int) -> list[InputRecord]:
+    """The bench load as input records, spread over partitions by order like the producer;
+    orders go round-robin over ``accounts`` accounts, one per subscription, as in the bench."""
+    spec = LoadSpec(run="P0000000", events=events, rate=None, accounts=accounts)
+    fills_per_order = spec.fills_per_order
+    stamp = stamp_text(time.time())
+    records: list[InputRecord] = []
+    offsets = [0] * PARTITIONS
+    for event in range(events):
+        order_index = event // fills_per_order
+        partition = order_index % PARTITIONS
+        if event % fills_per_order == 0:
+            key, value = order_record(spec, order_index, stamp)
+            records.append(
+                InputRecord(topics.ORDERS, partition, offsets[partition], key, value, None)
+            )
+            offsets[partition] += 1
+        key, value = execution_record(spec, event, stamp)
+        records.append(
+            InputRecord(topics.EXECUTIONS, partition, offsets[partition], key, value, time.time())
+        )
+        offsets[partition] += 1
+    return records
+
+
+async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float]:
+    settings = Settings(app_id="process-cost")
+    with tempfile.TemporaryDirectory() as folder:
+        rocks = RocksTables(Path(folder), table_specs(settings.app_id), 64 * 1024 * 1024)
+        tables = {
+            name: PartitionedState(rocks, rocks.specs[name])
+            for name in (ORDER_STATE, TIMERS, HISTORY)
+        }
+        for name in tables:
+            for partition in range(PARTITIONS):
+                rocks.open(name, partition, fresh=True)
+        out = Recorder()
+        metrics = Metrics()
+        index = SubscriptionIndex()
+        for number in range(subscriptions):
+            request = CreateRequest(
+                name=f"bench-{number}",
+                filter=Filter.from_dict({"accounts": [f"ACC-{number}"]}),
+                format=OutputFormat.JSON,
+            )
+            index.upsert(
+                new_subscription(
+                    request,
+                    subscription_id=f"bench-{number}",
+                    token_hash="0" * 64,
+                    now=datetime.now(UTC),
+                )
+            )
+        router = SubscriptionRouter(index, out, None, DeliveryStats(), metrics)  # type: ignore[arg-type]
+        join = JoinProcessor(
+            settings=settings,
+            states=tables[ORDER_STATE],
+            timers=tables[TIMERS],
+            history=tables[HISTORY],
+            out=out,
+            decoder=InputDecoder(None),
+            metrics=metrics,
+            confirmation_sinks=[router],
+        )
+        records = inputs(events, subscriptions)
+        profiler = cProfile.Profile() if profile else None
+        started_cpu = time.process_time()
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for start in range(0, len(records), BATCH):
+            for record in records[start : start + BATCH]:
+                await join.process(record)
+            for table in tables.values():
+                for partition, key, value in table.pending():
+                    out.send(table.changelog_topic, key, value, partition=partition)
+            for table in tables.values():
+                table.committed()
+        if profiler:
+            profiler.disable()
+        cpu = time.process_time() - started_cpu
+        wall = time.perf_counter() - started
+        rocks.close_all()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    return {
+        "executions": events,
+        "cpu_us_per_execution": cpu / events * 1e6,
+        "wall_us_per_execution": wall / events * 1e6,
+        "records_out_per_execution": out.records / events,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--subscriptions", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.events, args.subscriptions, args.profile))
+    print(
+        f"{result['executions']} executions, {args.subscriptions} subscription(s): "
+        f"{result['cpu_us_per_execution']:.1f} us CPU per execution "
+        f"({result['wall_us_per_execution']:.1f} us wall), "
+        f"{result['records_out_per_execution']:.2f} records out per execution"
+    )
+
+
+if __name__ == "__main__":
+    main()
