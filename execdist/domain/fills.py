@@ -14,7 +14,7 @@ cheap and obviously right.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
@@ -26,6 +26,7 @@ __all__ = [
     "Fill",
     "FillSummary",
     "average_price",
+    "fill_totals",
     "order_status_for",
     "summarize_fills",
 ]
@@ -39,6 +40,7 @@ _EXACT = decimal.Context(
     rounding=decimal.ROUND_HALF_EVEN,
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
 )
+_ZERO = Decimal(0)
 
 
 class Fill(NamedTuple):
@@ -62,25 +64,34 @@ def summarize_fills(
     order_qty: Decimal, live_fills: Mapping[str, tuple[Decimal, Decimal]]
 ) -> FillSummary:
     """Compute the contract's fill figures over ``live_fills`` (trade exec_id -> (qty, px))."""
-    fills = list(live_fills.values())
-    with decimal.localcontext(_EXACT):
-        cum_qty = sum((qty for qty, _ in fills), Decimal(0))
-        leaves_qty = max(order_qty - cum_qty, Decimal(0))
+    cum_qty, notional = fill_totals(live_fills.values())
     return FillSummary(
         cum_qty=cum_qty,
-        leaves_qty=leaves_qty,
-        avg_px=average_price(fills),
+        leaves_qty=max(_EXACT.subtract(order_qty, cum_qty), _ZERO),
+        avg_px=_average(notional, cum_qty),
         order_status=order_status_for(order_qty, cum_qty),
     )
 
 
 def average_price(fills: list[tuple[Decimal, Decimal]]) -> Decimal:
     """Σ(qty * px) / Σqty rounded half-even to 8 places; ``Decimal(0)`` when Σqty is 0."""
-    with decimal.localcontext(_EXACT):
-        notional = sum((qty * px for qty, px in fills), Decimal(0))
-        cum_qty = sum((qty for qty, _ in fills), Decimal(0))
+    cum_qty, notional = fill_totals(fills)
+    return _average(notional, cum_qty)
+
+
+def fill_totals(fills: Iterable[tuple[Decimal, Decimal]]) -> tuple[Decimal, Decimal]:
+    """(Σqty, Σ qty * px), exact: the context's own methods, no context switch per fill."""
+    add, multiply = _EXACT.add, _EXACT.multiply
+    cum_qty = notional = _ZERO
+    for qty, px in fills:
+        cum_qty = add(cum_qty, qty)
+        notional = add(notional, multiply(qty, px))
+    return cum_qty, notional
+
+
+def _average(notional: Decimal, cum_qty: Decimal) -> Decimal:
     if cum_qty == 0:
-        return Decimal(0)
+        return _ZERO
     return _divide_half_even(notional, cum_qty, AVG_PX_PLACES)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from execdist.domain.fills import Fill
+from execdist.domain.fills import Fill, fill_totals
 from execdist.domain.model import Side, format_decimal
 
 ZERO = Decimal(0)
@@ -50,13 +50,6 @@ class PositionChange:
         )
 
 
-def fill_totals(fills: Mapping[str, Fill]) -> tuple[Decimal, Decimal]:
-    """Σ qty and Σ qty * px over live fills, exact."""
-    qty = sum((fill.qty for fill in fills.values()), ZERO)
-    notional = sum((fill.qty * fill.px for fill in fills.values()), ZERO)
-    return qty, notional
-
-
 def position_change(
     account: str,
     symbol: str,
@@ -65,8 +58,8 @@ def position_change(
     after: Mapping[str, Fill],
 ) -> PositionChange | None:
     """The change between two snapshots of one order's live fills, or ``None`` if nothing moved."""
-    qty_before, notional_before = fill_totals(before)
-    qty_after, notional_after = fill_totals(after)
+    qty_before, notional_before = fill_totals(before.values())
+    qty_after, notional_after = fill_totals(after.values())
     qty, notional = qty_after - qty_before, notional_after - notional_before
     if qty == ZERO and notional == ZERO:
         return None
