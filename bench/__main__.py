@@ -55,9 +55,11 @@ PROFILES: dict[str, dict[str, Any]] = {
             floor_target_seconds=5,
             floor_latency_seconds=10,
         ),
-        "pipeline": PipelinePlan(fractions=(0.25, 0.5, 0.75), rate_seconds=15, target_seconds=12),
+        "pipeline": PipelinePlan(
+            fractions=(0.25, 0.5, 0.75), rates=(50, 100), rate_seconds=15, target_seconds=12
+        ),
         "configurations": [(1, [1, 100, 1000]), (2, [1, 100, 1000])],
-        "pipeline_budget_s": 780,
+        "pipeline_budget_s": 960,
     },
 }
 

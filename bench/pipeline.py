@@ -44,6 +44,9 @@ from bench.load import CheckSpec, LoadSpec, measure
 class PipelinePlan:
     fractions: tuple[float, ...]
     """Fixed rates, as fractions of the saturation rate found for the configuration."""
+    rates: tuple[float, ...] = ()
+    """Fixed rates in executions/s, whatever the saturation: the quiet end of the day (latency
+    at 50/s, and the cores a worker keeps busy at 100/s)."""
     rate_seconds: float
     """Length of each fixed-rate run."""
     target_seconds: float
@@ -288,13 +291,14 @@ def run_configuration(
     if not saturation.get("complete"):
         saturation["error"] = "the backlog was not drained in time; fixed-rate runs skipped"
         return runs
-    for fraction in plan.fractions:
-        rate = max(eps * fraction, 1.0)
+    steps: list[tuple[float | None, float]] = [
+        (fraction, max(eps * fraction, 1.0)) for fraction in plan.fractions
+    ]
+    steps += [(None, rate) for rate in plan.rates]
+    for fraction, rate in steps:
         run = f"P{uuid.uuid4().hex[:7]}"
-        say(
-            f"{label}: {fraction:.0%} of saturation, {rate:,.1f} executions/s for "
-            f"{plan.rate_seconds:g}s"
-        )
+        what = "a fixed rate" if fraction is None else f"{fraction:.0%} of saturation"
+        say(f"{label}: {what}, {rate:,.1f} executions/s for {plan.rate_seconds:g}s")
         meter = CpuMeter(cluster.pids()).start()
         result = measure(
             LoadSpec(

@@ -383,14 +383,17 @@ def generated_section(result: dict[str, Any]) -> str:
         "receipt on the subscriber topic)",
         "",
         "| workers | subscriptions | % of sat. | offered/s | delivered/s | p50 ms | p99 ms | "
-        "p99.9 ms | max ms | delivered | lost | dup |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "p99.9 ms | max ms | worker cores | delivered | lost | dup |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["runs"]:
+        fraction = r.get("fraction")
+        share = "fixed" if fraction is None else f"{fraction:.0%}"
         lines.append(
-            f"| {r['workers']} | {r['subscriptions']} | {r['fraction']:.0%} | "
+            f"| {r['workers']} | {r['subscriptions']} | {share} | "
             f"{_fmt(r['rate_eps'])} | {_fmt(r['throughput_eps'])} | {_fmt(r['p50_ms'])} | "
             f"{_fmt(r['p99_ms'])} | {_fmt(r['p999_ms'])} | {_fmt(r['max_ms'])} | "
+            f"{_fmt(r.get('worker_cores'), 2)} | "
             f"{_fmt(r['delivered'])} | {_fmt(r['lost'])} | {_fmt(r['duplicates'])} |"
         )
     at_rates = [f for f in c.get("eos_floor_at_pipeline_rates", []) if f]
