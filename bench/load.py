@@ -198,6 +198,7 @@ class CheckResult:
             "delivered": self.delivered,
             "lost": max(sent - self.unique, 0),
             "duplicates": self.delivered - self.unique,
+            "mean_ms": rounded(sum(ordered) / len(ordered) if ordered else None),
             "p50_ms": rounded(percentile(ordered, 0.50)),
             "p99_ms": rounded(percentile(ordered, 0.99)),
             "p999_ms": rounded(percentile(ordered, 0.999)),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
     ADMIN_TOKEN,
@@ -44,13 +45,13 @@ from bench.load import CheckSpec, LoadSpec, measure
 class PipelinePlan:
     fractions: tuple[float, ...]
     """Fixed rates, as fractions of the saturation rate found for the configuration."""
-    rates: tuple[float, ...] = ()
-    """Fixed rates in executions/s, whatever the saturation: the quiet end of the day (latency
-    at 50/s, and the cores a worker keeps busy at 100/s)."""
     rate_seconds: float
     """Length of each fixed-rate run."""
     target_seconds: float
     """How long the saturation backlog should take to drain."""
+    rates: tuple[float, ...] = ()
+    """Fixed rates in executions/s, whatever the saturation: the quiet end of the day (latency
+    at 50/s, and the cores a worker keeps busy at 100/s)."""
     probe_events: int = 400
     max_events: int = 1_000_000
     grace_seconds: float = 20.0
@@ -274,6 +275,57 @@ def run_worker_count(
     return saturations, runs
 
 
+STAGES = {
+    "wait": ("execdist_record_wait_seconds", None),
+    "process": ("execdist_stage_seconds", "process"),
+    "commit": ("execdist_stage_seconds", "commit"),
+}
+"""The worker's histograms behind the latency breakdown: a record's wait for its batch (per
+record), then its batch's processing and commit (per batch)."""
+
+
+def scrape_stages(cluster: Cluster) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each stage's histogram, over the cluster's workers."""
+    totals = {stage: (0.0, 0.0) for stage in STAGES}
+    for worker in cluster.workers:
+        try:
+            text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                for stage, (name, label) in STAGES.items():
+                    if label is not None and sample.labels.get("stage") != label:
+                        continue
+                    total, count = totals[stage]
+                    if sample.name == f"{name}_sum":
+                        totals[stage] = (total + sample.value, count)
+                    elif sample.name == f"{name}_count":
+                        totals[stage] = (total, count + sample.value)
+    return totals
+
+
+def stage_breakdown(
+    before: dict[str, tuple[float, float]],
+    after: dict[str, tuple[float, float]],
+    mean_ms: float | None,
+) -> dict[str, float | None]:
+    """Where a record's time went, in mean milliseconds: waiting for its batch (from its
+    timestamp), its batch's processing, its batch's commit, and the rest of the end-to-end
+    mean (the generator's send, the broker, becoming visible to a read_committed reader)."""
+    result: dict[str, float | None] = {}
+    for stage in STAGES:
+        total = after[stage][0] - before[stage][0]
+        count = after[stage][1] - before[stage][1]
+        result[f"{stage}_ms"] = rounded(total / count * 1000, 2) if count else None
+    parts = [result[f"{stage}_ms"] for stage in STAGES]
+    if mean_ms is not None and all(p is not None for p in parts):
+        result["rest_ms"] = rounded(mean_ms - sum(p for p in parts if p is not None), 2)
+    else:
+        result["rest_ms"] = None
+    return result
+
+
 def run_configuration(
     cluster: Cluster,
     sub_topics: list[str],
@@ -300,6 +352,7 @@ def run_configuration(
         what = "a fixed rate" if fraction is None else f"{fraction:.0%} of saturation"
         say(f"{label}: {what}, {rate:,.1f} executions/s for {plan.rate_seconds:g}s")
         meter = CpuMeter(cluster.pids()).start()
+        stages_before = scrape_stages(cluster)
         result = measure(
             LoadSpec(
                 run=run,
@@ -314,13 +367,15 @@ def run_configuration(
             alive=cluster.alive,
         )
         cpu, wall = meter.stop()
+        summary = result.summary()
         record = {
             "workers": config.workers,
             "subscriptions": config.subscriptions,
             "fraction": fraction,
             "rate_eps": round(rate, 1),
-            **result.summary(),
+            **summary,
             "worker_cores": round(cpu / wall, 2),
+            "stages": stage_breakdown(stages_before, scrape_stages(cluster), summary["mean_ms"]),
             "complete": result.complete,
         }
         runs.append(record)

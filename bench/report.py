@@ -396,6 +396,29 @@ def generated_section(result: dict[str, Any]) -> str:
             f"{_fmt(r.get('worker_cores'), 2)} | "
             f"{_fmt(r['delivered'])} | {_fmt(r['lost'])} | {_fmt(r['duplicates'])} |"
         )
+    staged = [r for r in result["runs"] if r.get("stages")]
+    if staged:
+        lines += [
+            "",
+            "### Where a record's time goes (mean ms, from the worker's own histograms)",
+            "",
+            "Waiting: from the input record's timestamp to the start of the batch that takes "
+            "it. Processing and commit: of the batch it is in (per batch). The rest: the "
+            "end-to-end mean minus those (the generator's send, the broker, becoming visible "
+            "to a read_committed reader).",
+            "",
+            "| workers | subscriptions | offered/s | end-to-end mean | waiting | processing "
+            "| commit | the rest |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in staged:
+            st = r["stages"]
+            lines.append(
+                f"| {r['workers']} | {r['subscriptions']} | {_fmt(r['rate_eps'])} | "
+                f"{_fmt(r.get('mean_ms'))} | {_fmt(st.get('wait_ms'))} | "
+                f"{_fmt(st.get('process_ms'))} | {_fmt(st.get('commit_ms'))} | "
+                f"{_fmt(st.get('rest_ms'))} |"
+            )
     at_rates = [f for f in c.get("eos_floor_at_pipeline_rates", []) if f]
     if at_rates:
         single = [r for r in result["runs"] if r["workers"] == 1]

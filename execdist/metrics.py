@@ -95,6 +95,13 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
             registry=self.registry,
         )
+        self.record_wait_seconds = Histogram(
+            "execdist_record_wait_seconds",
+            "From an input record's timestamp to the start of the batch that processes it "
+            "(in the broker, in the consumer's fetch, behind earlier batches).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.stage_seconds = Histogram(
             "execdist_stage_seconds",
             "Time a batch spends in each stage of the engine: process, commit.",

@@ -254,6 +254,8 @@ class Engine(Service):
         continuity = self._topology.continuity
         owned = self._ownership.owned
         taken = len(records)
+        began = time.time()
+        waited = self._metrics.record_wait_seconds.observe
         for index, record in enumerate(records):
             if index and index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -263,6 +265,8 @@ class Engine(Service):
             if record.partition not in owned:
                 continue
             if continuity.admit(record.tp, record.offset):
+                if record.timestamp is not None:
+                    waited(max(began - record.timestamp, 0.0))
                 try:
                     await self._process(record)
                 except RecordFailed as failed:
