@@ -32,11 +32,11 @@ from execdist.domain import (
     OrderStatus,
     OrderType,
     Side,
+    access,
     apply_execution,
     apply_order,
     order_view,
 )
-from execdist.domain import access
 from execdist.domain import subscriptions as subs
 from execdist.domain.positions import position_view
 from execdist.web.docs import DOCS_PAGE, OPENAPI_DOCUMENT, register_docs
