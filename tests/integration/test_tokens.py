@@ -281,10 +281,25 @@ def test_rest_matrix(world: World, row: Row, principal: str) -> None:
     with httpx.Client(base_url=world.second.url, timeout=10) as http:
         response = http.request(row.method, path, json=body, headers=headers(world, principal))
     assert response.status_code == want, response.text
+    # no answer ever holds a token it was not created with, nor any token's hash
+    for token in world.tokens.values():
+        if token is not None:
+            assert token not in response.text
+            assert hash_token(token) not in response.text
     if want >= 400:
         error = response.json()["error"]
         assert error["code"] == {401: "unauthorized", 403: "forbidden"}[want]
-        assert world.tokens[principal] is None or world.tokens[principal] not in response.text
+    elif principal == "analyst":
+        assert not keys_of(response.json()) & {"token", "token_hash", "secret"}
+
+
+def keys_of(value: object) -> set[str]:
+    """Every object key anywhere in a JSON value."""
+    if isinstance(value, dict):
+        return set(value) | {k for item in value.values() for k in keys_of(item)}
+    if isinstance(value, list):
+        return {k for item in value for k in keys_of(item)}
+    return set()
 
 
 # --- the streams: WebSocket, SSE and gRPC ---------------------------------------------------
