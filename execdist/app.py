@@ -23,6 +23,7 @@ from execdist.agents.continuity import InputContinuity
 from execdist.agents.join import JoinProcessor
 from execdist.agents.positions import PositionsProcessor
 from execdist.agents.routing import SubscriptionRouter
+from execdist.auth import Guard
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.grpc.server import GrpcServer
@@ -47,6 +48,7 @@ from execdist.web.blotter import register_blotter
 from execdist.web.docs import register_docs
 from execdist.web.streams import register_stream_views
 from execdist.web.subscriptions import register_subscription_views
+from execdist.web.tokens import register_token_views
 from execdist.web.views import register_views
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class Components:
     history: PartitionedState
     join: JoinProcessor
     subscriptions: SubscriptionStore
+    guard: Guard
     stats: DeliveryStats
     reports: WorkerReports
     relay: RelayHub
@@ -166,6 +169,7 @@ def create_app(settings: Settings) -> faust.App:
     history = PartitionedState(rocks, specs[HISTORY])
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
     subscriptions = SubscriptionStore(settings)
+    guard = Guard(settings.admin_token, subscriptions)
     stats = DeliveryStats()
     router = SubscriptionRouter(subscriptions.index, transaction, registry, stats, metrics)
     join = JoinProcessor(
@@ -199,7 +203,7 @@ def create_app(settings: Settings) -> faust.App:
         reports,
         relay,
         pipeline,
-        GrpcServer(settings, subscriptions, relay),
+        GrpcServer(settings, guard, subscriptions, relay),
     ]
     ready = ReadinessTracker(pipeline, subscriptions)
     components = Components(
@@ -213,6 +217,7 @@ def create_app(settings: Settings) -> faust.App:
         history=history,
         join=join,
         subscriptions=subscriptions,
+        guard=guard,
         stats=stats,
         reports=reports,
         relay=relay,
@@ -222,6 +227,7 @@ def create_app(settings: Settings) -> faust.App:
     register_views(app, components)
     register_subscription_views(app, components)
     register_stream_views(app, components)
+    register_token_views(app, guard, subscriptions)
     register_docs(app)
     register_blotter(app)
     app.execdist = components  # type: ignore[attr-defined]

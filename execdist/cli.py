@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from execdist.settings import Settings, SettingsError, parse_processes
+from execdist.settings import Settings, SettingsError, check_protected_mode, parse_processes
 from execdist.supervisor import (
     ChildPlan,
     PortPlanError,
@@ -81,16 +81,22 @@ def parse_worker_args(args: list[str]) -> tuple[Settings, str | None, list[str]]
     parser.add_argument("--web-host")
     parser.add_argument("--processes")
     known, rest = parser.parse_known_args(args)
+    # Faust's own --web-bind stays in ``rest`` for Faust; it is only read here to know what the
+    # worker will be reachable on.
+    bind_parser = argparse.ArgumentParser(add_help=False)
+    bind_parser.add_argument("--web-bind", "-b", action="append", default=[])
+    binds = tuple(bind_parser.parse_known_args(rest)[0].web_bind)
     try:
         settings = Settings.from_env()
         if known.processes is not None:
             settings = replace(settings, processes=parse_processes(known.processes, "--processes"))
+        if known.web_port is not None:
+            settings = replace(settings, web_port=known.web_port)
+        if known.web_host is not None:
+            settings = replace(settings, web_host=known.web_host)
+        check_protected_mode(settings, binds)
     except SettingsError as exc:
         return f"invalid configuration: {exc}"
-    if known.web_port is not None:
-        settings = replace(settings, web_port=known.web_port)
-    if known.web_host is not None:
-        settings = replace(settings, web_host=known.web_host)
     return settings, known.web_host, rest
 
 

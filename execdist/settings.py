@@ -7,6 +7,7 @@ The admin token is a secret: it never appears in ``repr`` or logs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -17,6 +18,9 @@ from pathlib import Path
 from execdist.domain.errors import ExecDistError
 
 PREFIX = "EXECDIST_"
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"
+"""The admin token of a local development worker; published here, so never for a worker that
+others can reach (:func:`check_protected_mode`)."""
 MAX_PROCESSES = 256
 """More worker processes than this on one host is a typo, not a plan (each one is a whole
 worker: a Kafka client, a RocksDB and two ports)."""
@@ -53,7 +57,7 @@ class Settings:
     """Partitions of orders, executions and every internal co-partitioned topic."""
     replication_factor: int = 1
     """Replication factor of the topics execdist creates."""
-    admin_token: str = field(default="dev-admin-token", repr=False)
+    admin_token: str = field(default=DEFAULT_ADMIN_TOKEN, repr=False)
     """Bearer token that may do everything."""
     orphan_timeout: timedelta = timedelta(seconds=30)
     """How long an execution waits for its order before it goes to the DLQ."""
@@ -137,6 +141,42 @@ class Settings:
     @property
     def bootstrap_servers(self) -> list[str]:
         return [hp.strip() for hp in self.broker.split(",")]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the worker reachable from this machine only.
+
+    ``localhost`` and loopback addresses only; any other name, and the wildcard addresses
+    ``0.0.0.0`` and ``::``, may be reachable from elsewhere.
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_protected_mode(settings: Settings, bind_hosts: tuple[str, ...] = ()) -> None:
+    """Refuse the published default admin token on a worker bound to anything but loopback.
+
+    ``bind_hosts``: addresses given on the command line besides ``settings.web_host``
+    (Faust's ``--web-bind``). Raises :class:`SettingsError` saying how to set a token.
+    """
+    if settings.admin_token != DEFAULT_ADMIN_TOKEN:
+        return
+    exposed = [host for host in (settings.web_host, *bind_hosts) if not is_loopback(host)]
+    if not exposed:
+        return
+    raise SettingsError(
+        PREFIX + "ADMIN_TOKEN",
+        f"this worker binds to {exposed[0]}, which is not a loopback address, and the admin "
+        "token is the default one that anyone can read in the source. Set a secret of your "
+        "own (at least 8 characters), e.g. "
+        "export EXECDIST_ADMIN_TOKEN=\"$(python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')\", or bind to 127.0.0.1 with EXECDIST_WEB_HOST "
+        "(--web-host) for local use.",
+    )
 
 
 def available_cores() -> int:

@@ -1,8 +1,9 @@
 """The gRPC relay: ``execdist.v1.Distribution/Subscribe`` on every worker.
 
 It reads through the worker's :class:`~execdist.relay.hub.RelayHub` exactly like the WebSocket
-and SSE relays (execdist.web.streams), with the same rules: the admin token or the
-subscription's own token (``authorization`` metadata, ``Bearer <token>`` or the bare token),
+and SSE relays (execdist.web.streams), with the same rules and the same guard
+(:class:`execdist.auth.Guard`, action ``STREAM``): an admin token or the subscription's own
+token (``authorization`` metadata, ``Bearer <token>`` or the bare token),
 ``from`` = latest (default), earliest or a cursor, resuming with the last cursor seen continues
 with no gap and no repeat, a heartbeat after 5 s without a confirmation, and a client too slow
 to keep up is ended (``RESOURCE_EXHAUSTED``) instead of slowing anyone else.
@@ -24,6 +25,8 @@ import orjson
 from google.protobuf.descriptor import FieldDescriptor
 from mode import Service
 
+from execdist.auth import Forbidden, Guard, Unauthenticated
+from execdist.domain.access import Action
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.grpc import execdist_pb2 as pb
@@ -31,7 +34,6 @@ from execdist.grpc import execdist_pb2_grpc as pb_grpc
 from execdist.relay.hub import Frame, InvalidCursor, RelayHub, parse_cursor
 from execdist.services.subscription_store import NotLoaded, SubscriptionStore
 from execdist.settings import Settings
-from execdist.web.auth import is_admin
 
 log = logging.getLogger(__name__)
 
@@ -99,30 +101,26 @@ def heartbeat_response() -> pb.SubscribeResponse:
 class DistributionServicer(pb_grpc.DistributionServicer):
     """``Subscribe``: a subscription's confirmations through the relay hub."""
 
-    def __init__(self, settings: Settings, store: SubscriptionStore, hub: RelayHub) -> None:
-        self._settings = settings
+    def __init__(self, guard: Guard, store: SubscriptionStore, hub: RelayHub) -> None:
+        self._guard = guard
         self._store = store
         self._hub = hub
 
     def authorize(self, token: str | None, subscription_id: str) -> Subscription:
-        """The same checks, in the same order, as the WebSocket and SSE relays."""
+        """The guard's answer, then the subscription: as the WebSocket and SSE relays do."""
         if token is None:
             raise RequestRefused(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "send the 'authorization' metadata: 'Bearer <token>'",
             )
-        if not is_admin(token, self._settings.admin_token):
-            try:
-                scope = self._store.scope_of(token)
-            except NotLoaded as exc:
-                raise RequestRefused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-            if scope is None:
-                raise RequestRefused(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid")
-            if scope != subscription_id:
-                raise RequestRefused(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "this token is scoped to another subscription",
-                )
+        try:
+            self._guard.authorize(token, Action.STREAM, subscription_id)
+        except Unauthenticated as exc:
+            raise RequestRefused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        except Forbidden as exc:
+            raise RequestRefused(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from None
+        except NotLoaded as exc:
+            raise RequestRefused(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         subscription = self._store.get(subscription_id)
         if subscription is None:
             raise RequestRefused(grpc.StatusCode.NOT_FOUND, f"no subscription {subscription_id!r}")
@@ -191,11 +189,16 @@ class GrpcServer(Service):
     """Runs the gRPC server of this worker on ``web_host:grpc_port``."""
 
     def __init__(
-        self, settings: Settings, store: SubscriptionStore, hub: RelayHub, **kwargs: Any
+        self,
+        settings: Settings,
+        guard: Guard,
+        store: SubscriptionStore,
+        hub: RelayHub,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._settings = settings
-        self._servicer = DistributionServicer(settings, store, hub)
+        self._servicer = DistributionServicer(guard, store, hub)
         self._server: grpc.aio.Server | None = None
 
     @property

@@ -2,10 +2,15 @@
 
 Each change (create, update, delete) is one record keyed by subscription id on
 ``execdist-internal.subscriptions`` (one partition, compacted, so the log keeps the latest
-version of each). Every worker reads the topic from the start and follows it, so a change made
-on any worker is in force on all of them within the fetch wait (about 100 ms) and survives
-restarts of every worker. The log order decides conflicts the same way on every worker: a
-record that would give a name to a second subscription is skipped.
+version of each). Issued API tokens (:class:`~execdist.domain.access.ApiToken`, only their
+hashes) live on the same topic under ``token:<token id>``; a colon cannot be part of a
+subscription id (it is part of a topic name), so the two kinds of key never meet. Revoking a
+token writes its tombstone.
+
+Every worker reads the topic from the start and follows it, so a change made on any worker
+(a token issued or revoked included) is in force on all of them within the fetch wait (about
+100 ms) and survives restarts of every worker. The log order decides conflicts the same way
+on every worker: a record that would give a name to a second subscription is skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
 from execdist import topics
+from execdist.domain.access import ApiToken, Principal, subscription_principal
 from execdist.domain.errors import ExecDistError
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription, hash_token, token_matches
@@ -28,6 +34,9 @@ from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TOKEN_KEY_PREFIX = "token:"
+"""Keys of issued tokens on the subscriptions topic."""
 
 Listener = Callable[[Subscription | None, Subscription | None], None]
 """Called with (before, after) for every change applied; ``after`` is None on delete."""
@@ -40,7 +49,8 @@ class NotLoaded(ExecDistError):
 
 
 class SubscriptionStore(Service):
-    """All subscriptions, their routing index and token lookup, kept in step with the topic."""
+    """All subscriptions, their routing index, the issued tokens and the lookup of every
+    token's principal, kept in step with the topic."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -49,6 +59,8 @@ class SubscriptionStore(Service):
         self._by_id: dict[str, Subscription] = {}
         self._id_by_name: dict[str, str] = {}
         self._id_by_token_hash: dict[str, str] = {}
+        self._api_tokens: dict[str, ApiToken] = {}
+        self._api_token_by_hash: dict[str, str] = {}
         self._applied = -1
         self._changed = asyncio.Condition()
         self.loaded = asyncio.Event()
@@ -97,6 +109,9 @@ class SubscriptionStore(Service):
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
+        if key.startswith(TOKEN_KEY_PREFIX.encode()):
+            self._apply_token(key[len(TOKEN_KEY_PREFIX) :].decode(), value)
+            return
         subscription_id = key.decode()
         before = self._by_id.get(subscription_id)
         if value is None:
@@ -118,6 +133,16 @@ class SubscriptionStore(Service):
         self._id_by_token_hash[after.token_hash] = after.id
         self.index.upsert(after)
         self._notify(before, after)
+
+    def _apply_token(self, token_id: str, value: bytes | None) -> None:
+        before = self._api_tokens.pop(token_id, None)
+        if before is not None:
+            self._api_token_by_hash.pop(before.token_hash, None)
+        if value is None:
+            return
+        after = ApiToken.from_dict(orjson.loads(value))
+        self._api_tokens[token_id] = after
+        self._api_token_by_hash[after.token_hash] = token_id
 
     def _forget(self, subscription: Subscription) -> None:
         self._by_id.pop(subscription.id, None)
@@ -141,19 +166,34 @@ class SubscriptionStore(Service):
     def id_for_name(self, name: str) -> str | None:
         return self._id_by_name.get(name)
 
-    def scope_of(self, token: str) -> str | None:
-        """The subscription a token is scoped to, or None (constant-time compare of the hash).
+    def principal_for(self, token: str) -> Principal | None:
+        """Who a subscription's token or an issued token stands for, or None if it is neither.
 
+        Only the token's sha256 is looked up, and the match is confirmed in constant time.
         Raises :class:`NotLoaded` while the store is still reading the topic: a valid token
         must not be refused as unknown just because the worker has only started.
         """
         if not self.loaded.is_set():
             raise NotLoaded("the worker is still loading subscriptions; retry in a moment")
-        subscription_id = self._id_by_token_hash.get(hash_token(token))
-        if subscription_id is None:
-            return None
-        subscription = self._by_id[subscription_id]
-        return subscription_id if token_matches(token, subscription.token_hash) else None
+        digest = hash_token(token)
+        subscription_id = self._id_by_token_hash.get(digest)
+        if subscription_id is not None:
+            subscription = self._by_id[subscription_id]
+            if token_matches(token, subscription.token_hash):
+                return subscription_principal(subscription_id)
+        token_id = self._api_token_by_hash.get(digest)
+        if token_id is not None:
+            issued = self._api_tokens[token_id]
+            if token_matches(token, issued.token_hash):
+                return issued.principal
+        return None
+
+    def api_tokens(self) -> list[ApiToken]:
+        """Every issued token in force, by id."""
+        return [self._api_tokens[key] for key in sorted(self._api_tokens)]
+
+    def api_token(self, token_id: str) -> ApiToken | None:
+        return self._api_tokens.get(token_id)
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -165,6 +205,14 @@ class SubscriptionStore(Service):
 
     async def delete(self, subscription_id: str, timeout: float = 10.0) -> None:
         await self._write(subscription_id.encode(), None, timeout)
+
+    async def put_token(self, token: ApiToken, timeout: float = 10.0) -> None:
+        """Store an issued token (its hash) and wait until it is in force here."""
+        value = orjson.dumps(token.to_dict(include_secret=True))
+        await self._write((TOKEN_KEY_PREFIX + token.id).encode(), value, timeout)
+
+    async def revoke_token(self, token_id: str, timeout: float = 10.0) -> None:
+        await self._write((TOKEN_KEY_PREFIX + token_id).encode(), None, timeout)
 
     async def _write(self, key: bytes, value: bytes | None, timeout: float) -> None:
         assert self._producer is not None

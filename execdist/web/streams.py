@@ -19,10 +19,11 @@ import faust
 from aiohttp import WSMsgType, web
 from faust.web import Request, View
 
+from execdist.domain.access import Action
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.relay.hub import InvalidCursor, RelayClient, parse_cursor
-from execdist.web.auth import bearer_token, is_admin, native
+from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api
 
@@ -42,20 +43,11 @@ GOING_AWAY = 1001
 
 
 def register_stream_views(app: faust.App, components: Components) -> None:
-    settings = components.settings
     store = components.subscriptions
     hub = components.relay
+    requires = access_control(components.guard)
 
-    def authorize(request: Request, subscription_id: str) -> Subscription:
-        token = bearer_token(request)
-        if token is None:
-            raise HttpError(401, "unauthorized", "send 'Authorization: Bearer <token>' or ?token=")
-        if not is_admin(token, settings.admin_token):
-            scope = store.scope_of(token)
-            if scope is None:
-                raise HttpError(401, "unauthorized", "the token is not valid")
-            if scope != subscription_id:
-                raise HttpError(403, "forbidden", "this token is scoped to another subscription")
+    def existing(subscription_id: str) -> Subscription:
         subscription = store.get(subscription_id)
         if subscription is None:
             raise HttpError(404, "not_found", f"no subscription {subscription_id!r}")
@@ -73,8 +65,9 @@ def register_stream_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions/{subscription_id}/stream")
     class WebSocketStream(View):
         @api
+        @requires(Action.STREAM, "subscription_id")
         async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            subscription = authorize(request, subscription_id)
+            subscription = existing(subscription_id)
             start = start_from(request.query.get("from"), subscription)
             ws = web.WebSocketResponse(max_msg_size=4096, autoping=True)
             if not ws.can_prepare(native(request)).ok:
@@ -93,8 +86,9 @@ def register_stream_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions/{subscription_id}/events")
     class ServerSentEvents(View):
         @api
+        @requires(Action.STREAM, "subscription_id")
         async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            subscription = authorize(request, subscription_id)
+            subscription = existing(subscription_id)
             start = start_from(
                 request.headers.get("Last-Event-ID") or request.query.get("from"), subscription
             )

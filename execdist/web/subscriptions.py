@@ -1,8 +1,8 @@
 """Subscription management and operator views.
 
-Tokens: the admin token may do everything; the token returned when a subscription is created
-may read that subscription, its status and its streams, and nothing else. Only a hash of each
-subscription token is stored.
+Who may call each view is said by its ``requires(...)`` line (the rules:
+:mod:`execdist.domain.access`). The token returned when a subscription is created may read
+that subscription, its status and its streams; only a hash of it is stored.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from faust.web import Request, View
 
 from execdist.codecs.registry import register_schema
 from execdist.codecs.schemas import raw_schema
+from execdist.domain.access import Action
 from execdist.domain.model import StatusType
 from execdist.domain.subscriptions import (
     InvalidSubscription,
@@ -35,7 +36,7 @@ from execdist.domain.subscriptions import (
     parse_patch,
 )
 from execdist.infra.kafka_admin import create_topic
-from execdist.web.auth import bearer_token, is_admin, native
+from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 500
 _CURSOR_ID = re.compile(r"[A-Za-z0-9._-]{1,236}")
-"""What a cursor decodes to: a subscription id."""
+"""What a cursor decodes to: the id (of a subscription or a token) the page ended with."""
 DEFAULT_LIMIT = 100
 
 
@@ -52,35 +53,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     settings = components.settings
     store = components.subscriptions
     reports = components.reports
-
-    def authorize(request: Request, subscription_id: str | None, *, admin_only: bool) -> None:
-        """401 without a valid token; 403 when the token's scope does not cover the request."""
-        token = bearer_token(request)
-        if token is None:
-            raise HttpError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
-        if is_admin(token, settings.admin_token):
-            return
-        scope = store.scope_of(token)
-        if scope is None:
-            raise HttpError(401, "unauthorized", "the token is not valid")
-        if admin_only or scope != subscription_id:
-            raise HttpError(403, "forbidden", "this token is scoped to another subscription")
-
-    async def read_json(request: Request) -> object:
-        length = native(request).content_length
-        if length is not None and length > 64 * 1024:
-            raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            # aiohttp's own limit (client_max_size), hit by a large body without Content-Length.
-            raise HttpError(413, "too_large", "the request body must be at most 64 KiB") from None
-        if len(raw) > 64 * 1024:
-            raise HttpError(413, "too_large", "the request body must be at most 64 KiB")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise HttpError(400, "invalid", "the body must be a JSON object", "body") from None
+    requires = access_control(components.guard)
 
     def existing(subscription_id: str) -> Subscription:
         subscription = store.get(subscription_id)
@@ -94,8 +67,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions")
     class Subscriptions(View):
         @api
+        @requires(Action.MANAGE)
         async def post(self, request: Request) -> web.StreamResponse:
-            authorize(request, None, admin_only=True)
             try:
                 create = parse_create(await read_json(request))
             except InvalidSubscription as exc:
@@ -130,10 +103,10 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             return json_response({**stored.to_dict(), "token": token}, status=201)
 
         @api
+        @requires(Action.READ)
         async def get(self, request: Request) -> web.StreamResponse:
-            authorize(request, None, admin_only=True)
-            limit = _limit(request.query.get("limit"))
-            after = _cursor(request.query.get("cursor"))
+            limit = page_limit(request.query.get("limit"))
+            after = page_cursor(request.query.get("cursor"))
             status = request.query.get("status")
             if status is not None and status not in SubscriptionStatus.__members__:
                 raise HttpError(400, "invalid", "status must be one of ACTIVE, PAUSED", "status")
@@ -143,19 +116,19 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
                 if (after is None or s.id > after) and (status is None or s.status.value == status)
             ]
             page = items[:limit]
-            next_cursor = _encode_cursor(page[-1].id) if len(items) > limit else None
+            next_cursor = encode_cursor(page[-1].id) if len(items) > limit else None
             return json_response({"items": [s.to_dict() for s in page], "next_cursor": next_cursor})
 
     @app.page("/api/v1/subscriptions/{subscription_id}")
     class OneSubscription(View):
         @api
+        @requires(Action.READ_SUBSCRIPTION, "subscription_id")
         async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            authorize(request, subscription_id, admin_only=False)
             return json_response(existing(subscription_id).to_dict())
 
         @api
+        @requires(Action.MANAGE)
         async def patch(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            authorize(request, subscription_id, admin_only=True)
             current = existing(subscription_id)
             try:
                 patch = parse_patch(await read_json(request))
@@ -180,8 +153,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             return json_response(stored.to_dict())
 
         @api
+        @requires(Action.MANAGE)
         async def delete(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            authorize(request, subscription_id, admin_only=True)
             subscription = existing(subscription_id)
             await store.delete(subscription_id)
             await reports.publish_status(
@@ -194,8 +167,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/subscriptions/{subscription_id}/status")
     class SubscriptionStatusView(View):
         @api
+        @requires(Action.READ_SUBSCRIPTION, "subscription_id")
         async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            authorize(request, subscription_id, admin_only=False)
             subscription = existing(subscription_id)
             delivery, reporting = reports.subscription_delivery(subscription_id)
             latency = delivery.latency.percentiles()
@@ -216,8 +189,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     @app.page("/api/v1/status")
     class ClusterStatus(View):
         @api
+        @requires(Action.READ)
         async def get(self, request: Request) -> web.StreamResponse:
-            authorize(request, None, admin_only=True)
             workers = [
                 {
                     "worker_id": r["worker_id"],
@@ -248,7 +221,29 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             )
 
 
-def _limit(raw: str | None) -> int:
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def read_json(request: Request) -> object:
+    """The request's JSON body; 413 over :data:`MAX_BODY_BYTES`, 400 if it is not JSON."""
+    too_large = HttpError(413, "too_large", "the request body must be at most 64 KiB")
+    length = native(request).content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's own limit (client_max_size), hit by a large body without Content-Length.
+        raise too_large from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise HttpError(400, "invalid", "the body must be a JSON object", "body") from None
+
+
+def page_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     # ASCII digits only (str.isdigit() also takes "²", which int() refuses, and other scripts'
@@ -260,11 +255,11 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _encode_cursor(subscription_id: str) -> str:
-    return base64.urlsafe_b64encode(subscription_id.encode()).decode().rstrip("=")
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
-def _cursor(raw: str | None) -> str | None:
+def page_cursor(raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     try:

@@ -69,11 +69,47 @@ def test_a_bad_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.from_env({"EXECDIST_PROCESSES": "many"})
 
 
-def test_faust_options_pass_through_and_web_host_is_kept_as_given() -> None:
+def test_faust_options_pass_through_and_web_host_is_kept_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     got, web_host, rest = parsed("--processes", "2", "--web-port", "7000", "--loglevel", "debug")
     assert (got.processes, got.web_port, web_host, rest) == (2, 7000, None, ["--loglevel", "debug"])
+    monkeypatch.setenv("EXECDIST_ADMIN_TOKEN", "a-secret-of-our-own")
     got, web_host, _ = parsed("--web-host", "0.0.0.0")
     assert web_host == got.web_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--web-host", "0.0.0.0"],
+        ["--web-host", "::"],
+        ["--web-host", "10.1.2.3"],
+        ["--web-host", "worker-1.internal"],
+        ["--web-bind", "0.0.0.0"],
+        ["-b", "192.168.0.7"],
+    ],
+)
+def test_protected_mode_refuses_the_default_admin_token_off_loopback(
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.delenv("EXECDIST_ADMIN_TOKEN", raising=False)
+    problem = parse_worker_args(args)
+    assert isinstance(problem, str)
+    assert "EXECDIST_ADMIN_TOKEN" in problem
+    assert "export EXECDIST_ADMIN_TOKEN=" in problem  # says how to set one
+    assert "dev-admin-token" not in problem
+    monkeypatch.setenv("EXECDIST_ADMIN_TOKEN", "a-secret-of-our-own")
+    assert not isinstance(parse_worker_args(args), str)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"])
+def test_protected_mode_lets_the_default_admin_token_serve_loopback(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.delenv("EXECDIST_ADMIN_TOKEN", raising=False)
+    got, _, _ = parsed("--web-host", host)
+    assert got.admin_token == "dev-admin-token"
 
 
 def test_one_process_keeps_the_settings_ports_and_id() -> None:

@@ -32,6 +32,7 @@ from execdist.domain import (
     OrderStatus,
     OrderType,
     Side,
+    access,
     apply_execution,
     apply_order,
     order_view,
@@ -54,6 +55,9 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/v1/subscriptions/{id}/status"),
     ("get", "/api/v1/subscriptions/{id}/stream"),
     ("get", "/api/v1/subscriptions/{id}/events"),
+    ("post", "/api/v1/tokens"),
+    ("get", "/api/v1/tokens"),
+    ("delete", "/api/v1/tokens/{id}"),
     ("get", "/api/v1/orders/{order_id}"),
     ("get", "/api/v1/orders/{order_id}/confirmations"),
     ("get", "/api/v1/positions/{account}"),
@@ -167,7 +171,7 @@ def test_every_operation_is_tagged_with_a_declared_tag() -> None:
 
 
 def test_request_bodies_are_closed_objects() -> None:
-    for name in ("SubscriptionCreate", "SubscriptionPatch", "Filter"):
+    for name in ("SubscriptionCreate", "SubscriptionPatch", "Filter", "TokenCreate"):
         assert SCHEMAS[name]["additionalProperties"] is False, name
     assert SCHEMAS["SubscriptionCreate"]["required"] == ["name"]
     assert SCHEMAS["SubscriptionPatch"]["minProperties"] == 1
@@ -303,6 +307,28 @@ def test_subscription_forms_conform() -> None:
     conforms({"items": [public], "next_cursor": None}, "SubscriptionPage")
     # A filter read back from a response is a valid request filter.
     conforms({"filter": public["filter"]}, "SubscriptionPatch")
+
+
+def test_the_token_schemas_match_the_issued_tokens() -> None:
+    record = access.new_api_token(
+        access.parse_token_request(SCHEMAS["TokenCreate"]["example"]),
+        token_id="tok_00112233445566ff",
+        token_hash=subs.hash_token("edt_x"),
+        now=T0,
+    )
+    public = record.to_dict()
+    conforms(public, "Token")
+    assert property_names("Token") == list(public)
+    conforms({**public, "token": "edt_x"}, "TokenWithToken")
+    assert property_names("TokenWithToken") == [*public, "token"]
+    conforms({"items": [public], "next_cursor": None}, "TokenPage")
+    assert SCHEMAS["TokenScope"]["enum"] == [access.Scope.ADMIN, access.Scope.ANALYST]
+    assert SCHEMAS["TokenCreate"]["properties"]["name"]["maxLength"] == (
+        access.MAX_TOKEN_NAME_LENGTH
+    )
+    for scope in ("subscription", "root"):
+        with pytest.raises(access.InvalidTokenRequest):
+            access.parse_token_request({"scope": scope, "name": "x"})
 
 
 def test_position_views_conform() -> None:
