@@ -44,11 +44,13 @@ run: install
 
 test: install
 	@bash scripts/install_browser.sh
+	@bash scripts/install_promtool.sh
 	@bash scripts/test.sh
 	@echo "[test] the quick fault-injection set (SIGKILL x3, SIGTERM, bad input, scaling)"
 	@bash scripts/reliability.sh quick
 
 test-unit: install
+	@bash scripts/install_promtool.sh
 	@$(PY) -m pytest tests/unit -q
 
 check: install

@@ -197,7 +197,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
     reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))
-    relay = RelayHub(settings, InputDecoder(registry))
+    relay = RelayHub(settings, InputDecoder(registry), metrics)
     app.services = [
         subscriptions,
         reports,

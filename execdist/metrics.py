@@ -1,4 +1,9 @@
-"""Prometheus metrics of one worker, on a registry of its own (tests build many apps)."""
+"""Prometheus metrics of one worker, on a registry of its own (tests build many apps).
+
+Every label set is bounded: by an enum (exec type, reason, status type, event), by the
+partitions of the input topics, or by the subscriptions. The dashboard and alert rules in
+``monitoring/`` use these names; a test checks that they use no other.
+"""
 
 from __future__ import annotations
 
@@ -107,6 +112,39 @@ class Metrics:
             "Time a batch spends in each stage of the engine: process, commit.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rebalances = Counter(
+            "execdist_rebalances_total",
+            "Rebalances of the pipeline's consumer group this worker took part in, by what "
+            "it was told: assigned (a new assignment, possibly empty), revoked, lost.",
+            ["event"],
+            registry=self.registry,
+        )
+        self.input_lag = Gauge(
+            "execdist_input_lag_records",
+            "Records of an owned input partition after its last committed offset (as of the "
+            "consumer's last fetch); updated every second.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.relay_clients = Gauge(
+            "execdist_relay_clients",
+            "Real-time clients (WebSocket, SSE, gRPC) of a subscription on this worker.",
+            ["subscription"],
+            registry=self.registry,
+        )
+        self.relay_lag = Gauge(
+            "execdist_relay_lag_records",
+            "Records of a subscription's topic that its furthest-behind real-time client on "
+            "this worker has not been sent yet; updated every second.",
+            ["subscription"],
+            registry=self.registry,
+        )
+        self.relay_slow_clients = Counter(
+            "execdist_relay_slow_clients_total",
+            "Real-time clients closed for not keeping up (WebSocket 1013), by subscription.",
+            ["subscription"],
             registry=self.registry,
         )
 

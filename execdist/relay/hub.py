@@ -31,7 +31,9 @@ from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
 from execdist.domain.errors import ExecDistError
 from execdist.infra import clients
+from execdist.metrics import Metrics
 from execdist.settings import Settings
+from execdist.topics import SUBSCRIBER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -362,13 +364,19 @@ class SubscriptionReader:
 class RelayHub(Service):
     """All shared readers of this worker, created on demand, stopped when idle."""
 
-    def __init__(self, settings: Settings, decoder: InputDecoder, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, decoder: InputDecoder, metrics: Metrics, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._settings = settings
         self._decoder = decoder
+        self._metrics = metrics
         self._readers: dict[str, SubscriptionReader] = {}
-        self._clients: set[RelayClient] = set()
+        self._clients: dict[RelayClient, str] = {}
+        """Every connected client, with the topic it reads."""
         self._starting: dict[str, asyncio.Lock] = {}
+        self._exported: set[str] = set()
+        """Subscriptions whose client gauges are set."""
 
     async def on_stop(self) -> None:
         for reader in list(self._readers.values()):
@@ -382,6 +390,33 @@ class RelayHub(Service):
     async def _heartbeats(self) -> None:
         for client in self._clients:
             client.tick()
+
+    @Service.timer(1.0)
+    async def _export_lag_every_second(self) -> None:
+        self.export_lag()
+
+    def export_lag(self) -> None:
+        """Per subscription with clients here: how many, and how far behind the furthest-behind
+        one is (records queued for it plus records the shared reader has and it has not)."""
+        clients: dict[str, int] = {}
+        lag: dict[str, int] = {}
+        for client, topic in self._clients.items():
+            reader = self._readers.get(topic)
+            read = {} if reader is None else reader.position
+            behind = client.queue.qsize() + sum(
+                max(read.get(partition, offset) - offset, 0)
+                for partition, offset in client.position.items()
+            )
+            subscription = topic.removeprefix(SUBSCRIBER_PREFIX)
+            clients[subscription] = clients.get(subscription, 0) + 1
+            lag[subscription] = max(lag.get(subscription, 0), behind)
+        for gone in self._exported - clients.keys():
+            self._metrics.relay_clients.remove(gone)
+            self._metrics.relay_lag.remove(gone)
+        for subscription, count in clients.items():
+            self._metrics.relay_clients.labels(subscription).set(count)
+            self._metrics.relay_lag.labels(subscription).set(lag[subscription])
+        self._exported = set(clients)
 
     @Service.timer(5.0)
     async def _stop_idle_readers(self) -> None:
@@ -417,7 +452,7 @@ class RelayHub(Service):
             position = await self._beginnings(topic, partitions)
         limit = self._settings.relay_client_queue
         client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
-        self._clients.add(client)
+        self._clients[client] = topic
         if reader.covers(client):
             reader.attach(client)
         else:
@@ -425,7 +460,10 @@ class RelayHub(Service):
         return client
 
     def disconnect(self, topic: str, client: RelayClient) -> None:
-        self._clients.discard(client)
+        known = self._clients.pop(client, None) is not None
+        if known and client.too_slow and not client.shutting_down:
+            subscription = topic.removeprefix(SUBSCRIBER_PREFIX)
+            self._metrics.relay_slow_clients.labels(subscription).inc()
         if client.catch_up is not None:
             client.catch_up.cancel()
         reader = self._readers.get(topic)

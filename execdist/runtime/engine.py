@@ -115,6 +115,11 @@ class Engine(Service):
         """Records whose processing raised: (attempts, last error), until committed."""
         self.rebalancing = True
         self.assigned_once = False
+        self._lag_children: dict[tuple[str, int], Any] = {}
+        """The lag gauge's child of each partition reported, kept rather than looked up."""
+        self._rebalance_counts = {
+            event: metrics.rebalances.labels(event) for event in ("assigned", "revoked", "lost")
+        }
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -132,10 +137,15 @@ class Engine(Service):
 
     def lag(self) -> int:
         """Input records not yet committed, over the owned input partitions."""
+        return sum(self.partition_lag().values())
+
+    def partition_lag(self) -> dict[tuple[str, int], int]:
+        """Input records not yet committed, per owned input partition, as of the consumer's
+        last fetch (no request to the broker)."""
         consumer = self._consumer
         if consumer is None:
-            return 0
-        total = 0
+            return {}
+        lag = {}
         for (topic, partition), position in self.committed.items():
             if topic not in (topics.ORDERS, topics.EXECUTIONS):
                 continue
@@ -146,8 +156,22 @@ class Engine(Service):
             except KafkaException:
                 continue
             if high >= 0:
-                total += max(high - position, 0)
-        return total
+                lag[(topic, partition)] = max(high - position, 0)
+        return lag
+
+    def _export_lag(self) -> None:
+        """Set the per-partition lag gauge; partitions no longer owned leave it, so that a
+        partition's lag is reported by its current owner only."""
+        lag = self.partition_lag()
+        gauge = self._metrics.input_lag
+        for gone in self._lag_children.keys() - lag.keys():
+            del self._lag_children[gone]
+            gauge.remove(gone[0], str(gone[1]))
+        for tp, value in lag.items():
+            child = self._lag_children.get(tp)
+            if child is None:
+                child = self._lag_children[tp] = gauge.labels(tp[0], str(tp[1]))
+            child.set(value)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -160,7 +184,7 @@ class Engine(Service):
             self._topology.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._consumer = consumer
         self._ticks = clients.plain_producer(self._settings, "ticks")
@@ -298,7 +322,11 @@ class Engine(Service):
         if failure is not None and failure[0] >= MAX_ATTEMPTS:
             attempts, error = failure
             log.error(
-                "setting %s aside after %d failed attempts: %s", record.where(), attempts, error
+                "setting %s aside after %d failed attempts: %s",
+                record.where(),
+                attempts,
+                error,
+                extra=record.log_fields(),
             )
             try:
                 await processor.set_aside(
@@ -327,6 +355,7 @@ class Engine(Service):
             attempts,
             MAX_ATTEMPTS,
             exc_info=failed.__cause__,
+            extra=record.log_fields(),
         )
         await self._rollback()
         await asyncio.sleep(RETRY_S)
@@ -406,6 +435,7 @@ class Engine(Service):
     # ---- partitions coming and going (rebalance callbacks, on the Kafka thread) ---------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        self._rebalance_counts["assigned"].inc()
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
         committed = _settled_offsets(consumer, assigned) if assigned else []
@@ -413,7 +443,17 @@ class Engine(Service):
         consumer.assign(positioned)
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
+        self._rebalance_counts["revoked"].inc()
         self._on_loop(self._revoked(revoked))
+
+    def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
+        # the group moved on without this worker (a missed session timeout, say)
+        self._rebalance_counts["lost"].inc()
+        partitions = sorted({tp.partition for tp in lost})
+        log.warning(
+            "partitions lost to the group: %s", partitions, extra={"partitions": partitions}
+        )
+        self._on_loop(self._revoked(lost))
 
     def _on_loop(self, coroutine: Any) -> Any:
         loop = self._loop
@@ -445,6 +485,7 @@ class Engine(Service):
         interval = self._settings.tick_interval.total_seconds()
         while not self.should_stop:
             await self.sleep(interval)
+            self._export_lag()
             if self.rebalancing or self._ticks is None:
                 continue
             value = format_time(datetime.now(UTC)).encode()

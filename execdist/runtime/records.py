@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from execdist.topics import TP
+from execdist.topics import EXECUTIONS, ORDERS, TP
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +25,15 @@ class InputRecord:
 
     def where(self) -> str:
         return f"{self.topic}:{self.partition}@{self.offset}"
+
+    def log_fields(self) -> dict[str, object]:
+        """Where it is, for a log line's ``extra``, with the order_id orders and executions are
+        keyed by."""
+        fields: dict[str, object] = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+        if self.key is not None and self.topic in (ORDERS, EXECUTIONS):
+            fields["order_id"] = self.key.decode(errors="replace")
+        return fields

@@ -6,7 +6,18 @@ import asyncio
 
 import orjson
 
-from execdist.relay.hub import HEARTBEAT_S, Frame, RelayClient, format_cursor
+from execdist.codecs.input import InputDecoder
+from execdist.metrics import Metrics
+from execdist.relay.hub import (
+    HEARTBEAT_S,
+    Frame,
+    RelayClient,
+    RelayHub,
+    SubscriptionReader,
+    format_cursor,
+)
+from execdist.settings import Settings
+from execdist.topics import subscriber_topic
 
 
 def client(position: dict[int, int], limit: int = 10) -> RelayClient:
@@ -88,3 +99,49 @@ def test_a_record_resets_the_quiet_ticks() -> None:
     for _ in range(HEARTBEAT_S - 1):
         fed.tick()
     assert fed.queue.qsize() == 1  # the record, no heartbeat yet
+
+
+def _samples(metrics: Metrics, name: str) -> dict[str, float]:
+    return {
+        sample.labels["subscription"]: sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def test_lag_per_subscription_is_its_furthest_behind_client_and_leaves_with_them() -> None:
+    metrics = Metrics()
+    hub = RelayHub(Settings(), InputDecoder(None), metrics)
+    topic = subscriber_topic("sub-1")
+    reader = SubscriptionReader(Settings(), topic, 2, InputDecoder(None))
+    reader.position = {0: 100, 1: 50}
+    hub._readers[topic] = reader
+    in_step, behind = client({0: 100, 1: 50}), client({0: 90, 1: 45})
+    behind.offer(0, 90, b"{}")  # queued, not yet sent: still behind
+    hub._clients.update({in_step: topic, behind: topic})
+
+    hub.export_lag()
+    assert _samples(metrics, "execdist_relay_lag_records") == {"sub-1": 15.0}
+    assert _samples(metrics, "execdist_relay_clients") == {"sub-1": 2.0}
+
+    hub.disconnect(topic, in_step)
+    hub.disconnect(topic, behind)
+    hub.export_lag()
+    assert _samples(metrics, "execdist_relay_lag_records") == {}
+    assert _samples(metrics, "execdist_relay_clients") == {}
+
+
+def test_a_client_closed_as_too_slow_is_counted_once() -> None:
+    metrics = Metrics()
+    hub = RelayHub(Settings(), InputDecoder(None), metrics)
+    topic = subscriber_topic("sub-2")
+    slow, leaving = client({0: 0}, limit=1), client({0: 0})
+    hub._clients.update({slow: topic, leaving: topic})
+    slow.offer(0, 0, b"{}")
+    slow.offer(0, 1, b"{}")
+    assert slow.too_slow
+    hub.disconnect(topic, slow)
+    hub.disconnect(topic, slow)  # a transport may say it twice
+    hub.disconnect(topic, leaving)
+    assert _samples(metrics, "execdist_relay_slow_clients_total") == {"sub-2": 1.0}
