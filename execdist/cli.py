@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+from execdist.logs import configure_logging
 from execdist.settings import Settings, SettingsError, check_protected_mode, parse_processes
 from execdist.supervisor import (
     ChildPlan,
@@ -55,8 +56,8 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _worker_class() -> type:
-    """Faust's worker without its start-up spinner.
+def _worker_class(settings: Settings) -> type:
+    """Faust's worker with execdist's log lines and without its start-up spinner.
 
     To spin on every log record, the spinner lowers the root logger to DEBUG for good, and
     then every debug call in aiokafka, Faust and mode builds a record that no handler writes:
@@ -69,6 +70,8 @@ def _worker_class() -> type:
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             self.spinner = None
             super().on_setup_root_logger(logger, level)
+            # mode has just set up its own handler; ours replaces it, at the level it chose
+            configure_logging(settings.log_format, level, settings.worker_id)
 
     return Worker
 
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from execdist.app import create_app
 
     app = create_app(settings)
-    app.conf.Worker = _worker_class()  # type: ignore[assignment]  # faust types it loosely
+    app.conf.Worker = _worker_class(settings)  # type: ignore[assignment]  # faust types it loosely
     faust_args = [
         "worker",
         "--web-port",

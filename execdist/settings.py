@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from execdist.domain.errors import ExecDistError
+from execdist.logs import LOG_FORMATS
 
 PREFIX = "EXECDIST_"
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"
@@ -76,6 +77,8 @@ class Settings:
     app_id: str = "execdist"
     """Kafka consumer group and transactional-id prefix; all workers of one cluster share it."""
     log_level: str = "info"
+    log_format: str = "json"
+    """``json`` (one object a line, for log shippers) or ``console`` (for people)."""
     processes: int = 1
     """How many worker processes ``execdist worker`` runs on this host. :meth:`from_env`
     defaults it to :func:`default_processes`; a Settings built by hand describes one worker."""
@@ -113,6 +116,7 @@ class Settings:
             log_level=reader.choice(
                 "LOG_LEVEL", defaults.log_level, ("debug", "info", "warning", "error")
             ),
+            log_format=reader.choice("LOG_FORMAT", defaults.log_format, LOG_FORMATS),
             processes=reader.integer(
                 "PROCESSES", default_processes(topic_partitions), 1, MAX_PROCESSES
             ),

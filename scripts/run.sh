@@ -6,6 +6,8 @@ cd "$ROOT"
 
 WEB_PORT=${EXECDIST_WEB_PORT:-6066}
 export EXECDIST_ADMIN_TOKEN=${EXECDIST_ADMIN_TOKEN:-dev-admin-token}
+# log lines for people here; workers elsewhere write JSON, one object a line
+export EXECDIST_LOG_FORMAT=${EXECDIST_LOG_FORMAT:-console}
 infra_was_running=0
 if bash scripts/infra.sh status | grep -q 'Kafka: running'; then infra_was_running=1; fi
 

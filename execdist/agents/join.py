@@ -137,6 +137,7 @@ class JoinProcessor:
                     f"the record key must equal its order_id {order_id!r} (got {key!r}); "
                     "orders and executions are partitioned by order_id",
                     origin,
+                    parsed.exec_id if isinstance(parsed, Execution) else None,
                 ),
             )
             return
@@ -160,7 +161,11 @@ class JoinProcessor:
                 break
             except RegistryUnavailable as exc:
                 # Not the record's fault: wait for the registry rather than reject good input.
-                log.warning("schema registry unavailable, retrying in 1 s: %s", exc)
+                log.warning(
+                    "schema registry unavailable, retrying in 1 s: %s",
+                    exc,
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                )
                 await asyncio.sleep(1.0)
             except DecodeError as exc:
                 await self._dead_letter(
@@ -299,7 +304,12 @@ class JoinProcessor:
                     orjson.loads(raw), now, self._settings.order_retention
                 )
             except (orjson.JSONDecodeError, InvalidState) as exc:
-                log.error("order state %r cannot be read, not expiring it: %s", key, exc)
+                log.error(
+                    "order state %r cannot be read, not expiring it: %s",
+                    key,
+                    exc,
+                    extra={"partition": partition, "order_id": key.decode(errors="replace")},
+                )
                 continue
             if expired:
                 self._states.delete(partition, key)
@@ -381,14 +391,27 @@ class JoinProcessor:
         ]
         self._out.send(topics.DLQ, key, value, headers=headers)
         self._metrics.dlq.labels(rejected.reason.value).inc()
-        log.info(
-            "dead-lettered %s:%s@%s: %s %s",
-            origin["topic"],
-            origin["partition"],
-            origin["offset"],
-            rejected.reason.value,
-            rejected.message,
-        )
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "topic": origin["topic"],
+                "partition": origin["partition"],
+                "offset": origin["offset"],
+                "reason": rejected.reason.value,
+            }
+            if key is not None:
+                # inputs are keyed by order_id (a key that is not is itself dead-lettered)
+                fields["order_id"] = key.decode(errors="replace")
+            if rejected.exec_id is not None:
+                fields["exec_id"] = rejected.exec_id
+            log.info(
+                "dead-lettered %s:%s@%s: %s %s",
+                origin["topic"],
+                origin["partition"],
+                origin["offset"],
+                rejected.reason.value,
+                rejected.message,
+                extra=fields,
+            )
 
     async def publish_status(
         self,

@@ -121,7 +121,10 @@ def apply_execution(state: OrderState, execution: Execution, origin: object, now
             f"exec_id {execution.exec_id!r} of order {state.order_id!r} was already received "
             "with different content; an execution may be repeated only unchanged"
         )
-        return Step(state, [Rejected(RejectReason.CONFLICTING_DUPLICATE, message, origin)])
+        return Step(
+            state,
+            [Rejected(RejectReason.CONFLICTING_DUPLICATE, message, origin, execution.exec_id)],
+        )
 
     owner = _seq_owner(state, execution.seq)
     if owner is not None:
@@ -129,7 +132,10 @@ def apply_execution(state: OrderState, execution: Execution, origin: object, now
             f"seq {execution.seq} of order {state.order_id!r} is already taken by exec_id "
             f"{owner!r}; exec_id {execution.exec_id!r} cannot take it too"
         )
-        return Step(state, [Rejected(RejectReason.CONFLICTING_DUPLICATE, message, origin)])
+        return Step(
+            state,
+            [Rejected(RejectReason.CONFLICTING_DUPLICATE, message, origin, execution.exec_id)],
+        )
 
     state.seen[execution.exec_id] = SeenExecution(fingerprint, execution.seq)
     outputs: list[Output] = []
@@ -307,7 +313,9 @@ def _reject_orphans(
             f"{orphan_timeout.total_seconds():g} s for order {state.order_id!r}, "
             "which never arrived"
         )
-        outputs.append(Rejected(RejectReason.ORPHAN_EXECUTION, message, held.origin))
+        outputs.append(
+            Rejected(RejectReason.ORPHAN_EXECUTION, message, held.origin, held.execution.exec_id)
+        )
 
 
 def _apply(
@@ -326,7 +334,7 @@ def _apply(
     else:
         resolved = _resolve_reference(state, execution)
         if isinstance(resolved, Rejected):
-            outputs.append(Rejected(resolved.reason, resolved.message, origin))
+            outputs.append(Rejected(resolved.reason, resolved.message, origin, execution.exec_id))
             return
         trade_id = resolved
         if execution.exec_type is ExecType.CORRECT:

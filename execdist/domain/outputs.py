@@ -49,6 +49,8 @@ class Rejected:
     reason: RejectReason
     message: str
     origin: object
+    exec_id: str | None = None
+    """The execution refused, when the record could be read as one (for the log)."""
 
 
 @dataclass(frozen=True, slots=True)
