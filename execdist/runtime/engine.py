@@ -40,7 +40,7 @@ from mode import Service
 from execdist import topics
 from execdist.domain import format_time
 from execdist.infra import clients
-from execdist.metrics import Metrics
+from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.commit import Committer
 from execdist.runtime.ownership import Ownership
 from execdist.runtime.records import InputRecord
@@ -117,9 +117,7 @@ class Engine(Service):
         self.assigned_once = False
         self._lag_children: dict[tuple[str, int], Any] = {}
         """The lag gauge's child of each partition reported, kept rather than looked up."""
-        self._rebalance_counts = {
-            event: metrics.rebalances.labels(event) for event in ("assigned", "revoked", "lost")
-        }
+        self._rebalances = LabelledChildren(metrics.rebalances)
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -435,7 +433,7 @@ class Engine(Service):
     # ---- partitions coming and going (rebalance callbacks, on the Kafka thread) ---------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        self._rebalance_counts["assigned"].inc()
+        self._rebalances("assigned").inc()
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
         committed = _settled_offsets(consumer, assigned) if assigned else []
@@ -443,12 +441,12 @@ class Engine(Service):
         consumer.assign(positioned)
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._rebalance_counts["revoked"].inc()
+        self._rebalances("revoked").inc()
         self._on_loop(self._revoked(revoked))
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         # the group moved on without this worker (a missed session timeout, say)
-        self._rebalance_counts["lost"].inc()
+        self._rebalances("lost").inc()
         partitions = sorted({tp.partition for tp in lost})
         log.warning(
             "partitions lost to the group: %s", partitions, extra={"partitions": partitions}
