@@ -34,20 +34,21 @@ def configure_logging(
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     stream = sys.stderr if stream is None else stream
     fields = {"worker_id": worker_id}
-    renderer: Any
+    last: list[Any]
     if log_format == "json":
-        renderer = structlog.processors.JSONRenderer(serializer=_json)
-        last = [structlog.processors.format_exc_info, renderer]
+        stamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key="time")
+        last = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_json)]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))
-        last = [renderer]
+        # the console renderer puts "timestamp" first on the line
+        stamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+        last = [structlog.dev.ConsoleRenderer(colors=_is_terminal(stream))]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
             _Static(fields),
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            stamp,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
     )
