@@ -67,6 +67,13 @@ class Metrics:
             ["subscription"],
             registry=self.registry,
         )
+        self.expression_errors = Counter(
+            "execdist_filter_expression_errors_total",
+            "Confirmations a subscription's filter.expr could not be evaluated on (overflow, "
+            "division by zero, ...); they are not delivered to it.",
+            ["subscription"],
+            registry=self.registry,
+        )
         self.subscriptions = Gauge(
             "execdist_subscriptions",
             "Subscriptions known to this worker, by status.",

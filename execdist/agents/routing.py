@@ -4,23 +4,32 @@ Runs inside the join's event, so the subscriber records join the same transactio
 confirmation itself: a subscriber sees a confirmation exactly when ``execdist.confirmations``
 does. Matching uses the :class:`~execdist.domain.routing.SubscriptionIndex`, so its cost follows
 the number of matches, not the number of subscriptions.
+
+A subscription with ``fields`` gets a projection of the JSON record (only those keys, in the
+contract's order), encoded once per distinct projection per confirmation. A subscription whose
+``filter.expr`` fails on a confirmation does not get it; the failure is counted in
+``execdist_filter_expression_errors_total`` and logged once per subscription version.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 
 from schema_registry.client import AsyncSchemaRegistryClient
 
-from execdist.codecs.output import AvroEncoder
+from execdist.codecs.output import AvroEncoder, encode_json
 from execdist.domain.delivery import DeliveryStats
+from execdist.domain.expressions import EvaluationError
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
-from execdist.domain.subscriptions import OutputFormat
+from execdist.domain.subscriptions import OutputFormat, Subscription
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.transaction import RecordSink
 from execdist.topics import TP
+
+log = logging.getLogger(__name__)
 
 
 class SubscriptionRouter:
@@ -40,6 +49,8 @@ class SubscriptionRouter:
         self._stats = stats
         self._metrics = metrics
         self._delivered = LabelledChildren(metrics.delivered)
+        self._expression_errors = LabelledChildren(metrics.expression_errors)
+        self._failures_logged: set[tuple[str, int]] = set()
 
     async def __call__(
         self,
@@ -56,13 +67,34 @@ class SubscriptionRouter:
         )
         self._stats.record_confirmation(latency_ms)
         self._metrics.distribution_latency.observe(latency_ms / 1000)
-        for subscription in self._index.match(confirmation):
+        projections: dict[tuple[str, ...], bytes] = {}
+        for subscription in self._index.match(confirmation, self._expression_failed):
             if subscription.format is OutputFormat.AVRO:
                 subject = f"{subscription.topic}-value"
                 schema_id = await self._avro.schema_id(subject, "confirmation")
                 value = self._avro.encode_with_id(schema_id, "confirmation", body)
+            elif subscription.fields is not None:
+                projected = projections.get(subscription.fields)
+                if projected is None:
+                    projected = encode_json({name: body[name] for name in subscription.fields})
+                    projections[subscription.fields] = projected
+                value = projected
             else:
                 value = json_value
             self._out.send(subscription.topic, key, value)
             self._stats.record(subscription.id, now, latency_ms)
             self._delivered(subscription.id).inc()
+
+    def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
+        self._expression_errors(subscription.id).inc()
+        key = (subscription.id, subscription.version)
+        if key not in self._failures_logged:
+            if len(self._failures_logged) > 10_000:  # bounded whatever the churn
+                self._failures_logged.clear()
+            self._failures_logged.add(key)
+            log.warning(
+                "subscription %s: filter.expr failed on a confirmation, which is not delivered "
+                "to it (%s); further failures of this version are only counted",
+                subscription.id,
+                error,
+            )

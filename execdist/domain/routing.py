@@ -20,19 +20,30 @@ smallest of "postings + wildcards" per dimension at match time, degrades to a sc
 as many subscriptions leave accounts empty (symbol-only or venue-only subscribers), because
 the wildcard set of every dimension then holds thousands of entries.
 
+A filter's ``expr`` (CEL) is the last check of a candidate. Its top-level equality terms
+(``symbol in ["AAPL", "MSFT"]``, ``account == "ACC-1"``, joined by ``&&``) count as
+restrictions of their dimension, intersected with the filter's own lists, so an expression-only
+subscription is still filed under its symbols or accounts and evaluated only for their
+confirmations. An expression that cannot be evaluated on a record does not match it; ``match``
+reports it to ``on_error`` so the caller can count it.
+
 PAUSED subscriptions are kept (``get``, ``len``) but filed nowhere, so they cost nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from operator import attrgetter
 
+from execdist.domain.expressions import EvaluationError, Expression
 from execdist.domain.model import Confirmation
-from execdist.domain.subscriptions import Subscription, SubscriptionStatus
+from execdist.domain.subscriptions import Filter, Subscription, SubscriptionStatus
 
-__all__ = ["SubscriptionIndex"]
+__all__ = ["ErrorHandler", "SubscriptionIndex", "restrictions"]
+
+ErrorHandler = Callable[[Subscription, EvaluationError], None]
+"""Told about each subscription whose expression failed on a confirmation."""
 
 
 class _Entry:
@@ -46,7 +57,9 @@ class _Entry:
     __slots__ = (
         "accounts",
         "anchor",
+        "anchor_values",
         "exec_types",
+        "expr",
         "id",
         "min_qty",
         "plain",
@@ -56,23 +69,27 @@ class _Entry:
         "venues",
     )
 
-    def __init__(self, subscription: Subscription, anchor: int | None) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        dimensions: tuple[frozenset[str] | None, ...],
+        anchor: int | None,
+    ) -> None:
         f = subscription.filter
         self.subscription = subscription
         self.id = subscription.id
         self.anchor = anchor
-        checks: list[frozenset[str] | None] = [
-            f.accounts or None,
-            f.symbols or None,
-            f.venues or None,
-            f.exec_types or None,
-            f.sides or None,
-        ]
+        anchored = None if anchor is None else dimensions[anchor]
+        self.anchor_values: frozenset[str] = anchored or frozenset()
+        checks = list(dimensions)
         if anchor is not None:
             checks[anchor] = None
         self.accounts, self.symbols, self.venues, self.exec_types, self.sides = checks
         self.min_qty: Decimal | None = f.min_qty
-        self.plain = self.min_qty is None and all(check is None for check in checks)
+        self.expr: Expression | None = f.expr
+        self.plain = (
+            self.min_qty is None and self.expr is None and all(check is None for check in checks)
+        )
 
 
 _Bucket = dict[str, _Entry]
@@ -83,6 +100,24 @@ _Postings = dict[str, _Bucket]
 _ANCHORS = ("accounts", "symbols", "venues", "exec_types", "sides")
 """Filter fields in anchor order; indexes into this tuple are the ``_Entry.anchor`` values."""
 _entry_id = attrgetter("id")
+
+
+def restrictions(f: Filter) -> tuple[frozenset[str] | None, ...]:
+    """Per dimension in anchor order, the values a matching confirmation must have there
+    (``None``: any): the filter's list, intersected with the expression's equality terms.
+    An empty set means the filter can match nothing."""
+    terms = f.expr.equality_terms if f.expr is not None else {}
+    out: list[frozenset[str] | None] = []
+    for name in _ANCHORS:
+        listed: frozenset[str] = getattr(f, name)
+        term = terms.get(name)
+        if term is None:
+            out.append(listed or None)
+        elif listed:
+            out.append(listed & term)
+        else:
+            out.append(term)
+    return tuple(out)
 
 
 class SubscriptionIndex:
@@ -128,8 +163,14 @@ class SubscriptionIndex:
         self._unfile(subscription_id)
         return self._by_id.pop(subscription_id, None)
 
-    def match(self, confirmation: Confirmation) -> list[Subscription]:
-        """The ACTIVE subscriptions whose filter matches ``confirmation``, in id order."""
+    def match(
+        self, confirmation: Confirmation, on_error: ErrorHandler | None = None
+    ) -> list[Subscription]:
+        """The ACTIVE subscriptions whose filter matches ``confirmation``, in id order.
+
+        A subscription whose expression cannot be evaluated on ``confirmation`` is left out
+        and passed to ``on_error``.
+        """
         found: list[_Entry] = []
         accounts, symbols, venues, exec_types, sides = self._postings
         account = confirmation.account
@@ -165,28 +206,31 @@ class SubscriptionIndex:
                     continue
                 if entry.min_qty is not None and qty < entry.min_qty:
                     continue
+                if entry.expr is not None:
+                    try:
+                        if not entry.expr.matches(confirmation):
+                            continue
+                    except EvaluationError as exc:
+                        if on_error is not None:
+                            on_error(entry.subscription, exc)
+                        continue
                 found.append(entry)
         if len(found) > 1:
             found.sort(key=_entry_id)
         return [entry.subscription for entry in found]
 
     def _file(self, subscription: Subscription) -> None:
-        f = subscription.filter
-        dimensions: tuple[frozenset[str], ...] = (
-            f.accounts,
-            f.symbols,
-            f.venues,
-            f.exec_types,
-            f.sides,
-        )
-        anchor = next((i for i, values in enumerate(dimensions) if values), None)
-        entry = _Entry(subscription, anchor)
+        dimensions = restrictions(subscription.filter)
+        anchor = next((i for i, values in enumerate(dimensions) if values is not None), None)
+        entry = _Entry(subscription, dimensions, anchor)
         self._entries[subscription.id] = entry
         if anchor is None:
             self._unanchored[subscription.id] = entry
             return
+        # an empty anchor set (the expression contradicts the lists) files it nowhere: it can
+        # match nothing
         postings = self._postings[anchor]
-        for value in dimensions[anchor]:
+        for value in entry.anchor_values:
             postings.setdefault(value, {})[subscription.id] = entry
 
     def _unfile(self, subscription_id: str) -> None:
@@ -197,7 +241,7 @@ class SubscriptionIndex:
             del self._unanchored[subscription_id]
             return
         postings = self._postings[entry.anchor]
-        for value in getattr(entry.subscription.filter, _ANCHORS[entry.anchor]):
+        for value in entry.anchor_values:
             bucket = postings[value]
             del bucket[subscription_id]
             if not bucket:  # keep memory bounded by what is subscribed now

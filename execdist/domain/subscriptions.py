@@ -10,12 +10,13 @@ is allowed, ready for ``{"error": {"code", "message", "field"}}``.
 
 Filter semantics (the contract): a list matches any of its values, fields combine with AND,
 a missing, null or empty field matches all; ``min_qty`` matches a confirmation whose
-``last_qty`` is at least that quantity.
+``last_qty`` is at least that quantity; ``expr``, a CEL expression over the confirmation's
+fields (:mod:`execdist.domain.expressions`), must hold too.
 
 JSON form of a filter, identical in responses and in stored state::
 
     {"accounts": [...], "symbols": [...], "venues": [...], "sides": [...],
-     "exec_types": [...], "min_qty": "100" | null}
+     "exec_types": [...], "min_qty": "100" | null, "expr": "<CEL>" | null}
 
 lists sorted, enums as their names, ``min_qty`` a canonical decimal string. A filter written
 this way parses back to an equal filter, so a client may PUT back what it read.
@@ -27,13 +28,14 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Final, TypeVar
 
 from execdist.domain.errors import DomainError
+from execdist.domain.expressions import Expression, InvalidExpression, compile_expression
 from execdist.domain.model import (
     Confirmation,
     ExecType,
@@ -46,6 +48,7 @@ from execdist.domain.model import (
 from execdist.domain.validation import MAX_FRACTION_DIGITS, MAX_ID_LENGTH, MAX_INTEGER_DIGITS
 
 __all__ = [
+    "CONFIRMATION_FIELDS",
     "MAX_FILTER_VALUES",
     "MAX_FILTER_VALUE_LENGTH",
     "MAX_NAME_LENGTH",
@@ -83,8 +86,18 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0
 _MAX_ID_LENGTH = 249 - len(SUBSCRIPTION_TOPIC_PREFIX)
 _SUBSCRIPTION_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_ID_LENGTH}}}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_FILTER_KEYS: Final = ("accounts", "symbols", "venues", "sides", "exec_types", "min_qty")
-_CREATE_KEYS: Final = ("name", "filter", "format", "partitions")
+_FILTER_KEYS: Final = (
+    "accounts",
+    "symbols",
+    "venues",
+    "sides",
+    "exec_types",
+    "min_qty",
+    "expr",
+)
+_CREATE_KEYS: Final = ("name", "filter", "format", "partitions", "fields")
+CONFIRMATION_FIELDS: Final = tuple(field.name for field in fields(Confirmation))
+"""The names ``fields`` (a projection) may list, in the contract's order."""
 _PATCH_KEYS: Final = ("name", "filter", "status")
 _SERVICE_SET_KEYS: Final = (
     "id",
@@ -104,6 +117,7 @@ _PATCH_REASONS: Final = {
     **{key: "is set by the service and cannot be changed" for key in _SERVICE_SET_KEYS},
     "format": "cannot be changed after creation",
     "partitions": "cannot be changed after creation",
+    "fields": "cannot be changed after creation: a topic's records keep one shape",
 }
 _BODY = "body"
 """The ``field`` of an error about the request body as a whole."""
@@ -159,9 +173,15 @@ class Filter:
     """Any of these execution types; empty matches all."""
     min_qty: Decimal | None = None
     """Only confirmations with ``last_qty >= min_qty``; ``None`` matches all."""
+    expr: Expression | None = None
+    """Only confirmations for which this CEL expression is true; ``None`` matches all."""
 
     def matches(self, confirmation: Confirmation) -> bool:
-        """The reference semantics; :class:`~execdist.domain.routing.SubscriptionIndex` agrees."""
+        """The reference semantics; :class:`~execdist.domain.routing.SubscriptionIndex` agrees.
+
+        Raises :class:`~execdist.domain.expressions.EvaluationError` when ``expr`` cannot be
+        evaluated on this confirmation (the router counts that and does not deliver it).
+        """
         return (
             (not self.accounts or confirmation.account in self.accounts)
             and (not self.symbols or confirmation.symbol in self.symbols)
@@ -169,6 +189,7 @@ class Filter:
             and (not self.sides or confirmation.side in self.sides)
             and (not self.exec_types or confirmation.exec_type in self.exec_types)
             and (self.min_qty is None or confirmation.last_qty >= self.min_qty)
+            and (self.expr is None or self.expr.matches(confirmation))
         )
 
     @property
@@ -181,10 +202,12 @@ class Filter:
             or self.sides
             or self.exec_types
             or self.min_qty is not None
+            or self.expr is not None
         )
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form: all six keys, lists sorted, enums as names, min_qty a string."""
+        """JSON-ready form: all seven keys, lists sorted, enums as names, min_qty a string,
+        expr the text as written."""
         return {
             "accounts": sorted(self.accounts),
             "symbols": sorted(self.symbols),
@@ -192,6 +215,7 @@ class Filter:
             "sides": sorted(side.name for side in self.sides),
             "exec_types": sorted(exec_type.name for exec_type in self.exec_types),
             "min_qty": None if self.min_qty is None else format_decimal(self.min_qty),
+            "expr": None if self.expr is None else self.expr.source,
         }
 
     @classmethod
@@ -214,6 +238,7 @@ class Filter:
             sides=_enum_set(data.get("sides"), f"{path}.sides", Side),
             exec_types=_enum_set(data.get("exec_types"), f"{path}.exec_types", ExecType),
             min_qty=_min_qty(data.get("min_qty"), f"{path}.min_qty"),
+            expr=_expr(data.get("expr"), f"{path}.expr"),
         )
 
     @classmethod
@@ -221,6 +246,9 @@ class Filter:
         """Read back :meth:`to_dict` output (trusted: shape is checked, request limits are not,
         so a later, stricter limit never makes a stored subscription unreadable)."""
         min_qty = data.get("min_qty")
+        expr = data.get("expr")
+        if expr is not None and not isinstance(expr, str):
+            raise TypeError(f"expr: expected a string, got {type(expr).__name__}")
         return cls(
             accounts=frozenset(_stored_strings(data, "accounts")),
             symbols=frozenset(_stored_strings(data, "symbols")),
@@ -228,6 +256,7 @@ class Filter:
             sides=frozenset(Side[name] for name in _stored_strings(data, "sides")),
             exec_types=frozenset(ExecType[name] for name in _stored_strings(data, "exec_types")),
             min_qty=None if min_qty is None else parse_stored_decimal(min_qty),
+            expr=None if expr is None else compile_expression(expr),
         )
 
 
@@ -253,6 +282,8 @@ class Subscription:
     """Hex sha256 of the subscription's token (:func:`hash_token`); the token is never kept."""
     version: int
     """1 at creation, one more on each change."""
+    fields: tuple[str, ...] | None = None
+    """The confirmation fields its records carry, in the contract's order; ``None``: all."""
 
     @property
     def is_active(self) -> bool:
@@ -272,6 +303,7 @@ class Subscription:
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),
             "version": self.version,
+            "fields": None if self.fields is None else list(self.fields),
         }
         if include_secret:
             data["token_hash"] = self.token_hash
@@ -295,6 +327,7 @@ class Subscription:
             updated_at=parse_stored_time(data["updated_at"]),
             token_hash=_stored_str(data, "token_hash"),
             version=_stored_int(data, "version"),
+            fields=None if data.get("fields") is None else tuple(_stored_strings(data, "fields")),
         )
 
 
@@ -306,6 +339,8 @@ class CreateRequest:
     filter: Filter = Filter()
     format: OutputFormat = OutputFormat.JSON
     partitions: int = 1
+    fields: tuple[str, ...] | None = None
+    """A projection: only these confirmation fields; ``None``: all of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,18 +354,53 @@ class PatchRequest:
 
 
 def parse_create(body: object) -> CreateRequest:
-    """Validate a create body: ``name`` required; ``filter``, ``format`` (json) and
-    ``partitions`` (1) optional, null meaning the default; nothing else."""
+    """Validate a create body: ``name`` required; ``filter``, ``format`` (json),
+    ``partitions`` (1) and ``fields`` (all) optional, null meaning the default; nothing else.
+
+    ``fields`` is for JSON subscriptions: an Avro subscriber's records follow the one
+    registered Confirmation schema, which a projection would break.
+    """
     data = _require_body(body)
     _reject_unknown_keys(data, _CREATE_KEYS, "", _CREATE_REASONS)
     if data.get("name") is None:
         raise InvalidSubscription("name", "name is required: a label of 1 to 200 characters")
+    output_format = OutputFormat.JSON if data.get("format") is None else _format(data["format"])
+    projection = None if data.get("fields") is None else parse_fields(data["fields"])
+    if projection is not None and output_format is not OutputFormat.JSON:
+        raise InvalidSubscription(
+            "fields",
+            "fields (a projection) is available with format json only: Avro records follow "
+            "the registered Confirmation schema whole",
+        )
     return CreateRequest(
         name=_name(data["name"]),
         filter=Filter.parse(data.get("filter")),
-        format=OutputFormat.JSON if data.get("format") is None else _format(data["format"]),
+        format=output_format,
         partitions=1 if data.get("partitions") is None else _partitions(data["partitions"]),
+        fields=projection,
     )
+
+
+def parse_fields(value: object, path: str = "fields") -> tuple[str, ...]:
+    """A projection: a non-empty list of distinct confirmation field names, returned in the
+    contract's order whatever order they were given in."""
+    if not isinstance(value, list | tuple):
+        raise InvalidSubscription(path, f"{path} must be a list, got {_json_type(value)}")
+    if not value:
+        raise InvalidSubscription(path, f"{path} must name at least one field; null means all")
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, str) or item not in CONFIRMATION_FIELDS:
+            raise InvalidSubscription(
+                where,
+                f"{where} must be a confirmation field ({', '.join(CONFIRMATION_FIELDS)}), "
+                f"got {_show(item)}",
+            )
+        if item in seen:
+            raise InvalidSubscription(where, f"{where} repeats {item!r}")
+        seen.add(item)
+    return tuple(name for name in CONFIRMATION_FIELDS if name in seen)
 
 
 def parse_patch(body: object) -> PatchRequest:
@@ -387,6 +457,7 @@ def new_subscription(
         updated_at=now,
         token_hash=token_hash,
         version=1,
+        fields=request.fields,
     )
 
 
@@ -554,6 +625,19 @@ def _enum_set(value: object, path: str, enum_type: type[_E]) -> frozenset[_E]:
     return frozenset(
         _enum_value(item, f"{path}[{index}]", enum_type) for index, item in enumerate(items)
     )
+
+
+def _expr(value: object, path: str) -> Expression | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidSubscription(
+            path, f"{path} must be a string (a CEL expression) or null, got {_json_type(value)}"
+        )
+    try:
+        return compile_expression(value)
+    except InvalidExpression as exc:
+        raise InvalidSubscription(path, f"{path}{exc.message}") from None
 
 
 def _min_qty(value: object, path: str) -> Decimal | None:

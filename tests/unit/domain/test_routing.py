@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execdist.domain import Confirmation, ExecType, Side
+from execdist.domain.expressions import EvaluationError, compile_expression
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Filter, Subscription, SubscriptionStatus
 from tests.unit.domain.test_subscriptions import make_confirmation, make_subscription
@@ -25,12 +26,34 @@ _QUANTITIES = ("0", "1", "5", "10", "100")
 
 
 def expected(subscriptions: dict[str, Subscription], c: Confirmation) -> list[Subscription]:
-    """The reference: every ACTIVE subscription whose filter matches, in id order."""
+    """The reference: every ACTIVE subscription whose filter matches, in id order (an
+    expression that fails on the record does not match)."""
     return [
         s
         for _, s in sorted(subscriptions.items())
-        if s.status is SubscriptionStatus.ACTIVE and s.filter.matches(c)
+        if s.status is SubscriptionStatus.ACTIVE and _matches(s.filter, c)
     ]
+
+
+def _matches(f: Filter, c: Confirmation) -> bool:
+    try:
+        return f.matches(c)
+    except EvaluationError:
+        return False
+
+
+_EXPRESSIONS = [
+    compile_expression(source)
+    for source in (
+        'symbol in ["S1", "S2"]',
+        'account == "A1" && last_qty > 1',
+        'side == "BUY" || venue == "V1"',
+        'symbol == "S9"',
+        'exec_type in ["TRADE", "BUST"] && symbol in ["S2", "S3"] && venue != "V3"',
+        "last_qty / (last_qty - 5) > 0",  # fails on 5
+        '"A2" == account && side in ["SELL", "SELL_SHORT"]',
+    )
+]
 
 
 def _subset(pool: tuple[str, ...]) -> st.SearchStrategy[frozenset[str]]:
@@ -46,6 +69,7 @@ _filters = st.builds(
     sides=st.one_of(st.just(frozenset[Side]()), st.frozensets(st.sampled_from(Side))),
     exec_types=st.one_of(st.just(frozenset[ExecType]()), st.frozensets(st.sampled_from(ExecType))),
     min_qty=st.sampled_from([None, None, Decimal(0), Decimal(5), Decimal("10.5")]),
+    expr=st.one_of(st.none(), st.none(), st.sampled_from(_EXPRESSIONS)),
 )
 _ids = st.sampled_from([f"s{i:02d}" for i in range(12)])
 _subscriptions = st.builds(
@@ -201,3 +225,52 @@ def test_checks_after_the_anchor_still_apply() -> None:
         make_confirmation(last_qty="49.99"),
     ):
         assert index.match(miss) == []
+
+
+def test_an_expression_narrows_by_its_equality_terms() -> None:
+    index = SubscriptionIndex()
+    notional = make_subscription(
+        "n",
+        Filter(expr=compile_expression('symbol in ["AAPL", "MSFT"] && last_qty * last_px >= 1e4')),
+    )
+    index.upsert(notional)
+    # filed under its two symbols, not among the subscriptions every confirmation visits
+    assert not index._unanchored
+    assert set(index._postings[1]) == {"AAPL", "MSFT"}
+    assert index.match(make_confirmation(symbol="AAPL", last_qty="100")) == [notional]
+    assert index.match(make_confirmation(symbol="AAPL", last_qty="10")) == []
+    assert index.match(make_confirmation(symbol="IBM", last_qty="100")) == []
+
+
+def test_terms_intersect_with_the_lists_and_a_contradiction_is_filed_nowhere() -> None:
+    index = SubscriptionIndex()
+    both = make_subscription(
+        "b",
+        Filter(
+            symbols=frozenset({"AAPL", "IBM"}),
+            expr=compile_expression('symbol in ["AAPL", "MSFT"]'),
+        ),
+    )
+    never = make_subscription(
+        "x", Filter(symbols=frozenset({"IBM"}), expr=compile_expression('symbol == "AAPL"'))
+    )
+    index.upsert(both)
+    index.upsert(never)
+    assert set(index._postings[1]) == {"AAPL"}
+    assert index.match(make_confirmation(symbol="AAPL")) == [both]
+    assert index.match(make_confirmation(symbol="IBM")) == []
+    index.remove("x")
+    index.remove("b")
+    assert not index._postings[1]
+
+
+def test_a_failing_expression_is_reported_and_does_not_match() -> None:
+    index = SubscriptionIndex()
+    failing = make_subscription("f", Filter(expr=compile_expression("seq / (seq - 1) > 0")))
+    plain = make_subscription("p")
+    index.upsert(failing)
+    index.upsert(plain)
+    errors: list[tuple[str, str]] = []
+    found = index.match(make_confirmation(), lambda s, e: errors.append((s.id, str(e))))
+    assert found == [plain]
+    assert errors == [("f", "'/' by zero")]

@@ -239,6 +239,7 @@ def test_to_dict_sorts_and_names_everything() -> None:
         "sides": ["BUY", "SELL_SHORT"],
         "exec_types": ["BUST", "TRADE"],
         "min_qty": "5",
+        "expr": None,
     }
     assert Filter().to_dict()["min_qty"] is None
 
@@ -278,6 +279,7 @@ def test_the_public_form_never_shows_the_token_or_its_hash() -> None:
         "created_at": "2024-05-01T13:30:00.000000Z",
         "updated_at": "2024-05-01T13:30:00.000000Z",
         "version": 1,
+        "fields": None,
     }
     assert TOKEN not in repr(subscription)
     assert subscription.token_hash not in repr(subscription)
@@ -504,3 +506,70 @@ def test_hash_token_is_hex_sha256() -> None:
 )
 def test_token_matches(token: str, stored: str, expected: bool) -> None:
     assert token_matches(token, stored) is expected
+
+
+# --- filter.expr and fields (projection) ----------------------------------------------------
+
+
+def test_an_expression_is_parsed_compiled_and_round_trips() -> None:
+    source = 'symbol in ["AAPL", "MSFT"] && last_qty * last_px >= 1000000'
+    parsed = Filter.parse({"expr": source})
+    assert parsed.expr is not None and parsed.expr.source == source
+    assert parsed.to_dict()["expr"] == source
+    assert Filter.parse(parsed.to_dict()) == parsed
+    assert Filter.from_dict(parsed.to_dict()) == parsed
+    assert not parsed.matches_all
+    assert Filter.parse({"expr": None}) == Filter()
+
+
+@pytest.mark.parametrize(
+    ("expr", "fragment"),
+    [
+        ("symbol >", "Syntax error"),
+        ("nope == 1", "undeclared reference"),
+        ("symbol", "boolean"),
+        (42, "must be a string"),
+        ("", "must not be empty"),
+    ],
+)
+def test_an_invalid_expression_names_filter_expr(expr: object, fragment: str) -> None:
+    error = invalid(Filter.parse, {"expr": expr})
+    assert error.field == "filter.expr"
+    assert error.message.startswith("filter.expr")
+    assert fragment in error.message
+
+
+def test_fields_are_validated_and_kept_in_contract_order() -> None:
+    request = parse_create({"name": "n", "fields": ["last_px", "order_id", "last_qty"]})
+    assert request.fields == ("order_id", "last_qty", "last_px")
+    subscription = new_subscription(
+        request, subscription_id="s-1", token_hash=hash_token(TOKEN), now=T0
+    )
+    assert subscription.to_dict()["fields"] == ["order_id", "last_qty", "last_px"]
+    stored = subscription.to_dict(include_secret=True)
+    assert Subscription.from_dict(stored) == subscription
+    del stored["fields"]  # written before projections existed
+    assert Subscription.from_dict(stored).fields is None
+    assert parse_create({"name": "n", "fields": None}).fields is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ({"fields": ["order_id", "nope"]}, "fields[1]", "must be a confirmation field"),
+        ({"fields": ["seq", "seq"]}, "fields[1]", "repeats"),
+        ({"fields": []}, "fields", "at least one"),
+        ({"fields": "seq"}, "fields", "must be a list"),
+        ({"fields": ["seq"], "format": "avro"}, "fields", "json only"),
+    ],
+)
+def test_bad_fields_are_refused_by_name(body: dict[str, object], field: str, fragment: str) -> None:
+    error = invalid(parse_create, {"name": "n", **body})
+    assert error.field == field
+    assert fragment in error.message
+
+
+def test_fields_cannot_be_patched() -> None:
+    error = invalid(parse_patch, {"fields": ["seq"]})
+    assert error.field == "fields"
+    assert "cannot be changed after creation" in error.message

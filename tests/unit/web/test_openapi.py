@@ -48,6 +48,7 @@ T0 = datetime(2024, 5, 1, 13, 30, tzinfo=UTC)
 
 CONTRACT_OPERATIONS = {
     ("post", "/api/v1/subscriptions"),
+    ("post", "/api/v1/subscriptions/dry-run"),
     ("get", "/api/v1/subscriptions"),
     ("get", "/api/v1/subscriptions/{id}"),
     ("patch", "/api/v1/subscriptions/{id}"),
