@@ -33,14 +33,21 @@ PAUSED subscriptions are kept (``get``, ``len``) but filed nowhere, so they cost
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from operator import attrgetter
 
 from execdist.domain.expressions import EvaluationError, Expression
 from execdist.domain.model import Confirmation
-from execdist.domain.subscriptions import Filter, Subscription, SubscriptionStatus
+from execdist.domain.subscriptions import (
+    Filter,
+    OutputFormat,
+    Subscription,
+    SubscriptionStatus,
+    topic_for,
+)
 
-__all__ = ["ErrorHandler", "SubscriptionIndex", "restrictions"]
+__all__ = ["ErrorHandler", "FilterTrial", "SubscriptionIndex", "restrictions"]
 
 ErrorHandler = Callable[[Subscription, EvaluationError], None]
 """Told about each subscription whose expression failed on a confirmation."""
@@ -246,3 +253,52 @@ class SubscriptionIndex:
             del bucket[subscription_id]
             if not bucket:  # keep memory bounded by what is subscribed now
                 del postings[value]
+
+
+class FilterTrial:
+    """Counts what one filter matches among confirmations, for a dry-run.
+
+    It matches with a :class:`SubscriptionIndex` holding the filter as its only subscription,
+    so the answer is the router's own, expression errors included.
+    """
+
+    SAMPLE_SIZE = 20
+
+    __slots__ = ("_index", "evaluation_errors", "matched", "sample", "scanned")
+
+    def __init__(self, f: Filter) -> None:
+        self._index = SubscriptionIndex()
+        self._index.upsert(
+            Subscription(
+                id="dry-run",
+                name="dry-run",
+                filter=f,
+                format=OutputFormat.JSON,
+                status=SubscriptionStatus.ACTIVE,
+                topic=topic_for("dry-run"),
+                partitions=1,
+                created_at=_EPOCH,
+                updated_at=_EPOCH,
+                token_hash="",
+                version=1,
+            )
+        )
+        self.scanned = 0
+        self.matched = 0
+        self.evaluation_errors = 0
+        self.sample: list[dict[str, object]] = []
+        """The first matches, as they were published."""
+
+    def add(self, confirmation: Confirmation, published: dict[str, object]) -> None:
+        """Count one confirmation; ``published`` is its JSON form, kept if it is sampled."""
+        self.scanned += 1
+        if self._index.match(confirmation, self._failed):
+            self.matched += 1
+            if len(self.sample) < self.SAMPLE_SIZE:
+                self.sample.append(published)
+
+    def _failed(self, _subscription: Subscription, _error: EvaluationError) -> None:
+        self.evaluation_errors += 1
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

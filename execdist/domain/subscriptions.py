@@ -49,12 +49,15 @@ from execdist.domain.validation import MAX_FRACTION_DIGITS, MAX_ID_LENGTH, MAX_I
 
 __all__ = [
     "CONFIRMATION_FIELDS",
+    "DRY_RUN_DEFAULT_RECORDS",
+    "DRY_RUN_MAX_RECORDS",
     "MAX_FILTER_VALUES",
     "MAX_FILTER_VALUE_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PARTITIONS",
     "SUBSCRIPTION_TOPIC_PREFIX",
     "CreateRequest",
+    "DryRunRequest",
     "Filter",
     "InvalidSubscription",
     "OutputFormat",
@@ -65,6 +68,8 @@ __all__ = [
     "hash_token",
     "new_subscription",
     "parse_create",
+    "parse_dry_run",
+    "parse_fields",
     "parse_patch",
     "token_matches",
     "topic_for",
@@ -99,6 +104,11 @@ _CREATE_KEYS: Final = ("name", "filter", "format", "partitions", "fields")
 CONFIRMATION_FIELDS: Final = tuple(field.name for field in fields(Confirmation))
 """The names ``fields`` (a projection) may list, in the contract's order."""
 _PATCH_KEYS: Final = ("name", "filter", "status")
+_DRY_RUN_KEYS: Final = ("filter", "since", "max_records")
+DRY_RUN_DEFAULT_RECORDS: Final = 100_000
+DRY_RUN_MAX_RECORDS: Final = 1_000_000
+"""A dry-run scans at most this many confirmations (and for a few seconds at most)."""
+_MAX_TIME_TEXT = 64
 _SERVICE_SET_KEYS: Final = (
     "id",
     "topic",
@@ -423,6 +433,30 @@ def parse_patch(body: object) -> PatchRequest:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DryRunRequest:
+    """A validated ``POST /api/v1/subscriptions/dry-run`` body."""
+
+    since: datetime
+    """Aware; the scan starts at the first confirmation written at or after it."""
+    filter: Filter = Filter()
+    max_records: int = DRY_RUN_DEFAULT_RECORDS
+
+
+def parse_dry_run(body: object) -> DryRunRequest:
+    """Validate a dry-run body: ``since`` required (ISO-8601 with a zone); ``filter`` (all)
+    and ``max_records`` (100,000, at most 1,000,000) optional, null meaning the default."""
+    data = _require_body(body)
+    _reject_unknown_keys(data, _DRY_RUN_KEYS, "")
+    return DryRunRequest(
+        since=_since(data.get("since")),
+        filter=Filter.parse(data.get("filter")),
+        max_records=DRY_RUN_DEFAULT_RECORDS
+        if data.get("max_records") is None
+        else _max_records(data["max_records"]),
+    )
+
+
 def topic_for(subscription_id: str) -> str:
     """The output topic of a subscription."""
     return SUBSCRIPTION_TOPIC_PREFIX + subscription_id
@@ -581,6 +615,36 @@ def _partitions(value: object) -> int:
     raise InvalidSubscription(
         "partitions",
         f"partitions must be an integer from 1 to {MAX_PARTITIONS}, got {_show(value)}",
+    )
+
+
+def _since(value: object) -> datetime:
+    example = '"2024-05-01T13:30:00Z"'
+    if value is None:
+        raise InvalidSubscription("since", f"since is required: an ISO-8601 time such as {example}")
+    if not isinstance(value, str) or len(value) > _MAX_TIME_TEXT:
+        raise InvalidSubscription(
+            "since", f"since must be an ISO-8601 time such as {example}, got {_show(value)}"
+        )
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidSubscription(
+            "since", f"since must be an ISO-8601 time such as {example}, got {_show(value)}"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidSubscription(
+            "since", f"since must name its zone (Z or +hh:mm), got {_show(value)}"
+        )
+    return moment
+
+
+def _max_records(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= DRY_RUN_MAX_RECORDS:
+        return value
+    raise InvalidSubscription(
+        "max_records",
+        f"max_records must be an integer from 1 to {DRY_RUN_MAX_RECORDS}, got {_show(value)}",
     )
 
 

@@ -118,6 +118,28 @@ def restore_consumer(settings: Settings) -> Consumer:
     )
 
 
+def scan_consumer(settings: Settings, purpose: str) -> Consumer:
+    """Reads a range of a topic once, for a request (a filter's dry-run): ``read_committed``,
+    assigned partitions, no group membership and nothing committed. ``enable.partition.eof``
+    tells the reader when a partition's committed end (the last stable offset) is reached."""
+    return Consumer(
+        {
+            **_common(settings, f"{settings.worker_id}-{purpose}"),
+            "group.id": f"{settings.app_id}-{purpose}-unused",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            "fetch.max.bytes": 4 * MAX_VALUE_BYTES,
+            # a bounded read: do not fetch far ahead of what the scan will use
+            "queued.max.messages.kbytes": 8 * 1024,
+        }
+    )
+
+
 def plain_producer(settings: Settings, client_id: str) -> Producer:
     """A producer outside any transaction (tick requests): idempotent, sent at once."""
     return Producer(

@@ -33,9 +33,11 @@ from execdist.domain.subscriptions import (
     hash_token,
     new_subscription,
     parse_create,
+    parse_dry_run,
     parse_patch,
 )
 from execdist.infra.kafka_admin import create_topic
+from execdist.services.dry_run import FilterDryRun, ScanUnavailable
 from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
@@ -54,6 +56,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     store = components.subscriptions
     reports = components.reports
     requires = access_control(components.guard)
+    dry_runs = FilterDryRun(settings)
 
     def existing(subscription_id: str) -> Subscription:
         subscription = store.get(subscription_id)
@@ -118,6 +121,23 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             page = items[:limit]
             next_cursor = encode_cursor(page[-1].id) if len(items) > limit else None
             return json_response({"items": [s.to_dict() for s in page], "next_cursor": next_cursor})
+
+    @app.page("/api/v1/subscriptions/dry-run")
+    class DryRun(View):
+        """What a filter would have matched since a time; creates nothing."""
+
+        @api
+        @requires(Action.MANAGE)
+        async def post(self, request: Request) -> web.StreamResponse:
+            try:
+                trial = parse_dry_run(await read_json(request))
+            except InvalidSubscription as exc:
+                raise invalid(exc) from None
+            try:
+                result = await dry_runs.run(trial)
+            except ScanUnavailable as exc:
+                raise HttpError(503, "not_ready", f"{exc}; retry shortly") from exc
+            return json_response(result.to_dict())
 
     @app.page("/api/v1/subscriptions/{subscription_id}")
     class OneSubscription(View):

@@ -185,6 +185,14 @@ ROWS = [
     ),
     Row("GET", "/api/v1/subscriptions", READERS, 200, lambda w, a: "/api/v1/subscriptions"),
     Row(
+        "POST",
+        "/api/v1/subscriptions/dry-run",
+        ADMINS,
+        200,
+        lambda w, a: "/api/v1/subscriptions/dry-run",
+        lambda: {"since": "2024-01-01T00:00:00Z", "max_records": 10},
+    ),
+    Row(
         "GET",
         SUBSCRIPTION,
         SUBSCRIPTION_READERS,

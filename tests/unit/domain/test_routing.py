@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from execdist.domain import Confirmation, ExecType, Side
 from execdist.domain.expressions import EvaluationError, compile_expression
-from execdist.domain.routing import SubscriptionIndex
+from execdist.domain.routing import FilterTrial, SubscriptionIndex
 from execdist.domain.subscriptions import Filter, Subscription, SubscriptionStatus
 from tests.unit.domain.test_subscriptions import make_confirmation, make_subscription
 
@@ -274,3 +274,18 @@ def test_a_failing_expression_is_reported_and_does_not_match() -> None:
     found = index.match(make_confirmation(), lambda s, e: errors.append((s.id, str(e))))
     assert found == [plain]
     assert errors == [("f", "'/' by zero")]
+
+
+def test_a_filter_trial_counts_matches_errors_and_keeps_a_bounded_sample() -> None:
+    trial = FilterTrial(
+        Filter(symbols=frozenset({"AAPL"}), expr=compile_expression("100 / (last_qty - 5) > 0"))
+    )
+    records = [make_confirmation(symbol="AAPL", last_qty=str(q)) for q in range(1, 40)]
+    records.append(make_confirmation(symbol="MSFT", last_qty="100"))
+    for record in records:
+        trial.add(record, record.to_dict())
+    assert trial.scanned == 40
+    assert trial.evaluation_errors == 1  # last_qty 5
+    assert trial.matched == 34  # 6 to 39
+    assert len(trial.sample) == FilterTrial.SAMPLE_SIZE
+    assert trial.sample[0]["last_qty"] == "6"

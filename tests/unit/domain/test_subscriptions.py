@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from execdist.domain import Confirmation, DomainError, ExecType, OrderStatus, Side
 from execdist.domain.subscriptions import (
+    DRY_RUN_DEFAULT_RECORDS,
+    DRY_RUN_MAX_RECORDS,
     CreateRequest,
     Filter,
     InvalidSubscription,
@@ -24,6 +26,7 @@ from execdist.domain.subscriptions import (
     hash_token,
     new_subscription,
     parse_create,
+    parse_dry_run,
     parse_patch,
     token_matches,
     topic_for,
@@ -573,3 +576,45 @@ def test_fields_cannot_be_patched() -> None:
     error = invalid(parse_patch, {"fields": ["seq"]})
     assert error.field == "fields"
     assert "cannot be changed after creation" in error.message
+
+
+# --- dry-run requests ------------------------------------------------------------------------
+
+
+def test_a_dry_run_request_is_parsed_with_defaults() -> None:
+    parsed = parse_dry_run({"since": "2024-05-01T13:30:00Z"})
+    assert parsed.since == T0
+    assert parsed.filter == Filter()
+    assert parsed.max_records == DRY_RUN_DEFAULT_RECORDS
+    full = parse_dry_run(
+        {
+            "since": "2024-05-01T15:30:00+02:00",
+            "filter": {"symbols": ["AAPL"], "expr": "last_qty > 5"},
+            "max_records": DRY_RUN_MAX_RECORDS,
+        }
+    )
+    assert full.since == T0
+    assert full.filter.expr is not None
+    assert full.max_records == DRY_RUN_MAX_RECORDS
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ({}, "since", "required"),
+        ({"since": "yesterday"}, "since", "ISO-8601"),
+        ({"since": "2024-05-01T13:30:00"}, "since", "zone"),
+        ({"since": 1714570200}, "since", "ISO-8601"),
+        ({"since": "2024-05-01T13:30:00Z", "max_records": 0}, "max_records", "from 1"),
+        ({"since": "2024-05-01T13:30:00Z", "max_records": 10**7}, "max_records", "from 1"),
+        ({"since": "2024-05-01T13:30:00Z", "max_records": True}, "max_records", "from 1"),
+        ({"since": "2024-05-01T13:30:00Z", "filter": {"expr": "x"}}, "filter.expr", "undeclared"),
+        ({"since": "2024-05-01T13:30:00Z", "name": "n"}, "name", "not a known field"),
+    ],
+)
+def test_bad_dry_run_requests_name_the_field(
+    body: dict[str, object], field: str, fragment: str
+) -> None:
+    error = invalid(parse_dry_run, body)
+    assert error.field == field
+    assert fragment in error.message
