@@ -326,14 +326,23 @@ def _checked_tree(source: str) -> _Node:
     return _TreeReader(source, _positions(checked_expr)).node(expr)
 
 
+_STATUS_PREFIX = re.compile(r"^(?:[A-Z_]+: )+")
+_STATUS_SUFFIX = re.compile(r"\s*\[[A-Z_]+\]\s*$")
+_LOCATION = re.compile(r"<input>:(-?\d+):(-?\d+): ")
+
+
 def _checker_message(text: str) -> str:
-    """cel-cpp's message without its status prefix and suffix, the caret drawing kept."""
-    text = text.strip()
-    for prefix in ("INVALID_ARGUMENT: ", "ERROR: "):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    text = text.removesuffix("[INVALID_ARGUMENT]").rstrip()
-    return text.replace("<input>:", "at ", 1)
+    """cel-cpp's message without status codes and repeats; ``at line:column`` and the caret
+    drawing kept when it has them."""
+    lines: list[str] = []
+    for block in re.split(r"\n(?=ERROR: )", text.strip()):
+        block = _STATUS_SUFFIX.sub("", _STATUS_PREFIX.sub("", block.strip()))
+        block = _LOCATION.sub(
+            lambda m: "" if m.group(1) == "-1" else f"at {m.group(1)}:{m.group(2)}: ", block
+        )
+        if block and block not in lines:
+            lines.append(block)
+    return "\n".join(lines) or "not a valid CEL expression"
 
 
 # ---- compiling the tree into closures ----------------------------------------------------

@@ -126,6 +126,8 @@ def test_and_or_absorb_an_error_when_the_other_side_decides() -> None:
         ('{"a": 1}["a"] == 1', "not supported"),
         ('timestamp("2024-01-01T00:00:00Z") < timestamp("2025-01-01T00:00:00Z")', "not supported"),
         ("   ", "must not be empty"),
+        ("(" * 100 + "true" + ")" * 100, "recursion"),
+        ("seq + " * 100 + "1 > 0", "recursion"),
         ("true || " * 600 + "true", f"at most {MAX_EXPRESSION_LENGTH} characters"),
     ],
 )
