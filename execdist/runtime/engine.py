@@ -8,6 +8,9 @@
   every output, changelog record and input offset of the batch, for all the worker's
   partitions, in one transaction of the worker's one producer (:mod:`.transaction`,
   :mod:`.commit`). A record waits for nothing it does not need: no linger, no record count.
+* While a batch commits, the loop polls and processes the next one: its outputs are held and
+  its table writes kept apart until the commit has finished, then they begin the next
+  transaction. If the commit fails, the batch built on it is dropped with it.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
   of its previous owner to settle (the consumer's committed-offset fetch is stable, KIP-447).
@@ -16,11 +19,12 @@
   set aside (the dead-letter path) in the transaction instead. A commit that fails rolls back
   the same way; one whose outcome is unknown rebuilds the tables from the changelogs.
 
-librdkafka's calls that wait (poll, commit, abort) run on one Kafka thread of the engine's own;
-the processors, which are asyncio code sharing the worker's tables and subscription index with
-the web views, run on the event loop. The consumer's rebalance callbacks run on the Kafka
-thread inside ``poll`` and hand their work to the event loop, so partitions only ever change
-between two batches.
+librdkafka's calls that wait run on two threads of the engine's own: the consumer's (poll,
+seek) and the producer's (commit, abort), so a commit and the next poll overlap. The
+processors, which are asyncio code sharing the worker's tables and subscription index with
+the web views, run on the event loop. The consumer's rebalance callbacks run on the consumer's
+thread inside ``poll`` and hand their work to the event loop, which first lets the commit in
+flight finish, so partitions only ever change between two committed batches.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -72,6 +77,17 @@ COMMITTED_WAIT_S = 5.0
 """Asked in steps of this long, so that a long wait shows in the log."""
 
 
+@dataclass
+class _InFlight:
+    """A batch whose transaction is committing on the producer's thread."""
+
+    future: asyncio.Future[int]
+    offsets: dict[tuple[str, int], int]
+    batch_started: float
+    committing: float
+    """When its commit started (``time.perf_counter``)."""
+
+
 class RecordFailed(Exception):
     """Processing one input record raised; the cause is chained."""
 
@@ -104,11 +120,15 @@ class Engine(Service):
         self.group_id = f"{settings.app_id}-pipeline"
         self._consumer: Consumer | None = None
         self._kafka: ThreadPoolExecutor | None = None
+        self._producing: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
+        """The commit running on the producer's thread while the next batch is processed."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticks: Producer | None = None
         self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
+        self._batch_started = 0.0
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
         self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
@@ -176,7 +196,8 @@ class Engine(Service):
     async def on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="execdist-kafka")
-        await self._blocking(self._transaction.open)
+        self._producing = ThreadPoolExecutor(1, thread_name_prefix="execdist-producer")
+        await self._producer_call(self._transaction.open)
         consumer = clients.pipeline_consumer(self._settings, self.group_id)
         consumer.subscribe(
             self._topology.topics,
@@ -202,17 +223,24 @@ class Engine(Service):
             with contextlib.suppress(KafkaException, RuntimeError):
                 await self._blocking(self._consumer.close)
         with contextlib.suppress(KafkaException, RuntimeError):
-            await self._blocking(self._transaction.close)
+            await self._producer_call(self._transaction.close)
         if self._ticks is not None:
             self._ticks.flush(1.0)
-        if self._kafka is not None:
-            self._kafka.shutdown(wait=True)
+        for executor in (self._kafka, self._producing):
+            if executor is not None:
+                executor.shutdown(wait=True)
         self._rocks.close_all()
 
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
-        """Run a librdkafka call that waits on the engine's Kafka thread."""
+        """Run a consumer call that waits on the engine's Kafka thread."""
         assert self._kafka is not None
         return await asyncio.get_running_loop().run_in_executor(self._kafka, call, *args)
+
+    async def _producer_call(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a call of the worker's transaction that waits (open, commit, abort, close) on
+        the producer's thread, so that the consumer can poll meanwhile."""
+        assert self._producing is not None
+        return await asyncio.get_running_loop().run_in_executor(self._producing, call, *args)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -222,7 +250,9 @@ class Engine(Service):
         while not self._stopping:
             if len(self._pending) < MAX_POLL:
                 try:
-                    polled = await self._blocking(self._poll, not self._pending)
+                    # wait for input only when there is nothing else to do
+                    idle = not self._pending and self._in_flight is None
+                    polled = await self._blocking(self._poll, idle)
                 except KafkaException as exc:
                     log.warning("polling the inputs failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_S)
@@ -231,10 +261,11 @@ class Engine(Service):
                 # in order (and after the records still waiting from the last poll)
                 polled.sort(key=lambda r: (r.partition, rank[r.topic]))
                 self._pending.extend(polled)
-            if not self._pending:
-                continue
             try:
-                await self._batch()
+                # the next batch is processed while the previous one commits
+                offsets = await self._batch() if self._pending else None
+                if await self._settle() and offsets:
+                    self._start_commit(offsets)
             except (KafkaException, CommitFailed) as exc:
                 # Kafka refused a record or the transaction outside any one record's processing
                 # (a record's own failures are caught per record and end in the DLQ)
@@ -243,6 +274,7 @@ class Engine(Service):
                 )
                 await self._rollback()
                 await asyncio.sleep(RETRY_S)
+        await self._settle()
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         """Anything else the loop cannot handle stops the worker, visibly, rather than leave it
@@ -267,8 +299,9 @@ class Engine(Service):
             messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
         return [record for message in messages if (record := _record(message)) is not None]
 
-    async def _batch(self) -> None:
-        """Process waiting records until the time budget is spent, then commit them."""
+    async def _batch(self) -> dict[tuple[str, int], int] | None:
+        """Process waiting records until the time budget is spent; returns the next input
+        offsets to commit with them (``None`` if nothing is to be committed)."""
         started = time.perf_counter()
         records = self._pending
         deadline = started + BATCH_BUDGET_S
@@ -293,26 +326,16 @@ class Engine(Service):
                     await self._process(record)
                 except RecordFailed as failed:
                     await self._failed(failed)
-                    return
+                    return None
             offsets[(record.topic, record.partition)] = record.offset + 1
         del records[:taken]
         if not offsets:
-            return
+            return None
         for partition in {p for _, p in offsets}:
             continuity.flush(partition)
-        processed = time.perf_counter()
-        await self._commit(offsets)
-        done = time.perf_counter()
-        self._metrics.stage_seconds.labels("process").observe(processed - started)
-        self._metrics.stage_seconds.labels("commit").observe(done - processed)
-        self._metrics.batch_seconds.observe(done - started)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "batch of %d records: processed in %.1f ms, committed in %.1f ms",
-                taken,
-                (processed - started) * 1000,
-                (done - processed) * 1000,
-            )
+        self._batch_started = started
+        self._metrics.stage_seconds.labels("process").observe(time.perf_counter() - started)
+        return offsets
 
     async def _process(self, record: InputRecord) -> None:
         processor = self._topology.sources[record.topic]
@@ -358,24 +381,41 @@ class Engine(Service):
         await self._rollback()
         await asyncio.sleep(RETRY_S)
 
-    async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def _start_commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Send the batch's changelogs and start committing it on the producer's thread; what
+        the next batch sends meanwhile is held for the next transaction."""
         consumer = self._consumer
-        assert consumer is not None
+        assert consumer is not None and self._producing is not None and self._loop is not None
         self._committer.send_changelogs()
+        group_metadata = consumer.consumer_group_metadata()
+        self._transaction.hold()
+        future = self._loop.run_in_executor(
+            self._producing, self._committer.commit, offsets, group_metadata
+        )
+        self._in_flight = _InFlight(future, offsets, self._batch_started, time.perf_counter())
+
+    async def _settle(self, *, seek: bool = True) -> bool:
+        """Wait for the commit in flight, if there is one, and apply it locally; then what
+        was held begins the next transaction. False when the commit failed: every partition
+        then resumes from its last commit (without seeking the consumer when ``seek`` is
+        false: inside a rebalance callback, which runs on the consumer's thread)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return True
         try:
-            sent = await self._blocking(
-                self._committer.commit, offsets, consumer.consumer_group_metadata()
-            )
+            sent = await in_flight.future
         except CommitFailed as exc:
+            self._transaction.discard()
             log.warning("the commit failed (%s); resuming from the last commit", exc)
             if exc.aborted:
-                await self._resume_from_commit()
+                await self._resume_from_commit(seek=seek)
             else:
-                await self._rebuild()
-            return
+                await self._rebuild(seek=seek)
+            return False
         # a local write that fails now ends the loop and so the worker (see _loop_ended):
         # rolling back would replay what Kafka already holds as committed
         self._committer.apply()
+        offsets = in_flight.offsets
         self._ownership.committed(offsets)
         if self._failures:
             self._failures = {
@@ -383,38 +423,51 @@ class Engine(Service):
                 for key, failure in self._failures.items()
                 if key[2] >= offsets.get((key[0], key[1]), 0)
             }
+        done = time.perf_counter()
         self._metrics.transaction_records.observe(sent)
+        self._metrics.stage_seconds.labels("commit").observe(done - in_flight.committing)
+        self._metrics.batch_seconds.observe(done - in_flight.batch_started)
+        self._transaction.release()
+        return True
 
     # ---- going back to the last commit --------------------------------------------------
 
     async def _rollback(self) -> None:
-        """Abort the open transaction and resume every partition from its last commit."""
-        if await self._blocking(self._transaction.abort):
+        """Abort the open transaction and resume every partition from its last commit (a
+        commit in flight finishes first: it holds the batch before)."""
+        if not await self._settle():
+            return  # it failed, and everything was resumed from the last commit already
+        if await self._producer_call(self._transaction.abort):
             await self._resume_from_commit()
         else:
             await self._rebuild()
 
-    async def _resume_from_commit(self) -> None:
+    async def _resume_from_commit(self, *, seek: bool = True) -> None:
         """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
         uncommitted writes and caches and seeking the inputs back is enough."""
         self._pending.clear()
         self._ownership.forget_uncommitted()
-        await self._seek(self._ownership.resume_positions())
+        if seek:
+            await self._seek(self._ownership.resume_positions())
 
-    async def _rebuild(self) -> None:
+    async def _rebuild(self, *, seek: bool = True) -> None:
         """The transaction's outcome is unknown (or the producer was fenced): start a new
         producer, which settles the old transaction, and restore every owned partition from
-        what did commit."""
+        what did commit (in a rebalance callback, only drop what is uncommitted: the
+        partitions are leaving, and the next assignment restores what it is given)."""
         self._pending.clear()
         while not self._stopping:
             try:
-                await self._blocking(self._transaction.close)
-                await self._blocking(self._transaction.open)
+                await self._producer_call(self._transaction.close)
+                await self._producer_call(self._transaction.open)
                 break
             except KafkaException as exc:
                 log.warning("re-creating the worker's producer failed, retrying: %s", exc)
                 await asyncio.sleep(RETRY_S)
-        await self._seek(await self._ownership.rebuild())
+        if seek:
+            await self._seek(await self._ownership.rebuild())
+        else:
+            self._ownership.forget_uncommitted()
 
     async def _seek(self, positions: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -459,6 +512,7 @@ class Engine(Service):
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     async def _assigned(self, committed: list[TopicPartition]) -> list[TopicPartition]:
+        await self._settle(seek=False)
         try:
             positioned = await self._ownership.take(committed)
         except Exception as exc:
@@ -471,6 +525,9 @@ class Engine(Service):
         return positioned
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        # the partitions' last batch commits (or not) before they go: the consumer polls
+        # only between a batch's start of commit and the next batch
+        await self._settle(seek=False)
         self.rebalancing = True
         self._pending.clear()
         # with the eager protocol every partition is revoked before the next assignment

@@ -8,7 +8,9 @@ worker owns. Processors reach it only through :meth:`WorkerTransaction.send` (th
 of Kafka Streams); the commit belongs to :mod:`execdist.runtime.commit`.
 
 The producer's calls that wait for the broker (``init_transactions``, the commit, the abort)
-block; the engine runs them on its Kafka thread, never on the event loop.
+block; the engine runs them on a thread of their own, never on the event loop. While a commit
+runs there, the engine processes the next batch: what it sends is held (:meth:`hold`) and
+begins the next transaction once the commit has finished (:meth:`release`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class RecordSink(Protocol):
     ) -> None: ...
 
 
+_Send = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None, int | None]
+
+
 class CommitFailed(Exception):
     """The transaction did not commit. ``aborted`` says whether it is known to be aborted;
     otherwise its outcome is unknown and the state must be rebuilt from what did commit."""
@@ -66,6 +71,9 @@ class WorkerTransaction:
         """Records sent in the open transaction."""
         self._undelivered: set[str] = set()
         self._undelivered_lock = threading.Lock()
+        self._held: list[_Send] | None = None
+        """While a commit is in flight: the next transaction's records, kept until it has
+        finished (a transaction cannot begin before the previous one is committed)."""
 
     # ---- lifecycle (blocking: on the Kafka thread) --------------------------------------
 
@@ -78,6 +86,7 @@ class WorkerTransaction:
         producer.init_transactions(INIT_TIMEOUT_S)
         self._producer = producer
         self._open = False
+        self._held = None
         self.records = 0
 
     def close(self) -> None:
@@ -109,7 +118,11 @@ class WorkerTransaction:
         headers: Sequence[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        """Queue one record in the open transaction (begun on the first send)."""
+        """Queue one record in the open transaction (begun on the first send), or hold it for
+        the next transaction while the previous one commits."""
+        if self._held is not None:
+            self._held.append((topic, key, value, headers, partition))
+            return
         producer = self._begun()
         target = UNASSIGNED if partition is None else partition
         extra: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
@@ -121,6 +134,22 @@ class WorkerTransaction:
                 # librdkafka's queue is full: let it send before queueing more
                 producer.poll(0.05)
         self.records += 1
+
+    # ---- overlapping a commit with the next batch (on the event loop) --------------------
+
+    def hold(self) -> None:
+        """A commit is about to run: hold what is sent from now on for the next transaction."""
+        self._held = []
+
+    def release(self) -> None:
+        """The commit has finished: begin the next transaction with what was held."""
+        held, self._held = self._held, None
+        for topic, key, value, headers, partition in held or ():
+            self.send(topic, key, value, headers=headers, partition=partition)
+
+    def discard(self) -> None:
+        """The commit failed: what was held was built on it, and is dropped with it."""
+        self._held = None
 
     def _on_failed_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
@@ -148,6 +177,7 @@ class WorkerTransaction:
         """Abort the open transaction; False when that failed (its outcome is then unknown)."""
         producer = self._producer
         self.records = 0
+        self._held = None
         if producer is None or not self._open:
             self._open = False
             return True

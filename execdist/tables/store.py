@@ -104,20 +104,25 @@ class PartitionedState:
         self._tables = tables
         self.spec = spec
         self._overlay: dict[int, dict[bytes, Any]] = {}
+        """The open transaction's writes, per partition."""
+        self._sealed: dict[int, dict[bytes, Any]] | None = None
+        """The writes of the transaction being committed, from :meth:`pending` until
+        :meth:`committed` or :meth:`aborted`; the next batch writes to a new overlay meanwhile."""
 
     @property
     def changelog_topic(self) -> str:
         return self.spec.changelog_topic
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        pending = self._overlay.get(partition)
-        if pending is not None and key in pending:
-            value = pending[key]
-            if value is _DELETED:
-                return None
-            if type(value) is _Later:
-                value = pending[key] = value.encode()
-            return value  # type: ignore[no-any-return]
+        for generation in (self._overlay, self._sealed):
+            pending = None if generation is None else generation.get(partition)
+            if pending is not None and key in pending:
+                value = pending[key]
+                if value is _DELETED:
+                    return None
+                if type(value) is _Later:
+                    value = pending[key] = value.encode()
+                return value  # type: ignore[no-any-return]
         value = self._tables.db(self.spec.name, partition).get(key)
         return None if value is None else bytes(value)
 
@@ -187,22 +192,34 @@ class PartitionedState:
 
     # ---- transaction outcome ------------------------------------------------------------
 
-    def pending(self) -> Iterator[tuple[int, bytes, bytes | None]]:
-        """The uncommitted writes, one per key: (partition, key, value or ``None``)."""
-        for partition, writes in self._overlay.items():
+    def pending(self) -> list[tuple[int, bytes, bytes | None]]:
+        """Seal the open transaction's writes for its commit and give them, one per key:
+        (partition, key, value or ``None``). Writes made from now on belong to the next
+        transaction, which may be processed while this one commits."""
+        if self._sealed is not None:
+            raise RuntimeError("the previous commit of this table has not finished")
+        sealed, self._overlay = self._overlay, {}
+        self._sealed = sealed
+        records: list[tuple[int, bytes, bytes | None]] = []
+        for partition, writes in sealed.items():
             for key, value in writes.items():
                 if value is _DELETED:
-                    yield partition, key, None
+                    records.append((partition, key, None))
                     continue
                 if type(value) is _Later:
                     # from here on the value is what was sent, whatever the object does next
                     value = writes[key] = value.encode()
-                yield partition, key, value
+                records.append((partition, key, value))
+        return records
 
     def committed(self) -> int:
-        """The transaction committed: make its writes durable locally; returns how many."""
+        """The transaction committed: make its writes durable locally; returns how many.
+        Those are the writes :meth:`pending` sealed (or, if it was not asked, all so far)."""
+        sealed, self._sealed = self._sealed, None
+        if sealed is None:
+            sealed, self._overlay = self._overlay, {}
         written = 0
-        for partition, pending in self._overlay.items():
+        for partition, pending in sealed.items():
             if not pending or not self._tables.is_open(self.spec.name, partition):
                 continue
             batch = rocksdict.WriteBatch(raw_mode=True)
@@ -213,12 +230,15 @@ class PartitionedState:
                     batch.put(key, value.encode() if type(value) is _Later else value)
             self._tables.db(self.spec.name, partition).write(batch)
             written += len(pending)
-        self._overlay.clear()
         return written
 
     def aborted(self, partition: int | None = None) -> None:
-        """The transaction aborted (or ``partition`` left): forget the uncommitted writes."""
+        """The transaction aborted (or ``partition`` left): forget the uncommitted writes, of
+        the transaction being committed as well as of the open one."""
         if partition is None:
             self._overlay.clear()
+            self._sealed = None
         else:
             self._overlay.pop(partition, None)
+            if self._sealed is not None:
+                self._sealed.pop(partition, None)
