@@ -32,6 +32,8 @@ from execdist.relay.hub import RelayHub
 from execdist.runtime.engine import Engine
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import WorkerTransaction
+from execdist.services.subscription_audit import SubscriptionAudit
+from execdist.services.subscription_changes import SubscriptionChanges
 from execdist.services.subscription_store import SubscriptionStore
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
@@ -70,6 +72,8 @@ class Components:
     history: PartitionedState
     join: JoinProcessor
     subscriptions: SubscriptionStore
+    audit: SubscriptionAudit
+    changes: SubscriptionChanges
     guard: Guard
     stats: DeliveryStats
     reports: WorkerReports
@@ -94,18 +98,19 @@ def worker_data_dir(settings: Settings) -> str:
     return str(settings.data_dir / f"worker-{settings.web_port}")
 
 
-def transactional_id(settings: Settings, data_dir: Path) -> str:
-    """The worker's transactional id, kept in its data folder across restarts.
+def transactional_id(settings: Settings, data_dir: Path, role: str = "worker") -> str:
+    """A transactional id of the worker, kept in its data folder across restarts.
 
     A worker restarted on the same folder takes the same id back, so its first
     ``init_transactions`` aborts whatever transaction its previous incarnation left open at
     once, instead of after the transaction timeout. Zombies are fenced by the group
-    generation (KIP-447), not by the id, so each worker process has an id of its own.
+    generation (KIP-447), not by the id, so each worker process has an id of its own. The
+    engine's producer is the ``worker`` role; the subscription store's is ``subscriptions``.
     """
-    path = data_dir / "transactional-id"
+    path = data_dir / ("transactional-id" if role == "worker" else f"{role}-transactional-id")
     if path.exists():
         return path.read_text().strip()
-    value = f"{settings.app_id}-worker-{uuid.uuid4().hex[:12]}"
+    value = f"{settings.app_id}-{role}-{uuid.uuid4().hex[:12]}"
     path.write_text(value + "\n")
     return value
 
@@ -168,7 +173,10 @@ def create_app(settings: Settings) -> faust.App:
     positions = PartitionedState(rocks, specs[POSITIONS])
     history = PartitionedState(rocks, specs[HISTORY])
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
-    subscriptions = SubscriptionStore(settings)
+    subscriptions = SubscriptionStore(
+        settings, transactional_id(settings, data_dir, "subscriptions")
+    )
+    audit = SubscriptionAudit(settings)
     guard = Guard(settings.admin_token, subscriptions)
     stats = DeliveryStats()
     router = SubscriptionRouter(subscriptions.index, transaction, registry, stats, metrics)
@@ -200,6 +208,7 @@ def create_app(settings: Settings) -> faust.App:
     relay = RelayHub(settings, InputDecoder(registry), metrics)
     app.services = [
         subscriptions,
+        audit,
         reports,
         relay,
         pipeline,
@@ -217,6 +226,8 @@ def create_app(settings: Settings) -> faust.App:
         history=history,
         join=join,
         subscriptions=subscriptions,
+        audit=audit,
+        changes=SubscriptionChanges(settings, subscriptions, audit, registry),
         guard=guard,
         stats=stats,
         reports=reports,

@@ -24,6 +24,10 @@ POSITIONS_BY_ACCOUNT = "execdist-internal.positions-by-account"
 account."""
 SUBSCRIPTIONS = "execdist-internal.subscriptions"
 """Internal, compacted: every subscription's latest version, keyed by id; read by all workers."""
+SUBSCRIPTION_AUDIT = "execdist-internal.subscription-audit"
+"""Internal, append-only and kept forever: one record per change to a subscription (who, when,
+before and after), keyed by subscription id, written in the change's own transaction. Not
+compacted, so a subscription's deletion leaves its history in place."""
 WORKERS = "execdist-internal.workers"
 """Internal, compacted: each worker's latest report (partitions, delivery figures), keyed by
 worker id; read by all workers to answer the cluster-wide status queries."""

@@ -36,6 +36,7 @@ __all__ = [
     "format_time",
     "parse_stored_decimal",
     "parse_stored_time",
+    "status_event",
 ]
 
 
@@ -143,6 +144,26 @@ def format_time(moment: datetime) -> str:
         moment = moment.astimezone(UTC)
     # isoformat runs in C; in UTC it always ends in "+00:00"
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def status_event(
+    *,
+    event_id: str,
+    type_: StatusType,
+    source: str,
+    subscription_id: str | None,
+    time: datetime,
+    details: Mapping[str, object],
+) -> dict[str, object]:
+    """A StatusEvent of ``execdist.status`` in its JSON form, fields in the contract's order."""
+    return {
+        "event_id": event_id,
+        "type": type_.value,
+        "source": source,
+        "subscription_id": subscription_id,
+        "time": format_time(time),
+        "details": dict(details),
+    }
 
 
 def parse_stored_decimal(value: object) -> Decimal:

@@ -196,8 +196,8 @@ def offsets_reader(settings: Settings) -> AIOKafkaConsumer:
 def service_producer(
     settings: Settings, *, idempotent: bool, linger_ms: int = 0
 ) -> AIOKafkaProducer:
-    """Writes the services' own records outside the pipeline's transaction (subscription
-    changes, worker reports, the demo feed)."""
+    """Writes the services' own records outside any transaction (worker reports, the
+    periodic status events, the demo feed)."""
     if idempotent:
         return AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -206,6 +206,21 @@ def service_producer(
             linger_ms=linger_ms,
         )
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=linger_ms)
+
+
+def store_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
+    """The subscription store's transactional producer: a change to a subscription, its
+    audit entry and its status event are one transaction. The id is kept in the worker's data
+    folder, so a restarted worker aborts at once what its previous incarnation left open; the
+    transaction timeout is the pipeline's, so a killed worker's open transaction holds up the
+    ``read_committed`` followers for seconds at most."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        enable_idempotence=True,
+        acks="all",
+    )
 
 
 def admin(settings: Settings, request_timeout_ms: int = 40_000) -> AIOKafkaAdminClient:

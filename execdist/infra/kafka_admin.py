@@ -38,6 +38,10 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.STATUS: (1, {}),
         topics.DLQ: (1, {}),
         topics.SUBSCRIPTIONS: (1, compacted),
+        topics.SUBSCRIPTION_AUDIT: (
+            1,
+            {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+        ),
         topics.WORKERS: (1, {**compacted, "min.cleanable.dirty.ratio": "0.1"}),
         **{
             spec.changelog_topic: (n, {**compacted, "max.message.bytes": str(MAX_VALUE_BYTES)})

@@ -11,17 +11,24 @@ Every worker reads the topic from the start and follows it, so a change made on 
 (a token issued or revoked included) is in force on all of them within the fetch wait (about
 100 ms) and survives restarts of every worker. The log order decides conflicts the same way
 on every worker: a record that would give a name to a second subscription is skipped.
+
+Every write is a Kafka transaction of the worker's store producer (its transactional id is
+kept in the worker's data folder), and a write may carry records for other topics with it
+(:class:`Companion`): a subscription's audit entry and its status event commit or abort with
+the change. The followers read ``read_committed``, so an aborted change is never applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from execdist import topics
@@ -42,6 +49,15 @@ Listener = Callable[[Subscription | None, Subscription | None], None]
 """Called with (before, after) for every change applied; ``after`` is None on delete."""
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A record written in the same transaction as a change to the store."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
 class NotLoaded(ExecDistError):
     """The worker has not read every subscription yet; answer 503 and let the client retry."""
 
@@ -52,9 +68,12 @@ class SubscriptionStore(Service):
     """All subscriptions, their routing index, the issued tokens and the lookup of every
     token's principal, kept in step with the topic."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, transactional_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._settings = settings
+        self._transactional_id = transactional_id
+        self._writing = asyncio.Lock()
+        """A producer has one transaction open at a time; concurrent requests take turns."""
         self.index = SubscriptionIndex()
         self._by_id: dict[str, Subscription] = {}
         self._id_by_name: dict[str, str] = {}
@@ -72,7 +91,7 @@ class SubscriptionStore(Service):
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self._producer = clients.service_producer(self._settings, idempotent=True)
+        self._producer = clients.store_producer(self._settings, self._transactional_id)
         await self._producer.start()
         self._consumer, self._tp = await follow_from_start(
             self._settings, topics.SUBSCRIPTIONS, read_committed=True, fetch_max_wait_ms=100
@@ -197,27 +216,75 @@ class SubscriptionStore(Service):
 
     # ---- writes -------------------------------------------------------------------------------
 
-    async def put(self, subscription: Subscription, timeout: float = 10.0) -> Subscription | None:
-        """Write a version and wait until it is applied here; returns what is now in force."""
+    async def put(
+        self,
+        subscription: Subscription,
+        companions: Sequence[Companion] = (),
+        timeout: float = 10.0,
+    ) -> Subscription | None:
+        """Write a version, with ``companions`` in the same transaction, and wait until it is
+        applied here; returns what is now in force."""
         value = orjson.dumps(subscription.to_dict(include_secret=True))
-        await self._write(subscription.id.encode(), value, timeout)
+        await self._write(subscription.id.encode(), value, companions, timeout)
         return self._by_id.get(subscription.id)
 
-    async def delete(self, subscription_id: str, timeout: float = 10.0) -> None:
-        await self._write(subscription_id.encode(), None, timeout)
+    async def delete(
+        self, subscription_id: str, companions: Sequence[Companion] = (), timeout: float = 10.0
+    ) -> None:
+        """Write the subscription's tombstone, with ``companions`` in the same transaction."""
+        await self._write(subscription_id.encode(), None, companions, timeout)
 
     async def put_token(self, token: ApiToken, timeout: float = 10.0) -> None:
         """Store an issued token (its hash) and wait until it is in force here."""
         value = orjson.dumps(token.to_dict(include_secret=True))
-        await self._write((TOKEN_KEY_PREFIX + token.id).encode(), value, timeout)
+        await self._write((TOKEN_KEY_PREFIX + token.id).encode(), value, (), timeout)
 
     async def revoke_token(self, token_id: str, timeout: float = 10.0) -> None:
-        await self._write((TOKEN_KEY_PREFIX + token_id).encode(), None, timeout)
+        await self._write((TOKEN_KEY_PREFIX + token_id).encode(), None, (), timeout)
 
-    async def _write(self, key: bytes, value: bytes | None, timeout: float) -> None:
-        assert self._producer is not None
-        metadata = await self._producer.send_and_wait(topics.SUBSCRIPTIONS, value, key=key)
+    async def _write(
+        self, key: bytes, value: bytes | None, companions: Sequence[Companion], timeout: float
+    ) -> None:
+        async with self._writing:
+            offset = await asyncio.wait_for(self._transact(key, value, companions), timeout)
         async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: self._applied >= metadata.offset), timeout
-            )
+            await asyncio.wait_for(self._changed.wait_for(lambda: self._applied >= offset), timeout)
+
+    async def _transact(
+        self, key: bytes, value: bytes | None, companions: Sequence[Companion]
+    ) -> int:
+        """One transaction: the store's record and its companions; the record's offset."""
+        producer = self._producer
+        assert producer is not None
+        try:
+            await producer.begin_transaction()
+        except KafkaError:
+            await self._replace_producer()
+            raise
+        try:
+            sent = await producer.send(topics.SUBSCRIPTIONS, value, key=key)
+            for companion in companions:
+                await producer.send(companion.topic, companion.value, key=companion.key)
+            await producer.commit_transaction()
+        except BaseException:
+            await self._abort()
+            raise
+        return int((await sent).offset)
+
+    async def _abort(self) -> None:
+        """Abort the open transaction; a producer that cannot (fenced, or in a fatal state)
+        is replaced, so that the next write starts afresh on the same transactional id."""
+        producer = self._producer
+        assert producer is not None
+        try:
+            await producer.abort_transaction()
+        except KafkaError as exc:
+            log.warning("the store's producer could not abort (%r); starting a new one", exc)
+            await self._replace_producer()
+
+    async def _replace_producer(self) -> None:
+        # init_transactions of the new one, on the same id, ends whatever the old one left open
+        if self._producer is not None:
+            await self._producer.stop()
+        self._producer = clients.store_producer(self._settings, self._transactional_id)
+        await self._producer.start()

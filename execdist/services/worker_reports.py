@@ -24,7 +24,7 @@ from mode import Service
 from execdist import topics
 from execdist.codecs.output import encode_json
 from execdist.domain.delivery import DeliveryStats, LatencyHistogram, SubscriptionDelivery
-from execdist.domain.model import StatusType, format_time, parse_stored_time
+from execdist.domain.model import StatusType, format_time, parse_stored_time, status_event
 from execdist.infra import clients
 from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
@@ -149,18 +149,20 @@ class WorkerReports(Service):
         details: Mapping[str, object],
         subscription_id: str | None = None,
     ) -> None:
-        """A status event from this worker, outside any transaction (it observes, it is not
-        derived from input)."""
+        """A status event from this worker, outside any transaction: it observes (HEALTH,
+        PERFORMANCE, DISTRIBUTION_STATUS) and accompanies no change of state. The events of a
+        change are written in the change's transaction (subscriptions: the store's; the
+        join's: the engine's)."""
         assert self._producer is not None
         self._event_seq += 1
-        event = {
-            "event_id": f"{self.key}:{self._event_seq}",
-            "type": type_.value,
-            "source": self._settings.worker_id,
-            "subscription_id": subscription_id,
-            "time": format_time(datetime.now(UTC)),
-            "details": dict(details),
-        }
+        event = status_event(
+            event_id=f"{self.key}:{self._event_seq}",
+            type_=type_,
+            source=self._settings.worker_id,
+            subscription_id=subscription_id,
+            time=datetime.now(UTC),
+            details=details,
+        )
         await self._producer.send(
             topics.STATUS, encode_json(event), key=self._settings.worker_id.encode()
         )

@@ -2,17 +2,18 @@
 
 Who may call each view is said by its ``requires(...)`` line (the rules:
 :mod:`execdist.domain.access`). The token returned when a subscription is created may read
-that subscription, its status and its streams; only a hash of it is stored.
+that subscription, its status, its audit and its streams; only a hash of it is stored. What a
+change does is :class:`~execdist.services.subscription_changes.SubscriptionChanges`' business;
+the views read the request and render the answer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
-import secrets
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import faust
@@ -20,25 +21,18 @@ import orjson
 from aiohttp import web
 from faust.web import Request, View
 
-from execdist.codecs.registry import register_schema
-from execdist.codecs.schemas import raw_schema
 from execdist.domain.access import Action
-from execdist.domain.model import StatusType
 from execdist.domain.subscriptions import (
     InvalidSubscription,
-    OutputFormat,
     Subscription,
     SubscriptionStatus,
-    apply_patch,
-    hash_token,
-    new_subscription,
     parse_create,
     parse_dry_run,
     parse_patch,
 )
-from execdist.infra.kafka_admin import create_topic
 from execdist.services.dry_run import FilterDryRun, ScanUnavailable
-from execdist.web.auth import access_control, native
+from execdist.services.subscription_changes import SubscriptionConflict, SubscriptionNotFound
+from execdist.web.auth import access_control, native, principal_of
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
 
@@ -54,56 +48,26 @@ DEFAULT_LIMIT = 100
 def register_subscription_views(app: faust.App, components: Components) -> None:
     settings = components.settings
     store = components.subscriptions
+    changes = components.changes
     reports = components.reports
     requires = access_control(components.guard)
     dry_runs = FilterDryRun(settings)
 
     def existing(subscription_id: str) -> Subscription:
-        subscription = store.get(subscription_id)
-        if subscription is None:
-            raise HttpError(404, "not_found", f"no subscription {subscription_id!r}")
-        return subscription
-
-    def invalid(exc: InvalidSubscription) -> HttpError:
-        return HttpError(400, "invalid", exc.message, exc.field)
+        with http_errors():
+            return changes.existing(subscription_id)
 
     @app.page("/api/v1/subscriptions")
     class Subscriptions(View):
         @api
         @requires(Action.MANAGE)
         async def post(self, request: Request) -> web.StreamResponse:
-            try:
+            with http_errors():
                 create = parse_create(await read_json(request))
-            except InvalidSubscription as exc:
-                raise invalid(exc) from None
-            if store.id_for_name(create.name) is not None:
-                raise HttpError(
-                    409, "conflict", f"a subscription named {create.name!r} exists", "name"
-                )
-            subscription_id = uuid.uuid4().hex[:16]
-            token = f"eds_{secrets.token_urlsafe(32)}"
-            subscription = new_subscription(
-                create,
-                subscription_id=subscription_id,
-                token_hash=hash_token(token),
-                now=datetime.now(UTC),
+                created = await changes.create(create, principal_of(request))
+            return json_response(
+                {**created.subscription.to_dict(), "token": created.token}, status=201
             )
-            await create_topic(settings, subscription.topic, subscription.partitions)
-            if subscription.format is OutputFormat.AVRO:
-                await register_schema(
-                    components.registry, f"{subscription.topic}-value", raw_schema("confirmation")
-                )
-            stored = await store.put(subscription)
-            if stored is None or stored.id != subscription.id:
-                raise HttpError(
-                    409, "conflict", f"a subscription named {create.name!r} exists", "name"
-                )
-            await reports.publish_status(
-                StatusType.SUBSCRIPTION_CREATED,
-                {"name": stored.name, "topic": stored.topic},
-                subscription_id=stored.id,
-            )
-            return json_response({**stored.to_dict(), "token": token}, status=201)
 
         @api
         @requires(Action.READ)
@@ -129,10 +93,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
         @api
         @requires(Action.MANAGE)
         async def post(self, request: Request) -> web.StreamResponse:
-            try:
+            with http_errors():
                 trial = parse_dry_run(await read_json(request))
-            except InvalidSubscription as exc:
-                raise invalid(exc) from None
             try:
                 result = await dry_runs.run(trial)
             except ScanUnavailable as exc:
@@ -149,40 +111,34 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
         @api
         @requires(Action.MANAGE)
         async def patch(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            current = existing(subscription_id)
-            try:
+            existing(subscription_id)  # 404 before a body is judged
+            with http_errors():
                 patch = parse_patch(await read_json(request))
-            except InvalidSubscription as exc:
-                raise invalid(exc) from None
-            changed = apply_patch(current, patch, datetime.now(UTC))
-            if changed is current:
-                return json_response(current.to_dict())
-            owner = store.id_for_name(changed.name)
-            if owner is not None and owner != subscription_id:
-                raise HttpError(
-                    409, "conflict", f"a subscription named {changed.name!r} exists", "name"
-                )
-            stored = await store.put(changed)
-            if stored is None or stored.version != changed.version:
-                raise HttpError(409, "conflict", "the subscription changed meanwhile; retry")
-            await reports.publish_status(
-                StatusType.SUBSCRIPTION_UPDATED,
-                {"version": stored.version, "status": stored.status.value},
-                subscription_id=stored.id,
-            )
-            return json_response(stored.to_dict())
+                changed = await changes.change(subscription_id, patch, principal_of(request))
+            return json_response(changed.to_dict())
 
         @api
         @requires(Action.MANAGE)
         async def delete(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            subscription = existing(subscription_id)
-            await store.delete(subscription_id)
-            await reports.publish_status(
-                StatusType.SUBSCRIPTION_DELETED,
-                {"name": subscription.name, "topic": subscription.topic},
-                subscription_id=subscription_id,
-            )
+            with http_errors():
+                await changes.delete(subscription_id, principal_of(request))
             return web.Response(status=204)
+
+    @app.page("/api/v1/subscriptions/{subscription_id}/audit")
+    class SubscriptionAuditView(View):
+        @api
+        @requires(Action.READ_SUBSCRIPTION, "subscription_id")
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
+            limit = page_limit(request.query.get("limit"))
+            after = audit_cursor(request.query.get("cursor"))
+            with http_errors():
+                page = await changes.audit(subscription_id, after=after, limit=limit)
+            next_cursor = (
+                None if page.last_position is None else encode_cursor(str(page.last_position))
+            )
+            return json_response(
+                {"items": [entry.to_dict() for entry in page.items], "next_cursor": next_cursor}
+            )
 
     @app.page("/api/v1/subscriptions/{subscription_id}/status")
     class SubscriptionStatusView(View):
@@ -241,6 +197,19 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             )
 
 
+@contextlib.contextmanager
+def http_errors() -> Iterator[None]:
+    """The use cases' refusals as the contract's errors."""
+    try:
+        yield
+    except InvalidSubscription as exc:
+        raise HttpError(400, "invalid", exc.message, exc.field) from None
+    except SubscriptionNotFound as exc:
+        raise HttpError(404, "not_found", str(exc)) from None
+    except SubscriptionConflict as exc:
+        raise HttpError(409, "conflict", str(exc), exc.field) from None
+
+
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -293,3 +262,13 @@ def page_cursor(raw: str | None) -> str | None:
     if not _CURSOR_ID.fullmatch(decoded):
         raise HttpError(400, "invalid", "cursor is not one this API returned", "cursor")
     return decoded
+
+
+def audit_cursor(raw: str | None) -> int | None:
+    """The log position an audit page ended with, from the cursor that page returned."""
+    decoded = page_cursor(raw)
+    if decoded is None:
+        return None
+    if not (decoded.isascii() and decoded.isdigit()) or len(decoded) > 18:
+        raise HttpError(400, "invalid", "cursor is not one this API returned", "cursor")
+    return int(decoded)

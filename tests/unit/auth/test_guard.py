@@ -70,7 +70,7 @@ def test_a_stored_token_is_its_principal_and_its_scope_is_enforced() -> None:
 
 
 def loaded_store() -> SubscriptionStore:
-    store = SubscriptionStore(Settings())
+    store = SubscriptionStore(Settings(), "unit-test-store")
     store.loaded.set()
     return store
 
@@ -106,4 +106,4 @@ def test_the_store_answers_for_subscription_tokens_and_issued_tokens() -> None:
 
 def test_the_store_refuses_to_answer_before_it_has_read_every_token() -> None:
     with pytest.raises(NotLoaded):
-        SubscriptionStore(Settings()).principal_for("edt_anything")
+        SubscriptionStore(Settings(), "unit-test-store").principal_for("edt_anything")

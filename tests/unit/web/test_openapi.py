@@ -35,6 +35,7 @@ from execdist.domain import (
     access,
     apply_execution,
     apply_order,
+    audit,
     order_view,
 )
 from execdist.domain import subscriptions as subs
@@ -54,6 +55,7 @@ CONTRACT_OPERATIONS = {
     ("patch", "/api/v1/subscriptions/{id}"),
     ("delete", "/api/v1/subscriptions/{id}"),
     ("get", "/api/v1/subscriptions/{id}/status"),
+    ("get", "/api/v1/subscriptions/{id}/audit"),
     ("get", "/api/v1/subscriptions/{id}/stream"),
     ("get", "/api/v1/subscriptions/{id}/events"),
     ("post", "/api/v1/tokens"),
@@ -209,6 +211,7 @@ def test_the_subscription_schemas_list_the_public_fields() -> None:
         ("OrderStatus", OrderStatus),
         ("SubscriptionStatus", subs.SubscriptionStatus),
         ("OutputFormat", subs.OutputFormat),
+        ("AuditAction", audit.AuditAction),
     ],
 )
 def test_enums_match_the_domain(schema_name: str, enum_type: type[StrEnum]) -> None:
@@ -308,6 +311,30 @@ def test_subscription_forms_conform() -> None:
     conforms({"items": [public], "next_cursor": None}, "SubscriptionPage")
     # A filter read back from a response is a valid request filter.
     conforms({"filter": public["filter"]}, "SubscriptionPatch")
+
+
+def test_the_audit_schemas_match_the_audit_entries() -> None:
+    created = subs.new_subscription(
+        subs.parse_create({"name": "desk", "filter": {"min_qty": "10"}}),
+        subscription_id="s-1",
+        token_hash=subs.hash_token("t"),
+        now=T0,
+    )
+    paused = subs.apply_patch(
+        created,
+        subs.parse_patch({"status": "PAUSED", "filter": {"symbols": ["AAPL"]}}),
+        T0 + timedelta(seconds=1),
+    )
+    items = [
+        audit.record_change(before, after, actor=access.ENV_ADMIN_ID, now=T0).to_dict()
+        for before, after in ((None, created), (created, paused), (paused, None))
+    ]
+    for item in items:
+        conforms(item, "AuditEntry")
+        assert list(item) == property_names("AuditEntry")
+    conforms({"items": items, "next_cursor": "MQ"}, "AuditPage")
+    assert property_names("AuditState") == list(audit.audited_state(created))
+    assert "token" not in json.dumps(items)
 
 
 def test_the_token_schemas_match_the_issued_tokens() -> None:
