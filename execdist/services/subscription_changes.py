@@ -1,6 +1,11 @@
 """Creating, changing and deleting subscriptions, and reading their audit: the use cases
 behind ``/api/v1/subscriptions``.
 
+Each change starts from everything committed before it (:meth:`SubscriptionStore.caught_up`),
+so that its "before" is what the last change left, whichever worker made it. Two changes of
+one subscription made at the same moment on two workers are both applied, in log order, and
+both audited, each with the state its worker saw before it.
+
 A change is one transaction of the subscription store: the subscription's record on
 ``execdist-internal.subscriptions``, its audit entry on ``execdist-internal.subscription-audit``
 and its status event (SUBSCRIPTION_CREATED, _UPDATED or _DELETED) on ``execdist.status``. A
@@ -83,7 +88,13 @@ class SubscriptionChanges:
             raise SubscriptionNotFound(f"no subscription {subscription_id!r}")
         return subscription
 
+    async def current(self, subscription_id: str) -> Subscription:
+        """The subscription as the last committed change left it."""
+        await self._store.caught_up()
+        return self.existing(subscription_id)
+
     async def create(self, request: CreateRequest, actor: Principal) -> CreatedSubscription:
+        await self._store.caught_up()
         if self._store.id_for_name(request.name) is not None:
             raise _name_taken(request.name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -109,7 +120,7 @@ class SubscriptionChanges:
     async def change(
         self, subscription_id: str, patch: PatchRequest, actor: Principal
     ) -> Subscription:
-        current = self.existing(subscription_id)
+        current = await self.current(subscription_id)
         now = datetime.now(UTC)
         changed = apply_patch(current, patch, now)
         if changed is current:
@@ -123,7 +134,7 @@ class SubscriptionChanges:
         return stored
 
     async def delete(self, subscription_id: str, actor: Principal) -> None:
-        current = self.existing(subscription_id)
+        current = await self.current(subscription_id)
         now = datetime.now(UTC)
         await self._store.delete(subscription_id, self._companions(current, None, actor, now))
 

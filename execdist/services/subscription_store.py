@@ -115,10 +115,12 @@ class SubscriptionStore(Service):
             for record in records:
                 self._apply(record.key, record.value)
                 self._applied = record.offset
-            if records or not self.loaded.is_set():
-                position = await self._consumer.position(self._tp)
-                if position >= end:
-                    self.loaded.set()
+            # the position also moves past what read_committed does not return (aborted
+            # records, transaction markers), which caught_up() must count as read
+            position = await self._consumer.position(self._tp)
+            if position >= end:
+                self.loaded.set()
+            if records or position - 1 > self._applied:
                 async with self._changed:
                     self._applied = max(self._applied, position - 1)
                     self._changed.notify_all()
@@ -173,6 +175,25 @@ class SubscriptionStore(Service):
     def _notify(self, before: Subscription | None, after: Subscription | None) -> None:
         for listener in self.listeners:
             listener(before, after)
+
+    async def caught_up(self, timeout: float = 10.0) -> None:
+        """Return once everything committed to the topic before the call is applied here: a
+        change made on another worker a moment ago is then seen, as a change made here is.
+        :class:`NotLoaded` if that takes longer than ``timeout``."""
+        consumer = self._consumer
+        if consumer is None:
+            raise NotLoaded("the worker is still starting; retry in a moment")
+        # read_committed: the last stable offset, so a transaction still open is not waited for
+        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        try:
+            async with self._changed:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._applied >= end - 1), timeout
+                )
+        except TimeoutError:
+            raise NotLoaded(
+                "the worker is still reading subscriptions; retry in a moment"
+            ) from None
 
     # ---- reads --------------------------------------------------------------------------------
 

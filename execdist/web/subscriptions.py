@@ -111,8 +111,8 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
         @api
         @requires(Action.MANAGE)
         async def patch(self, request: Request, subscription_id: str) -> web.StreamResponse:
-            existing(subscription_id)  # 404 before a body is judged
             with http_errors():
+                await changes.current(subscription_id)  # 404 before a body is judged
                 patch = parse_patch(await read_json(request))
                 changed = await changes.change(subscription_id, patch, principal_of(request))
             return json_response(changed.to_dict())
