@@ -125,7 +125,7 @@ async def _subscription_topics() -> set[str]:
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     # A fresh subscription store and worker registry; afterwards both go again, with the
     # fuzzer's subscription topics, so that nothing of this module leaks into the others.
-    internal = [topics.SUBSCRIPTIONS, topics.WORKERS]
+    internal = [topics.SUBSCRIPTIONS, topics.WORKERS, topics.SUBSCRIPTION_AUDIT]
     asyncio.run(delete_topics(internal))
     before = asyncio.run(_subscription_topics())
     tmp: Path = tmp_path_factory.mktemp("api-fuzz")

@@ -37,7 +37,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
     yield from worker_pair(
-        tmp_path_factory, "subs", extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS)
+        tmp_path_factory,
+        "subs",
+        extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS, topics.SUBSCRIPTION_AUDIT),
     )
 
 

@@ -101,7 +101,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
     yield from worker_pair(
-        tmp_path_factory, "tokens", extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS)
+        tmp_path_factory,
+        "tokens",
+        extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS, topics.SUBSCRIPTION_AUDIT),
     )
 
 
@@ -214,6 +216,13 @@ ROWS = [
         SUBSCRIPTION_READERS,
         200,
         lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/status",
+    ),
+    Row(
+        "GET",
+        SUBSCRIPTION + "/audit",
+        SUBSCRIPTION_READERS,
+        200,
+        lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/audit",
     ),
     Row(
         "GET",
