@@ -127,13 +127,13 @@ async def test_expr_and_fields_deliver_exactly_the_matching_projection(workers, 
     await asyncio.sleep(1.0)  # in force on every worker
     await produce(producer, records)
 
-    want_projected = by_order(
-        items, lambda i: i["side"] == "BUY" and notional(i) >= threshold
-    )
+    want_projected = by_order(items, lambda i: i["side"] == "BUY" and notional(i) >= threshold)
     want_combined = by_order(
         items,
-        lambda i: i["symbol"] in ("AAPL", "MSFT", "NVDA")
-        and (i["exec_type"] != "TRADE" or Decimal(str(i["last_qty"])) >= 300),
+        lambda i: (
+            i["symbol"] in ("AAPL", "MSFT", "NVDA")
+            and (i["exec_type"] != "TRADE" or Decimal(str(i["last_qty"])) >= 300)
+        ),
     )
     assert want_projected and want_combined
     by_exec = {str(i["exec_id"]): i for i in items}
@@ -195,9 +195,7 @@ async def test_dry_run_counts_a_known_backlog(workers, producer) -> None:
             )
         ).json()
         future = (
-            await http.post(
-                "/api/v1/subscriptions/dry-run", json={"since": "2999-01-01T00:00:00Z"}
-            )
+            await http.post("/api/v1/subscriptions/dry-run", json={"since": "2999-01-01T00:00:00Z"})
         ).json()
         missing_since = await http.post("/api/v1/subscriptions/dry-run", json={"filter": None})
         bad_expr = await http.post(
