@@ -50,6 +50,13 @@ def rss_kib(worker: Worker) -> int:
     return 0
 
 
+def cpu_seconds(worker: Worker) -> float:
+    """User and system CPU the worker process has used so far."""
+    assert worker.process is not None
+    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def dir_kib(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) // 1024
 
@@ -151,7 +158,9 @@ async def test_bounded_soak(cluster) -> None:
 
     sampler = asyncio.create_task(sample())
     churner = asyncio.create_task(churn(worker, stop, schedule))
+    cpu_before, wall_before = cpu_seconds(worker), time.monotonic()
     await stream(feed, rate=RATE, schedule=schedule)
+    cores = (cpu_seconds(worker) - cpu_before) / (time.monotonic() - wall_before)
     stop.set()
     await asyncio.gather(sampler, churner)
     verdict = await verify("soak", feed, tail, schedule)
@@ -178,6 +187,7 @@ async def test_bounded_soak(cluster) -> None:
     )
     verdict.notes.append(f"table files KiB every {SAMPLE_S:.0f}s: {[s[2] for s in samples]}")
     verdict.notes.append(f"p99 latency s per minute: {p99}")
+    verdict.notes.append(f"worker CPU while streaming at {RATE:g} inputs/s: {cores:.3f} cores")
     verdict.notes.append(
         f"RSS middle/last third {rss_mid:.0f}/{rss_end:.0f} KiB, "
         f"table keys {table_mid:.0f}/{table_end:.0f}"
