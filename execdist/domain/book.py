@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Final
 
 import orjson
@@ -38,6 +39,7 @@ __all__ = [
     "OPEN_STATUSES",
     "BookQuery",
     "InvalidBookQuery",
+    "Listing",
     "Page",
     "PartialPage",
     "decode_cursor",
@@ -58,6 +60,13 @@ OPEN_STATUSES: Final = frozenset({OrderStatus.UNFILLED, OrderStatus.PARTIALLY_FI
 _CURSOR_VERSION: Final = 1
 
 
+class Listing(StrEnum):
+    """What a book query lists: orders (by order_id) or accounts' positions (by account)."""
+
+    ORDERS = "orders"
+    POSITIONS = "positions"
+
+
 class InvalidBookQuery(DomainError):
     """A query parameter is not one the book queries accept."""
 
@@ -71,8 +80,8 @@ class InvalidBookQuery(DomainError):
 class BookQuery:
     """One query over the book (orders or positions) and the page asked for."""
 
-    kind: str
-    """``orders`` or ``positions``: a cursor of one is refused by the other."""
+    kind: Listing
+    """A cursor of one listing is refused by the other."""
     account: str | None = None
     symbol: str | None = None
     statuses: frozenset[OrderStatus] = OPEN_STATUSES
@@ -103,7 +112,7 @@ class BookQuery:
             params["account"] = self.account
         if self.symbol is not None:
             params["symbol"] = self.symbol
-        if self.kind == "orders":
+        if self.kind is Listing.ORDERS:
             params["status"] = ",".join(sorted(self.statuses))
             if self.since is not None:
                 params["since"] = self.since.isoformat()
@@ -249,7 +258,7 @@ def position_item(query: BookQuery, account: str, stored: bytes) -> dict[str, ob
 def parse_order_query(params: Mapping[str, str]) -> BookQuery:
     """``GET /api/v1/orders``'s parameters; :class:`InvalidBookQuery` names the bad one."""
     query = BookQuery(
-        kind="orders",
+        kind=Listing.ORDERS,
         account=_text(params, "account"),
         symbol=_text(params, "symbol"),
         statuses=_statuses(params.get("status")),
@@ -262,7 +271,7 @@ def parse_order_query(params: Mapping[str, str]) -> BookQuery:
 def parse_position_query(params: Mapping[str, str]) -> BookQuery:
     """``GET /api/v1/positions``'s parameters; :class:`InvalidBookQuery` names the bad one."""
     query = BookQuery(
-        kind="positions",
+        kind=Listing.POSITIONS,
         account=_text(params, "account"),
         symbol=_text(params, "symbol"),
         limit=_limit(params.get("limit")),

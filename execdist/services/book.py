@@ -28,6 +28,7 @@ import orjson
 
 from execdist.domain.book import (
     BookQuery,
+    Listing,
     Page,
     PartialPage,
     merge_pages,
@@ -44,10 +45,11 @@ log = logging.getLogger(__name__)
 SCAN_CHUNK: Final = 256
 """Keys read between two yields to the event loop."""
 INTERNAL_PATHS: Final = {
-    "orders": "/internal/v1/book/orders",
-    "positions": "/internal/v1/book/positions",
+    Listing.ORDERS: "/internal/v1/book/orders",
+    Listing.POSITIONS: "/internal/v1/book/positions",
 }
 FORWARDED_HEADER: Final = "X-Execdist-Forwarded-By"
+"""Names the asking worker in the other's logs, as on requests forwarded to a key's owner."""
 
 
 class BookReader:
@@ -61,7 +63,7 @@ class BookReader:
         owned: Callable[[], Collection[int]],
     ) -> None:
         self._settings = settings
-        self._tables = {"orders": states, "positions": positions}
+        self._tables = {Listing.ORDERS: states, Listing.POSITIONS: positions}
         self._owned = owned
 
     def owned(self) -> frozenset[int]:
@@ -115,7 +117,7 @@ class BookReader:
         self, query: BookQuery, key: bytes, value: bytes, now: datetime
     ) -> dict[str, object] | None:
         try:
-            if query.kind == "orders":
+            if query.kind is Listing.ORDERS:
                 return order_item(query, value, now, self._settings.order_retention)
             return position_item(query, key.decode(errors="replace"), value)
         except (InvalidState, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:

@@ -18,6 +18,7 @@ from execdist.domain.access import Action
 from execdist.domain.book import (
     BookQuery,
     InvalidBookQuery,
+    Listing,
     parse_order_query,
     parse_partitions,
     parse_position_query,
@@ -70,14 +71,14 @@ def register_book_views(
         async def get(self, request: Request) -> web.StreamResponse:
             return await whole_book(request, parse_position_query)
 
-    @app.page(INTERNAL_PATHS["orders"])
+    @app.page(INTERNAL_PATHS[Listing.ORDERS])
     class LocalOrders(View):
         @api
         @requires(Action.READ)
         async def get(self, request: Request) -> web.StreamResponse:
             return await local_part(request, parse_order_query)
 
-    @app.page(INTERNAL_PATHS["positions"])
+    @app.page(INTERNAL_PATHS[Listing.POSITIONS])
     class LocalPositions(View):
         @api
         @requires(Action.READ)
