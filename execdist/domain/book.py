@@ -347,7 +347,7 @@ def _statuses(raw: str | None) -> frozenset[OrderStatus]:
 
 
 def _since(raw: str | None) -> datetime | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     example = "2024-05-01T13:30:00Z"
     try:
@@ -362,7 +362,7 @@ def _since(raw: str | None) -> datetime | None:
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidBookQuery("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")

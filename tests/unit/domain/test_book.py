@@ -122,6 +122,8 @@ def test_positions_for_one_symbol_or_all() -> None:
         ({"status": "OPENED"}, "status"),
         ({"status": "FILLED,nope"}, "status"),
         ({"since": "yesterday"}, "since"),
+        ({"since": ""}, "since"),
+        ({"limit": ""}, "limit"),
         ({"since": "2024-05-01T13:30:00"}, "since"),
         ({"limit": "0"}, "limit"),
         ({"limit": str(MAX_LIMIT + 1)}, "limit"),
