@@ -32,6 +32,7 @@ from execdist.relay.hub import RelayHub
 from execdist.runtime.engine import Engine
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import WorkerTransaction
+from execdist.services.book import BookQueries, BookReader
 from execdist.services.subscription_audit import SubscriptionAudit
 from execdist.services.subscription_changes import SubscriptionChanges
 from execdist.services.subscription_store import SubscriptionStore
@@ -47,6 +48,7 @@ from execdist.tables.declarations import (
 )
 from execdist.tables.store import PartitionedState, RocksTables
 from execdist.web.blotter import register_blotter
+from execdist.web.book import register_book_views
 from execdist.web.docs import register_docs
 from execdist.web.streams import register_stream_views
 from execdist.web.subscriptions import register_subscription_views
@@ -239,6 +241,10 @@ def create_app(settings: Settings) -> faust.App:
     register_subscription_views(app, components)
     register_stream_views(app, components)
     register_token_views(app, guard, subscriptions)
+    book_reader = BookReader(settings, states, positions, lambda: pipeline.partitions)
+    register_book_views(
+        app, settings, guard, BookQueries(settings, book_reader, reports), book_reader
+    )
     register_docs(app)
     register_blotter(app)
     app.execdist = components  # type: ignore[attr-defined]

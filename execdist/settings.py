@@ -70,6 +70,9 @@ class Settings:
     """How often each partition is checked for timeouts and expiry."""
     session_timeout: timedelta = timedelta(seconds=10)
     """How long the group waits for a silent worker before its partitions move elsewhere."""
+    query_deadline: timedelta = timedelta(seconds=2)
+    """How long a query across the book waits for the other workers' answers; a worker that
+    has not answered by then makes the answer partial."""
     relay_client_queue: int = 2000
     """Frames a real-time client may have waiting before it is closed as too slow (1013)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -108,6 +111,7 @@ class Settings:
             order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
             session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
+            query_deadline=reader.seconds("QUERY_DEADLINE_S", defaults.query_deadline),
             relay_client_queue=reader.integer(
                 "RELAY_CLIENT_QUEUE", defaults.relay_client_queue, 10, 1_000_000
             ),

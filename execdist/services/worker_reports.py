@@ -217,6 +217,17 @@ class WorkerReports(Service):
                 live.append(report)
         return sorted(live, key=lambda r: str(r["worker_id"]))
 
+    def owner_url(self, partition: int) -> str | None:
+        """The URL of another live worker that reports holding ``partition``, if any."""
+        own = self._settings.canonical_url.rstrip("/")
+        for report in self.live_reports():
+            owned = report.get("partitions")
+            if isinstance(owned, list) and partition in owned:
+                url = str(report.get("url", ""))
+                if url and url.rstrip("/") != own:
+                    return url
+        return None
+
     def subscription_delivery(self, subscription_id: str) -> tuple[SubscriptionDelivery, int]:
         """Merged figures of one subscription over every report, and how many reported it."""
         total = SubscriptionDelivery()

@@ -179,6 +179,30 @@ class PartitionedState:
             it.next()
             count += 1
 
+    def holds(self, partition: int) -> bool:
+        """Whether this worker has the partition's database open."""
+        return self._tables.is_open(self.spec.name, partition)
+
+    def items_after(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` committed ``(key, value)`` pairs of one partition in key order,
+        after the key ``after`` (from the first when ``None``). A list, not an iterator, so no
+        RocksDB iterator outlives the call: a caller that yields between calls may see the
+        partition closed in between, and must check :meth:`holds` again."""
+        it = self._tables.db(self.spec.name, partition).iter()
+        if after is None:
+            it.seek_to_first()
+        else:
+            it.seek(after)
+            if it.valid() and bytes(it.key()) == after:
+                it.next()
+        items: list[tuple[bytes, bytes]] = []
+        while it.valid() and len(items) < limit:
+            items.append((bytes(it.key()), bytes(it.value())))
+            it.next()
+        return items
+
     def items_with_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Committed ``(key, value)`` pairs of one partition whose key starts with ``prefix``."""
         it = self._tables.db(self.spec.name, partition).iter()

@@ -100,13 +100,7 @@ def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], 
 
 
 def _owner_of(components: Components, partition: int) -> str | None:
-    for report in components.reports.live_reports():
-        owned = report.get("partitions")
-        if isinstance(owned, list) and partition in owned:
-            url = str(report.get("url", ""))
-            if url and url.rstrip("/") != components.settings.canonical_url.rstrip("/"):
-                return url
-    return None
+    return components.reports.owner_url(partition)
 
 
 async def _forward(request: Request, owner: str, worker_id: str) -> web.Response:

@@ -224,6 +224,7 @@ ROWS = [
         200,
         lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/audit",
     ),
+    Row("GET", "/api/v1/orders", READERS, 200, lambda w, a: "/api/v1/orders?status=all"),
     Row(
         "GET",
         "/api/v1/orders/{order_id}",
@@ -238,6 +239,7 @@ ROWS = [
         200,
         lambda w, a: f"/api/v1/orders/{w.order_id}/confirmations",
     ),
+    Row("GET", "/api/v1/positions", READERS, 200, lambda w, a: "/api/v1/positions?limit=5"),
     Row(
         "GET",
         "/api/v1/positions/{account}",

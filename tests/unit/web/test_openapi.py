@@ -36,6 +36,7 @@ from execdist.domain import (
     apply_execution,
     apply_order,
     audit,
+    book,
     order_view,
 )
 from execdist.domain import subscriptions as subs
@@ -61,8 +62,10 @@ CONTRACT_OPERATIONS = {
     ("post", "/api/v1/tokens"),
     ("get", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
+    ("get", "/api/v1/orders"),
     ("get", "/api/v1/orders/{order_id}"),
     ("get", "/api/v1/orders/{order_id}/confirmations"),
+    ("get", "/api/v1/positions"),
     ("get", "/api/v1/positions/{account}"),
     ("get", "/api/v1/status"),
     ("get", "/api/v1/openapi.json"),
@@ -369,6 +372,21 @@ def test_position_views_conform() -> None:
     view = position_view("ACC-1", {"AAPL": figures})
     conforms(view, "Positions")
     assert list(view["positions"][0]) == property_names("Position")  # type: ignore[index]
+
+
+def test_book_pages_conform() -> None:
+    state = OrderState(order_id="ORD-1", last_activity=T0)
+    apply_order(state, order(), now=T0)
+    orders = book.Page([order_view(state)], "b3JkZXI", [2]).to_dict()
+    conforms(orders, "OrderPage")
+    assert property_names("OrderPage") == list(orders)
+    figures = {"bought_qty": "1", "bought_notional": "2", "sold_qty": "0", "sold_notional": "0"}
+    positions = book.Page([position_view("ACC-1", {"AAPL": figures})], None).to_dict()
+    conforms(positions, "PositionPage")
+    for path in ("/api/v1/orders", "/api/v1/positions"):
+        limit = next(p for p in SPEC["paths"][path]["get"]["parameters"] if p["name"] == "limit")
+        assert limit["schema"]["maximum"] == book.MAX_LIMIT
+        assert limit["schema"]["default"] == book.DEFAULT_LIMIT
 
 
 def test_the_decimal_pattern_matches_the_canonical_decimal_form() -> None:
