@@ -14,7 +14,7 @@ help:
 	@echo "make test     install what is missing and run the whole suite against a real broker"
 	@echo "make up/down  start/stop the local Kafka broker and schema registry in the background"
 	@echo "make check    ruff and mypy"
-	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: under 3 minutes"
+	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: about 5 minutes"
 	@echo "make bench-floor  the exactly-once hop floor alone (JSON on stdout; BENCH_FLOOR_ARGS=\"--at 1000\")"
 	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 

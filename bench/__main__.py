@@ -39,8 +39,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             floor_latency_seconds=4,
         ),
         "pipeline": PipelinePlan(fractions=(0.5,), rate_seconds=6, target_seconds=6),
-        "configurations": [(1, [1, 100]), (2, [100])],
-        "pipeline_budget_s": 100,
+        "configurations": [(1, [1, 100, 1000]), (2, [100])],
+        "pipeline_budget_s": 180,
     },
     "full": {
         "ceilings": CeilingPlan(
