@@ -122,3 +122,55 @@ def test_reading_a_value_put_to_be_encoded_later_encodes_it_once(rocks) -> None:
     assert states.get(1, b"ORD-2") == b"state"
     assert list(states.pending()) == [(1, b"ORD-2", b"state")]
     assert encoder.calls == 1
+
+
+def test_the_next_batch_writes_apart_while_the_previous_one_commits(rocks) -> None:
+    """While a commit is in flight the next batch reads the committing writes but writes to a
+    generation of its own; the commit applies only its own writes to RocksDB."""
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    recorder = Recorder()
+    committer = Committer(recorder, [states])  # type: ignore[arg-type]
+    states.put(0, b"ORD-1", b"fills=1")
+    committer.send_changelogs()  # the commit of batch 1 starts
+
+    assert states.get(0, b"ORD-1") == b"fills=1"  # batch 2 sees batch 1's writes
+    states.put(0, b"ORD-1", b"fills=2")
+    states.put(0, b"ORD-9", b"new")
+    assert states.get(0, b"ORD-1") == b"fills=2"
+
+    committer.apply()  # batch 1 committed
+    db = rocks.db(ORDER_STATE, 0)
+    assert bytes(db[b"ORD-1"]) == b"fills=1" and db.get(b"ORD-9") is None
+    assert states.get(0, b"ORD-1") == b"fills=2"
+
+    sent = len(recorder.sent)
+    committer.send_changelogs()
+    assert sorted(recorder.sent[sent:]) == [
+        (rocks.specs[ORDER_STATE].changelog_topic, b"ORD-1", b"fills=2", 0),
+        (rocks.specs[ORDER_STATE].changelog_topic, b"ORD-9", b"new", 0),
+    ]
+    committer.apply()
+    assert bytes(db[b"ORD-1"]) == b"fills=2" and bytes(db[b"ORD-9"]) == b"new"
+
+
+def test_a_failed_commit_drops_the_batch_built_on_it(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    committer = Committer(Recorder(), [states])  # type: ignore[arg-type]
+    states.put(0, b"ORD-1", b"committed")
+    committer.send_changelogs()
+    committer.apply()
+    states.put(0, b"ORD-1", b"batch 1")
+    committer.send_changelogs()  # batch 1 commits, and fails
+    states.put(0, b"ORD-1", b"batch 2")
+    committer.abandon()
+    assert states.get(0, b"ORD-1") == b"committed"
+    assert committer.send_changelogs() == 0  # nothing left of either batch
+
+
+def test_a_second_commit_cannot_start_before_the_first_has_finished(rocks) -> None:
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    committer = Committer(Recorder(), [states])  # type: ignore[arg-type]
+    states.put(0, b"ORD-1", b"a")
+    committer.send_changelogs()
+    with pytest.raises(RuntimeError, match="previous commit"):
+        committer.send_changelogs()
