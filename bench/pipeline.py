@@ -276,12 +276,13 @@ def run_worker_count(
 
 
 STAGES = {
-    "wait": ("execdist_record_wait_seconds", None),
-    "process": ("execdist_stage_seconds", "process"),
-    "commit": ("execdist_stage_seconds", "commit"),
+    "wait": ("execdist_record_wait_seconds", ("topic", "executions")),
+    "process": ("execdist_stage_seconds", ("stage", "process")),
+    "commit": ("execdist_stage_seconds", ("stage", "commit")),
 }
-"""The worker's histograms behind the latency breakdown: a record's wait for its batch (per
-record), then its batch's processing and commit (per batch)."""
+"""The worker's histograms behind the latency breakdown: an execution's wait for its batch (per
+record; the positions fold's records, a second hop that may lag, are not in it), then its
+batch's processing and commit (per batch)."""
 
 
 def scrape_stages(cluster: Cluster) -> dict[str, tuple[float, float]]:
@@ -294,8 +295,8 @@ def scrape_stages(cluster: Cluster) -> dict[str, tuple[float, float]]:
             continue
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                for stage, (name, label) in STAGES.items():
-                    if label is not None and sample.labels.get("stage") != label:
+                for stage, (name, (label, value)) in STAGES.items():
+                    if sample.labels.get(label) != value:
                         continue
                     total, count = totals[stage]
                     if sample.name == f"{name}_sum":

@@ -402,7 +402,7 @@ def generated_section(result: dict[str, Any]) -> str:
             "",
             "### Where a record's time goes (mean ms, from the worker's own histograms)",
             "",
-            "Waiting: from the input record's timestamp to the start of the batch that takes "
+            "Waiting: from an execution's timestamp to the start of the batch that takes "
             "it. Processing and commit: of the batch it is in (per batch). The rest: the "
             "end-to-end mean minus those (the generator's send, the broker, becoming visible "
             "to a read_committed reader).",

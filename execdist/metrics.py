@@ -110,7 +110,8 @@ class Metrics:
         self.record_wait_seconds = Histogram(
             "execdist_record_wait_seconds",
             "From an input record's timestamp to the start of the batch that processes it "
-            "(in the broker, in the consumer's fetch, behind earlier batches).",
+            "(in the broker, in the consumer's fetch, behind earlier batches), by source topic.",
+            ["topic"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

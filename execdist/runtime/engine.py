@@ -138,6 +138,7 @@ class Engine(Service):
         self._lag_children: dict[tuple[str, int], Any] = {}
         """The lag gauge's child of each partition reported, kept rather than looked up."""
         self._rebalances = LabelledChildren(metrics.rebalances)
+        self._record_wait = LabelledChildren(metrics.record_wait_seconds)
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -310,7 +311,7 @@ class Engine(Service):
         owned = self._ownership.owned
         taken = len(records)
         began = time.time()
-        waited = self._metrics.record_wait_seconds.observe
+        waited = self._record_wait
         for index, record in enumerate(records):
             if index and index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -321,7 +322,7 @@ class Engine(Service):
                 continue
             if continuity.admit(record.tp, record.offset):
                 if record.timestamp is not None:
-                    waited(max(began - record.timestamp, 0.0))
+                    waited(record.topic).observe(max(began - record.timestamp, 0.0))
                 try:
                     await self._process(record)
                 except RecordFailed as failed:
