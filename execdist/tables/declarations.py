@@ -16,7 +16,8 @@ bytes written by :class:`~execdist.tables.store.PartitionedState`:
   deleted with the order's state.
 
 RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of
-``BLOCK_CACHE_BYTES`` between all of its databases, and write buffers are kept small.
+``BLOCK_CACHE_BYTES`` between all of its databases, and one budget of ``WRITE_BUFFER_BYTES``
+for all of their memtables, so its memory does not grow with the partitions it owns.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ POSITIONS = "execdist-positions"
 HISTORY = "execdist-confirmation-history"
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+WRITE_BUFFER_BYTES = 32 * 1024 * 1024
+"""Memtables of every database of a worker together (RocksDB's write buffer manager, as
+Kafka Streams' bounded-memory configuration does): without it each database may hold two
+write buffers of its own, up to 2 x 8 MB times tables times partitions, which a worker
+fills slowly at low rates and looks like growing memory."""
 
 MAX_VALUE_BYTES = 8 * 1024 * 1024
 """Largest table value (and changelog record) a worker writes. An order's state grows with its

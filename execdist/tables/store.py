@@ -24,7 +24,7 @@ from typing import Any
 
 import rocksdict
 
-from execdist.tables.declarations import TableSpec
+from execdist.tables.declarations import WRITE_BUFFER_BYTES, TableSpec
 
 _DELETED = object()
 
@@ -41,11 +41,19 @@ class _Later:
 class RocksTables:
     """Opens, closes and wipes the RocksDB databases of every table, per partition."""
 
-    def __init__(self, root: Path, specs: list[TableSpec], block_cache_bytes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        specs: list[TableSpec],
+        block_cache_bytes: int,
+        write_buffer_bytes: int = WRITE_BUFFER_BYTES,
+    ) -> None:
         self.root = root
         self.specs = {spec.name: spec for spec in specs}
         # one cache for every database of the worker: RocksDB's default is 2 GiB *each*
         self._cache = rocksdict.Cache(block_cache_bytes)
+        # and one memtable budget (no stall: past it, RocksDB flushes sooner)
+        self._write_buffers = rocksdict.WriteBufferManager(write_buffer_bytes, False)
         self._dbs: dict[tuple[str, int], rocksdict.Rdict] = {}
 
     def _options(self, spec: TableSpec) -> rocksdict.Options:
@@ -54,6 +62,7 @@ class RocksTables:
         options.set_max_open_files(spec.max_open_files)
         options.set_write_buffer_size(spec.write_buffer_bytes)
         options.set_max_write_buffer_number(2)
+        options.set_write_buffer_manager(self._write_buffers)
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(10, block_based=True)
         table.set_block_cache(self._cache)
