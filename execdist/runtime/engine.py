@@ -128,7 +128,6 @@ class Engine(Service):
         self._ticks: Producer | None = None
         self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
-        self._batch_started = 0.0
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
         self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
@@ -264,9 +263,9 @@ class Engine(Service):
                 self._pending.extend(polled)
             try:
                 # the next batch is processed while the previous one commits
-                offsets = await self._batch() if self._pending else None
-                if await self._settle() and offsets:
-                    self._start_commit(offsets)
+                batch = await self._batch() if self._pending else None
+                if await self._settle() and batch is not None:
+                    self._start_commit(*batch)
             except (KafkaException, CommitFailed) as exc:
                 # Kafka refused a record or the transaction outside any one record's processing
                 # (a record's own failures are caught per record and end in the DLQ)
@@ -300,9 +299,10 @@ class Engine(Service):
             messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
         return [record for message in messages if (record := _record(message)) is not None]
 
-    async def _batch(self) -> dict[tuple[str, int], int] | None:
+    async def _batch(self) -> tuple[dict[tuple[str, int], int], float] | None:
         """Process waiting records until the time budget is spent; returns the next input
-        offsets to commit with them (``None`` if nothing is to be committed)."""
+        offsets to commit with them and when the batch started (``None`` if nothing is to be
+        committed)."""
         started = time.perf_counter()
         records = self._pending
         deadline = started + BATCH_BUDGET_S
@@ -334,9 +334,8 @@ class Engine(Service):
             return None
         for partition in {p for _, p in offsets}:
             continuity.flush(partition)
-        self._batch_started = started
         self._metrics.stage_seconds.labels("process").observe(time.perf_counter() - started)
-        return offsets
+        return offsets, started
 
     async def _process(self, record: InputRecord) -> None:
         processor = self._topology.sources[record.topic]
@@ -382,7 +381,7 @@ class Engine(Service):
         await self._rollback()
         await asyncio.sleep(RETRY_S)
 
-    def _start_commit(self, offsets: dict[tuple[str, int], int]) -> None:
+    def _start_commit(self, offsets: dict[tuple[str, int], int], batch_started: float) -> None:
         """Send the batch's changelogs and start committing it on the producer's thread; what
         the next batch sends meanwhile is held for the next transaction."""
         consumer = self._consumer
@@ -393,7 +392,7 @@ class Engine(Service):
         future = self._loop.run_in_executor(
             self._producing, self._committer.commit, offsets, group_metadata
         )
-        self._in_flight = _InFlight(future, offsets, self._batch_started, time.perf_counter())
+        self._in_flight = _InFlight(future, offsets, batch_started, time.perf_counter())
 
     async def _settle(self, *, seek: bool = True) -> bool:
         """Wait for the commit in flight, if there is one, and apply it locally; then what

@@ -282,14 +282,16 @@ class SubscriptionStore(Service):
         except KafkaError:
             await self._replace_producer()
             raise
+        committed = False
         try:
             sent = await producer.send(topics.SUBSCRIPTIONS, value, key=key)
             for companion in companions:
                 await producer.send(companion.topic, companion.value, key=companion.key)
             await producer.commit_transaction()
-        except BaseException:
-            await self._abort()
-            raise
+            committed = True
+        finally:
+            if not committed:  # failed, or cancelled by the caller's timeout: nothing half-done
+                await self._abort()
         return int((await sent).offset)
 
     async def _abort(self) -> None:

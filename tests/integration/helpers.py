@@ -62,6 +62,13 @@ async def subscribe(worker: Worker, **filter_: object) -> dict[str, object]:
     return dict(response.json())
 
 
+async def send_records(producer: AIOKafkaProducer, records: list[FeedRecord]) -> None:
+    """Send ``records`` in order with ``producer`` and wait until the broker has them."""
+    for record in records:
+        await producer.send(record.topic, record.value, key=record.key)
+    await producer.flush()
+
+
 async def produce(records: list[FeedRecord]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
     await producer.start()

@@ -9,21 +9,19 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import orjson
 import pytest
-import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 
 from execdist import topics
 from execdist.demo import FeedRecord, order_flow
-from tests.integration.conftest import ADMIN_TOKEN, BROKER, Worker, read_committed
+from tests.integration.conftest import ADMIN_TOKEN, Worker, read_committed
 from tests.integration.expectations import expected_confirmations
-from tests.integration.helpers import worker_pair
+from tests.integration.helpers import send_records, worker_pair
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +34,6 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
     yield from worker_pair(
         tmp_path_factory, "expr", extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS)
     )
-
-
-@pytest_asyncio.fixture
-async def producer() -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def produce(producer: AIOKafkaProducer, records: list[FeedRecord]) -> None:
-    for record in records:
-        await producer.send(record.topic, record.value, key=record.key)
-    await producer.flush()
 
 
 def feed(prefix: str, seed: int, orders: int) -> list[FeedRecord]:
@@ -125,7 +109,7 @@ async def test_expr_and_fields_deliver_exactly_the_matching_projection(workers, 
         assert avro_projection.status_code == 400
         assert avro_projection.json()["error"]["field"] == "fields"
     await asyncio.sleep(1.0)  # in force on every worker
-    await produce(producer, records)
+    await send_records(producer, records)
 
     want_projected = by_order(items, lambda i: i["side"] == "BUY" and notional(i) >= threshold)
     want_combined = by_order(
@@ -171,7 +155,7 @@ async def test_dry_run_counts_a_known_backlog(workers, producer) -> None:
     await asyncio.sleep(0.05)
     records = feed("DRY", 77, 80)
     items = flat(expected_confirmations(records))
-    await produce(producer, records)
+    await send_records(producer, records)
     await wait_for_confirmations(records, len(items))
 
     big = [i for i in items if i["symbol"] in ("AAPL", "MSFT") and notional(i) >= 20000]

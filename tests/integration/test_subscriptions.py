@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
-import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
@@ -21,13 +19,12 @@ from execdist.domain import Confirmation
 from execdist.domain.subscriptions import Filter
 from tests.integration.conftest import (
     ADMIN_TOKEN,
-    BROKER,
     REGISTRY_URL,
     Worker,
     read_committed,
 )
 from tests.integration.expectations import expected_confirmations
-from tests.integration.helpers import worker_pair
+from tests.integration.helpers import send_records, worker_pair
 
 pytestmark = pytest.mark.integration
 
@@ -41,20 +38,6 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Worker]]:
         "subs",
         extra_topics=(topics.SUBSCRIPTIONS, topics.WORKERS, topics.SUBSCRIPTION_AUDIT),
     )
-
-
-@pytest_asyncio.fixture
-async def producer() -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=BROKER, enable_idempotence=True)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def produce(producer: AIOKafkaProducer, records: list[FeedRecord]) -> None:
-    for record in records:
-        await producer.send(record.topic, record.value, key=record.key)
-    await producer.flush()
 
 
 async def create(worker: Worker, body: dict[str, object]) -> dict[str, object]:
@@ -109,7 +92,7 @@ async def test_each_subscriber_gets_exactly_its_matches_once_in_order(workers, p
 
     rng = random.Random(99)
     records = [r for n in range(150) for r in order_flow(rng, f"SUB-{n:03d}", allow_amend=False)]
-    await produce(producer, records)
+    await send_records(producer, records)
     expected = expected_confirmations(records)
 
     for subscription in (by_account, corrections, big_sells, everything):
@@ -145,7 +128,7 @@ async def test_avro_subscription_gets_confluent_framed_records(workers, producer
     await asyncio.sleep(1.0)
     rng = random.Random(5)
     records = [r for n in range(60) for r in order_flow(rng, f"AV-{n:03d}", allow_amend=False)]
-    await produce(producer, records)
+    await send_records(producer, records)
     want = matching(expected_confirmations(records), Filter.parse(subscription["filter"]))
     count = sum(map(len, want.values()))
     out = await read_committed(
@@ -181,7 +164,7 @@ async def test_pause_resume_filter_change_and_delete(workers, producer) -> None:
         assert paused.json()["version"] == 2
     await asyncio.sleep(1.0)
     while_paused = flows("PAUSED", 1)
-    await produce(producer, while_paused)
+    await send_records(producer, while_paused)
     # every confirmation of the paused period is committed before the resume (partitions are
     # processed independently: the last record's order may be confirmed before the others)
     paused_keys = {r.key for r in while_paused}
@@ -201,7 +184,7 @@ async def test_pause_resume_filter_change_and_delete(workers, producer) -> None:
         assert resumed.json()["filter"]["accounts"] == ["ACC-EQ-02"]
     await asyncio.sleep(1.0)
     after_resume = flows("RESUMED", 2)
-    await produce(producer, after_resume)
+    await send_records(producer, after_resume)
     want = matching(expected_confirmations(after_resume), Filter(accounts=frozenset({"ACC-EQ-02"})))
     got = await topic_contents(topic, sum(map(len, want.values())))
     assert got == want  # nothing from the paused period, nothing for the old filter
@@ -211,7 +194,7 @@ async def test_pause_resume_filter_change_and_delete(workers, producer) -> None:
         assert (await http.get(f"/api/v1/subscriptions/{sid}")).status_code == 404
     await asyncio.sleep(1.0)
     after_delete = flows("DELETED", 3)
-    await produce(producer, after_delete)
+    await send_records(producer, after_delete)
     await read_committed(
         [topics.CONFIRMATIONS], lambda got: any(r.key == after_delete[-1].key for r in got), 60
     )
@@ -273,6 +256,6 @@ async def test_subscriptions_survive_a_restart_of_every_worker(workers, producer
         assert again["name"] == subscription["name"]
     rng = random.Random(8)
     records = [r for n in range(30) for r in order_flow(rng, f"RS-{n:03d}", allow_amend=False)]
-    await produce(producer, records)
+    await send_records(producer, records)
     want = matching(expected_confirmations(records), Filter(venues=frozenset({"XNAS"})))
     assert await topic_contents(str(subscription["topic"]), sum(map(len, want.values()))) == want
