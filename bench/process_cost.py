@@ -1,8 +1,10 @@
 """The processors' own CPU per execution, without Kafka: ``python -m bench.process_cost``.
 
 Feeds the bench's load (an order, then its fills, as ``bench.load`` writes them) straight into
-the join and the subscription router, with the transaction replaced by a recorder and each
-batch committed to real RocksDB tables as the engine's committer would. What it measures is the
+the join, the subscription router and the sequencer, with the transaction replaced by a
+recorder and each batch committed to real RocksDB tables as the engine's committer would (what
+the sequencer routes to itself is handed back to it, as one worker owning every partition
+reads it back). What it measures is the
 Python work the engine does per execution on the event loop, apart from the Kafka client: the
 part this project's code decides. ``--profile`` prints the functions that take the time
 (cProfile, sorted by own time).
@@ -26,6 +28,7 @@ from bench.load import LoadSpec, execution_record, order_record, stamp_text
 from execdist import topics
 from execdist.agents.join import JoinProcessor
 from execdist.agents.routing import SubscriptionRouter
+from execdist.agents.sequencing import SubscriberSequencer
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.routing import SubscriptionIndex
@@ -33,7 +36,7 @@ from execdist.domain.subscriptions import CreateRequest, Filter, OutputFormat, n
 from execdist.metrics import Metrics
 from execdist.runtime.records import InputRecord
 from execdist.settings import Settings
-from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
+from execdist.tables.declarations import HISTORY, ORDER_STATE, SUB_SEQ, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
 
 PARTITIONS = 4
@@ -47,10 +50,26 @@ class Recorder:
     def __init__(self) -> None:
         self.records = 0
         self.bytes = 0
+        self.routed: list[InputRecord] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: object) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        **_: object,
+    ) -> None:
         self.records += 1
         self.bytes += len(value or b"")
+        if topic == topics.SUBSCRIBER_ROUTE:
+            assert partition is not None
+            self.routed.append(InputRecord(topic, partition, 0, key, value, None))
+
+
+async def _never_set_aside(record: InputRecord, error: str) -> None:
+    raise AssertionError(f"set aside: {error}")
 
 
 def inputs(events: int, accounts: int) -> list[InputRecord]:
@@ -84,7 +103,7 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
         rocks = RocksTables(Path(folder), table_specs(settings.app_id), 64 * 1024 * 1024)
         tables = {
             name: PartitionedState(rocks, rocks.specs[name])
-            for name in (ORDER_STATE, TIMERS, HISTORY)
+            for name in (ORDER_STATE, TIMERS, HISTORY, SUB_SEQ)
         }
         for name in tables:
             for partition in range(PARTITIONS):
@@ -106,7 +125,10 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
                     now=datetime.now(UTC),
                 )
             )
-        router = SubscriptionRouter(index, out, None, DeliveryStats(), metrics)  # type: ignore[arg-type]
+        sequencer = SubscriberSequencer(
+            tables[SUB_SEQ], out, index, PARTITIONS, set_aside=_never_set_aside
+        )
+        router = SubscriptionRouter(index, sequencer, None, DeliveryStats(), metrics)  # type: ignore[arg-type]
         join = JoinProcessor(
             settings=settings,
             states=tables[ORDER_STATE],
@@ -126,6 +148,9 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
         for start in range(0, len(records), BATCH):
             for record in records[start : start + BATCH]:
                 await join.process(record)
+            routed, out.routed = out.routed, []
+            for record in routed:
+                await sequencer.process(record)
             for table in tables.values():
                 for partition, key, value in table.pending():
                     out.send(table.changelog_topic, key, value, partition=partition)

@@ -20,9 +20,11 @@ from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
 from execdist.agents.continuity import InputContinuity
-from execdist.agents.join import JoinProcessor
+from execdist.agents.dead_letters import DeadLetters
+from execdist.agents.join import JoinProcessor, utc_now
 from execdist.agents.positions import PositionsProcessor
 from execdist.agents.routing import SubscriptionRouter
+from execdist.agents.sequencing import SubscriberSequencer
 from execdist.auth import Guard
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
@@ -43,6 +45,7 @@ from execdist.tables.declarations import (
     HISTORY,
     ORDER_STATE,
     POSITIONS,
+    SUB_SEQ,
     TIMERS,
     table_specs,
 )
@@ -181,7 +184,16 @@ def create_app(settings: Settings) -> faust.App:
     audit = SubscriptionAudit(settings)
     guard = Guard(settings.admin_token, subscriptions)
     stats = DeliveryStats()
-    router = SubscriptionRouter(subscriptions.index, transaction, registry, stats, metrics)
+    dead_letters = DeadLetters(settings, transaction, metrics, utc_now)
+    sub_seqs = PartitionedState(rocks, specs[SUB_SEQ])
+    sequencer = SubscriberSequencer(
+        sub_seqs,
+        transaction,
+        subscriptions.index,
+        settings.topic_partitions,
+        set_aside=dead_letters.set_aside,
+    )
+    router = SubscriptionRouter(subscriptions.index, sequencer, registry, stats, metrics)
     join = JoinProcessor(
         settings=settings,
         states=states,
@@ -192,15 +204,16 @@ def create_app(settings: Settings) -> faust.App:
         metrics=metrics,
         confirmation_sinks=[router],
     )
-    positions_processor = PositionsProcessor(positions, set_aside=join.set_aside)
+    positions_processor = PositionsProcessor(positions, set_aside=dead_letters.set_aside)
     topology = Topology(
         sources={
             topics.ORDERS: join,
             topics.EXECUTIONS: join,
             topics.POSITIONS_BY_ACCOUNT: positions_processor,
+            topics.SUBSCRIBER_ROUTE: sequencer,
             topics.TICKS: join,
         },
-        tables=[states, timers, positions, history],
+        tables=[states, timers, positions, history, sub_seqs],
         continuity=InputContinuity(timers),
         # route nothing before every subscription in force is known
         ready=subscriptions.loaded.wait,

@@ -8,6 +8,7 @@ owned by the same worker, and so is partition N of the tables' changelogs.
 from __future__ import annotations
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import murmur2
 
 ORDERS = "orders"
 EXECUTIONS = "executions"
@@ -22,6 +23,10 @@ partition's own transaction (timers run outside any event, so they only request 
 POSITIONS_BY_ACCOUNT = "execdist-internal.positions-by-account"
 """Internal: position changes repartitioned by account, so positions live in a table keyed by
 account."""
+SUBSCRIBER_ROUTE = "execdist-internal.subscriber-route"
+"""Internal: subscriber records on their way to the worker that numbers their subscription
+(``sub_seq``), keyed and partitioned by subscription id; see
+:mod:`execdist.agents.sequencing`."""
 SUBSCRIPTIONS = "execdist-internal.subscriptions"
 """Internal, compacted: every subscription's latest version, keyed by id; read by all workers."""
 SUBSCRIPTION_AUDIT = "execdist-internal.subscription-audit"
@@ -36,6 +41,11 @@ worker id; read by all workers to answer the cluster-wide status queries."""
 def subscriber_topic(subscription_id: str) -> str:
     """The topic that carries one subscription's confirmations."""
     return SUBSCRIBER_PREFIX + subscription_id
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner puts ``key`` in (murmur2, as in Java)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 TP = TopicPartition

@@ -9,7 +9,6 @@ internal topic, so they too are processed inside the partition's transaction.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from functools import partial
 import orjson
 
 from execdist import topics
+from execdist.agents.dead_letters import DeadLetters, origin_of
 from execdist.agents.hot_states import HotStates, approximate_size
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
@@ -40,7 +40,6 @@ from execdist.domain import (
     StatusType,
     apply_execution,
     apply_order,
-    format_time,
     next_tick_due,
     on_tick,
     parse_execution,
@@ -103,6 +102,7 @@ class JoinProcessor:
         self._decoder = decoder
         self._metrics = metrics
         self._clock = clock
+        self._dead_letters = DeadLetters(settings, out, metrics, clock)
         self._sweep_cursor: dict[int, bytes | None] = {}
         self._created: dict[int, int] = {}
         self._hot: dict[int, HotStates] = {}
@@ -123,13 +123,13 @@ class JoinProcessor:
             await self.handle_tick(tp, offset)
             return
         self._records_in(tp.topic).inc()
-        origin = _origin(tp, offset, key, value)
+        origin = origin_of(tp, offset, key, value)
         parsed = await self._decode(tp, offset, origin, value)
         if parsed is None:
             return
         order_id = parsed.order_id
         if key != order_id.encode():
-            await self._dead_letter(
+            await self._dead_letters.reject(
                 tp,
                 offset,
                 Rejected(
@@ -168,7 +168,7 @@ class JoinProcessor:
                 )
                 await asyncio.sleep(1.0)
             except DecodeError as exc:
-                await self._dead_letter(
+                await self._dead_letters.reject(
                     tp, offset, Rejected(RejectReason.DECODE_ERROR, str(exc), origin)
                 )
                 return None
@@ -177,7 +177,7 @@ class JoinProcessor:
                 return parse_order(data)
             return parse_execution(data)
         except InvalidRecord as exc:
-            await self._dead_letter(
+            await self._dead_letters.reject(
                 tp, offset, Rejected(RejectReason.VALIDATION_ERROR, str(exc), origin)
             )
             return None
@@ -339,7 +339,7 @@ class JoinProcessor:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
                 self._confirmed(confirmation.exec_type.value).inc()
             elif isinstance(output, Rejected):
-                await self._dead_letter(tp, offset, output)
+                await self._dead_letters.reject(tp, offset, output)
             elif isinstance(output, StatusNotice):
                 await self.publish_status(
                     tp,
@@ -351,67 +351,9 @@ class JoinProcessor:
                 self._metrics.dropped.labels(output.kind.value).inc()
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
-        """Move on past an input record whose processing keeps failing: dead-letter it (a
-        tick has nothing worth keeping) and report an ERROR status event for the operators."""
-        tp, offset, key, value = record.tp, record.offset, record.key, record.value
-        details: dict[str, object] = {
-            "topic": tp.topic,
-            "partition": tp.partition,
-            "offset": offset,
-            "error": error,
-        }
-        if tp.topic != topics.TICKS:
-            origin = _origin(tp, offset, key, value)
-            message = (
-                f"the record could not be processed ({error}); it was set aside so that the "
-                "records behind it go on. Check the worker's log for the traceback, then "
-                "resend the record once the cause is fixed"
-            )
-            await self._dead_letter(
-                tp, offset, Rejected(RejectReason.VALIDATION_ERROR, message, origin)
-            )
-        await self.publish_status(
-            tp,
-            StatusType.ERROR,
-            {"what": "input record set aside after repeated processing failures", **details},
-            event_id=f"{tp.topic}:{tp.partition}:{offset}:set-aside",
-        )
-
-    async def _dead_letter(self, tp: TP, offset: int, rejected: Rejected) -> None:
-        origin = rejected.origin
-        assert isinstance(origin, dict)
-        key = _unb64(origin.get("key"))
-        value = _unb64(origin.get("value"))
-        headers = [
-            ("error.reason", rejected.reason.value.encode()),
-            ("error.message", rejected.message.encode()),
-            ("error.topic", str(origin["topic"]).encode()),
-            ("error.partition", str(origin["partition"]).encode()),
-            ("error.offset", str(origin["offset"]).encode()),
-        ]
-        self._out.send(topics.DLQ, key, value, headers=headers)
-        self._metrics.dlq.labels(rejected.reason.value).inc()
-        if log.isEnabledFor(logging.INFO):
-            fields = {
-                "topic": origin["topic"],
-                "partition": origin["partition"],
-                "offset": origin["offset"],
-                "reason": rejected.reason.value,
-            }
-            if key is not None:
-                # inputs are keyed by order_id (a key that is not is itself dead-lettered)
-                fields["order_id"] = key.decode(errors="replace")
-            if rejected.exec_id is not None:
-                fields["exec_id"] = rejected.exec_id
-            log.info(
-                "dead-lettered %s:%s@%s: %s %s",
-                origin["topic"],
-                origin["partition"],
-                origin["offset"],
-                rejected.reason.value,
-                rejected.message,
-                extra=fields,
-            )
+        """Move on past an input record whose processing keeps failing (dead-lettered, with an
+        ERROR status event for the operators)."""
+        await self._dead_letters.set_aside(record, error)
 
     async def publish_status(
         self,
@@ -422,33 +364,11 @@ class JoinProcessor:
         event_id: str,
         subscription_id: str | None = None,
     ) -> None:
-        event = {
-            "event_id": event_id,
-            "type": type_.value,
-            "source": self._settings.worker_id,
-            "subscription_id": subscription_id,
-            "time": format_time(self._clock()),
-            "details": details,
-        }
-        self._out.send(topics.STATUS, self._settings.worker_id.encode(), encode_json(event))
-        self._metrics.status_events.labels(type_.value).inc()
+        await self._dead_letters.publish_status(
+            tp, type_, details, event_id=event_id, subscription_id=subscription_id
+        )
 
 
 def _encoded(state: OrderState) -> bytes:
     """The stored form of an order state (JSON), as the table's changelog and RocksDB hold it."""
     return orjson.dumps(state.to_dict())
-
-
-def _origin(tp: TP, offset: int, key: bytes | None, value: bytes | None) -> dict[str, object]:
-    """Where an input record came from, with its original bytes (base64), for the DLQ."""
-    return {
-        "topic": tp.topic,
-        "partition": tp.partition,
-        "offset": offset,
-        "key": None if key is None else base64.b64encode(key).decode(),
-        "value": None if value is None else base64.b64encode(value).decode(),
-    }
-
-
-def _unb64(value: object) -> bytes | None:
-    return None if value is None else base64.b64decode(str(value))

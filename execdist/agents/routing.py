@@ -1,9 +1,11 @@
 """Routes each confirmation to the topics of the subscriptions whose filters match it.
 
-Runs inside the join's event, so the subscriber records join the same transaction as the
-confirmation itself: a subscriber sees a confirmation exactly when ``execdist.confirmations``
-does. Matching uses the :class:`~execdist.domain.routing.SubscriptionIndex`, so its cost follows
-the number of matches, not the number of subscriptions.
+Runs inside the join's event. Each subscriber record goes to the
+:class:`~execdist.agents.sequencing.SubscriberSequencer`, which numbers it (``sub_seq``) in the
+same transaction as the confirmation itself when this worker numbers its subscription, or
+routes it to the worker that does. Matching uses the
+:class:`~execdist.domain.routing.SubscriptionIndex`, so its cost follows the number of matches,
+not the number of subscriptions.
 
 A subscription with ``fields`` gets a projection of the JSON record (only those keys, in the
 contract's order), encoded once per distinct projection per confirmation. A subscription whose
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 
 from schema_registry.client import AsyncSchemaRegistryClient
 
+from execdist.agents.sequencing import SubscriberSequencer
 from execdist.codecs.output import AvroEncoder, encode_json
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.expressions import EvaluationError
@@ -26,7 +29,6 @@ from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import OutputFormat, Subscription
 from execdist.metrics import LabelledChildren, Metrics
-from execdist.runtime.transaction import RecordSink
 from execdist.topics import TP
 
 log = logging.getLogger(__name__)
@@ -38,13 +40,13 @@ class SubscriptionRouter:
     def __init__(
         self,
         index: SubscriptionIndex,
-        out: RecordSink,
+        sequencer: SubscriberSequencer,
         registry: AsyncSchemaRegistryClient,
         stats: DeliveryStats,
         metrics: Metrics,
     ) -> None:
         self._index = index
-        self._out = out
+        self._sequencer = sequencer
         self._avro = AvroEncoder(registry)
         self._stats = stats
         self._metrics = metrics
@@ -81,7 +83,7 @@ class SubscriptionRouter:
                 value = projected
             else:
                 value = json_value
-            self._out.send(subscription.topic, key, value)
+            self._sequencer.deliver(subscription.id, subscription.topic, key, value)
             self._stats.record(subscription.id, now, latency_ms)
             self._delivered(subscription.id).inc()
 

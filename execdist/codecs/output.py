@@ -30,7 +30,7 @@ from execdist.codecs.registry import register_schema
 from execdist.codecs.schemas import parsed_schema, raw_schema
 from execdist.domain.model import format_decimal, format_time
 
-__all__ = ["AvroEncoder", "encode_avro", "encode_json"]
+__all__ = ["SUB_SEQ_HEADER", "AvroEncoder", "encode_avro", "encode_json", "with_sub_seq"]
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -232,3 +232,36 @@ def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return format_time(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+SUB_SEQ_HEADER = "execdist.sub_seq"
+"""The Kafka header that carries a subscriber record's ``sub_seq`` (decimal ASCII)."""
+
+
+def with_sub_seq(value: bytes, sub_seq: int) -> bytes:
+    """A subscriber record's bytes with its ``sub_seq`` as the last field.
+
+    JSON: ``,"sub_seq":n`` before the closing brace. Avro (Confluent-framed, the confirmation
+    schema, whose last field ``sub_seq`` is a long with default 0): the value was encoded with
+    the default, so its last byte is the zig-zag varint of 0, which is replaced by that of
+    ``sub_seq``. A record is numbered after it was encoded, by whichever worker numbers its
+    subscription, without decoding it again.
+    """
+    if value[:1] == b"\x00":
+        if value[-1:] != b"\x00":
+            raise EncodeError("an Avro subscriber record must end with its default sub_seq")
+        return value[:-1] + _avro_long(sub_seq)
+    if value == b"{}":
+        return b'{"sub_seq":%d}' % sub_seq
+    return b'%s,"sub_seq":%d}' % (value[:-1], sub_seq)
+
+
+def _avro_long(n: int) -> bytes:
+    """Avro's encoding of a long: zig-zag, then a little-endian base-128 varint."""
+    zigzag = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while zigzag > 0x7F:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)

@@ -34,6 +34,7 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.EXECUTIONS: (n, {}),
         topics.TICKS: (n, {"retention.ms": str(60 * 60 * 1000)}),
         topics.POSITIONS_BY_ACCOUNT: (n, {}),
+        topics.SUBSCRIBER_ROUTE: (n, {}),
         topics.CONFIRMATIONS: (n, {}),
         topics.STATUS: (1, {}),
         topics.DLQ: (1, {}),
@@ -52,7 +53,13 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
 
 LEADER_WAIT_TRIES = 200
 
-COPARTITIONED = (topics.ORDERS, topics.EXECUTIONS, topics.TICKS, topics.POSITIONS_BY_ACCOUNT)
+COPARTITIONED = (
+    topics.ORDERS,
+    topics.EXECUTIONS,
+    topics.TICKS,
+    topics.POSITIONS_BY_ACCOUNT,
+    topics.SUBSCRIBER_ROUTE,
+)
 
 
 async def create_topic(

@@ -14,6 +14,8 @@ bytes written by :class:`~execdist.tables.store.PartitionedState`:
 * ``execdist-confirmation-history``: every confirmation of an order, as published, under
   :func:`history_key` (the order id, then the seq, so a prefix scan reads them in seq order);
   deleted with the order's state.
+* ``execdist-sub-seq``: per subscription id, the last ``sub_seq`` given to one of its records
+  (decimal ASCII), in the partition of ``execdist-internal.subscriber-route`` the id falls in.
 
 RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of
 ``BLOCK_CACHE_BYTES`` between all of its databases, and one budget of ``WRITE_BUFFER_BYTES``
@@ -28,6 +30,7 @@ ORDER_STATE = "execdist-order-state"
 TIMERS = "execdist-timers"
 POSITIONS = "execdist-positions"
 HISTORY = "execdist-confirmation-history"
+SUB_SEQ = "execdist-sub-seq"
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -58,7 +61,7 @@ def changelog_topic(app_id: str, table: str) -> str:
 def table_specs(app_id: str) -> list[TableSpec]:
     return [
         TableSpec(name, changelog_topic(app_id, name))
-        for name in (ORDER_STATE, TIMERS, POSITIONS, HISTORY)
+        for name in (ORDER_STATE, TIMERS, POSITIONS, HISTORY, SUB_SEQ)
     ]
 
 

@@ -15,7 +15,6 @@ import aiohttp
 import faust
 import orjson
 from aiohttp import web
-from aiokafka.partitioner import murmur2
 from faust.web import Request, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -24,6 +23,7 @@ from execdist.domain.access import Action
 from execdist.domain.positions import position_view
 from execdist.services.subscription_store import NotLoaded
 from execdist.tables.declarations import history_prefix
+from execdist.topics import key_partition
 from execdist.web.auth import Handler, access_control, native
 from execdist.web.errors import HttpError, error_response
 
@@ -63,11 +63,6 @@ async def json_routing_errors(request: web.Request, handler: Handler) -> web.Str
 
 
 FORWARDED_HEADER = "X-Execdist-Forwarded-By"
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner puts ``key`` in (murmur2, as in Java)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], Handler]]:

@@ -39,6 +39,7 @@ CONTRACT_TOPICS = [
     topics.EXECUTIONS,
     topics.TICKS,
     topics.POSITIONS_BY_ACCOUNT,
+    topics.SUBSCRIBER_ROUTE,
     topics.CONFIRMATIONS,
     topics.STATUS,
     topics.DLQ,

@@ -24,7 +24,7 @@ import pytest
 
 from execdist import topics
 from execdist.demo import FeedRecord
-from execdist.web.views import key_partition
+from execdist.topics import key_partition
 from tests.integration.conftest import ADMIN_TOKEN, Worker
 from tests.integration.helpers import produce, worker_pair
 

@@ -1,0 +1,140 @@
+"""sub_seq on the real broker: 1, 2, 3 ... per subscription, with no gap and no repeat, while two
+workers make its records, one of them is SIGKILLed, and a filter changes.
+
+With two workers each subscription is numbered by one of them, so the records of the other
+worker's orders travel the route topic to it, and the records of its own orders are numbered
+at once: both ways are taken, and they must give one sequence, in each order's own order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+
+import fastavro
+import httpx
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from execdist import topics
+from execdist.codecs.output import SUB_SEQ_HEADER
+from execdist.codecs.schemas import parsed_schema
+from tests.integration.conftest import ADMIN_TOKEN, Worker, read_committed
+from tests.integration.expectations import expected_confirmations
+from tests.integration.helpers import flows, send_records
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _decoded(record: ConsumerRecord) -> dict[str, object]:
+    value = record.value
+    if value[:1] == b"\x00":  # Avro, Confluent-framed
+        return dict(
+            fastavro.schemaless_reader(io.BytesIO(value[5:]), parsed_schema("confirmation"))
+        )
+    return dict(orjson.loads(value))
+
+
+def _check_sequence(records: list[ConsumerRecord]) -> list[dict[str, object]]:
+    """Every record's sub_seq (field and header alike) is 1..n, each once; each order's records
+    in sub_seq order are in its executions' order. Returns the records in sub_seq order."""
+    numbered = []
+    for record in records:
+        body = _decoded(record)
+        header = dict(record.headers)[SUB_SEQ_HEADER]
+        assert int(header) == body["sub_seq"], "the header and the field agree"
+        numbered.append(body)
+    numbered.sort(key=lambda body: int(body["sub_seq"]))  # type: ignore[arg-type]
+    assert [body["sub_seq"] for body in numbered] == list(range(1, len(numbered) + 1))
+    last_seq: dict[object, int] = {}
+    for body in numbered:
+        seq = int(body["seq"])  # type: ignore[arg-type]
+        assert seq > last_seq.get(body["order_id"], 0), f"order {body['order_id']} out of order"
+        last_seq[body["order_id"]] = seq
+    return numbered
+
+
+async def _create(worker: Worker, body: dict[str, object]) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=worker.url, headers=ADMIN) as http:
+        response = await http.post("/api/v1/subscriptions", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def test_sub_seq_has_no_gap_across_two_workers_a_sigkill_and_a_filter_change(
+    cluster: Callable[..., Worker], producer
+) -> None:
+    first, second = cluster(), cluster()
+    everything = await _create(first, {"name": "all", "filter": {}})
+    spread = await _create(first, {"name": "two partitions", "filter": {}, "partitions": 2})
+    avro = await _create(first, {"name": "avro", "filter": {}, "format": "avro"})
+    narrowed = await _create(first, {"name": "narrowed", "filter": {}})
+    await asyncio.sleep(1.0)  # in force on both workers
+
+    records = flows("SEQ", 120, seed=3)
+    half = len(records) // 2
+    await send_records(producer, records[:half])
+
+    def confirmations_of(total: int) -> Callable[[list[ConsumerRecord]], bool]:
+        return lambda got: len(got) >= total
+
+    # some of the first half is numbered before the kill
+    await read_committed([str(everything["topic"])], lambda got: len(got) > 0)
+    second.kill()
+    async with httpx.AsyncClient(base_url=first.url, headers=ADMIN) as http:
+        response = await http.patch(
+            f"/api/v1/subscriptions/{narrowed['id']}", json={"filter": {"sides": ["BUY"]}}
+        )
+        assert response.status_code == 200, response.text
+    await send_records(producer, records[half:])
+    third = cluster()  # takes partitions back from the survivor: a second rebalance
+
+    total = sum(len(items) for items in expected_confirmations(records).values())
+    for subscription in (everything, spread, avro):
+        got = await read_committed(
+            [str(subscription["topic"])], confirmations_of(total), timeout=60, settle=2.0
+        )
+        numbered = _check_sequence(got)
+        assert len(numbered) == total, f"{subscription['name']}: every confirmation, once"
+    narrowed_records = await read_committed(
+        [str(narrowed["topic"])], lambda got: len(got) > 0, timeout=30, settle=3.0
+    )
+    numbered = _check_sequence(narrowed_records)
+    assert 0 < len(numbered) < total, "the filter change narrowed what followed it"
+    assert all(body["side"] == "BUY" for body in numbered[-5:]), "the tail is BUY only"
+    assert third.process is not None and third.process.poll() is None
+    routed = await read_committed([topics.SUBSCRIBER_ROUTE], lambda got: len(got) > 0, timeout=10)
+    assert routed, "some records took the route topic to the worker numbering them"
+
+
+async def test_sub_seq_continues_after_pause_and_resume(
+    cluster: Callable[..., Worker], producer
+) -> None:
+    worker = cluster()
+    subscription = await _create(worker, {"name": "paused", "filter": {}})
+    await asyncio.sleep(1.0)
+    records = flows("PAUSE", 30, seed=5)
+    await send_records(producer, records[: len(records) // 2])
+    await read_committed([str(subscription["topic"])], lambda got: len(got) > 0, timeout=60)
+    async with httpx.AsyncClient(base_url=worker.url, headers=ADMIN) as http:
+        url = f"/api/v1/subscriptions/{subscription['id']}"
+        paused = await http.patch(url, json={"status": "PAUSED"})
+        assert paused.status_code == 200, paused.text
+        resumed = await http.patch(url, json={"status": "ACTIVE"})
+        assert resumed.status_code == 200, resumed.text
+    await asyncio.sleep(1.0)  # resumed on the worker
+    later = records[len(records) // 2 :]
+    await send_records(producer, later)
+    last_exec = orjson.loads(later[-1].value)["exec_id"]
+    got = await read_committed(
+        [str(subscription["topic"])],
+        lambda got: any(orjson.loads(r.value)["exec_id"] == last_exec for r in got),
+        timeout=60,
+        settle=2.0,
+    )
+    numbered = _check_sequence(got)
+    assert numbered[-1]["exec_id"] == last_exec, "numbered on from before the pause"
