@@ -57,6 +57,7 @@ class Confirmation(_message.Message):
         "order_status",
         "exec_time",
         "confirmed_at",
+        "sub_seq",
     )
     CONFIRMATION_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +78,7 @@ class Confirmation(_message.Message):
     ORDER_STATUS_FIELD_NUMBER: _ClassVar[int]
     EXEC_TIME_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUB_SEQ_FIELD_NUMBER: _ClassVar[int]
     confirmation_id: str
     exec_id: str
     order_id: str
@@ -96,6 +98,7 @@ class Confirmation(_message.Message):
     order_status: str
     exec_time: str
     confirmed_at: str
+    sub_seq: int
     def __init__(
         self,
         confirmation_id: _Optional[str] = ...,
@@ -117,6 +120,7 @@ class Confirmation(_message.Message):
         order_status: _Optional[str] = ...,
         exec_time: _Optional[str] = ...,
         confirmed_at: _Optional[str] = ...,
+        sub_seq: _Optional[int] = ...,
     ) -> None: ...
 
 class Heartbeat(_message.Message):

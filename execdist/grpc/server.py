@@ -31,7 +31,7 @@ from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.grpc import execdist_pb2 as pb
 from execdist.grpc import execdist_pb2_grpc as pb_grpc
-from execdist.relay.hub import Frame, InvalidCursor, RelayHub, parse_cursor
+from execdist.relay.hub import CursorExpired, Frame, InvalidCursor, RelayHub, parse_cursor
 from execdist.services.subscription_store import NotLoaded, SubscriptionStore
 from execdist.settings import Settings
 
@@ -147,7 +147,11 @@ class DistributionServicer(pb_grpc.DistributionServicer):
         except RequestRefused as refused:
             await context.abort(refused.code, refused.message)
             return
-        client = await self._hub.connect(subscription.topic, subscription.partitions, start)
+        try:
+            client = await self._hub.connect(subscription.topic, subscription.partitions, start)
+        except CursorExpired as expired:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, expired.frame().decode())
+            return
         try:
             while True:
                 frame = await client.next()

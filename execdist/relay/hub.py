@@ -59,6 +59,19 @@ class InvalidCursor(ExecDistError):
     """A ``from`` value that is not latest, earliest or a cursor of this subscription."""
 
 
+class CursorExpired(ExecDistError):
+    """A cursor older than what the topic still holds (retention deleted records after it):
+    the client must start again from ``earliest`` (or a snapshot), never silently later."""
+
+    def __init__(self, earliest: str) -> None:
+        super().__init__(f"the cursor is older than the topic's earliest record ({earliest})")
+        self.earliest = earliest
+
+    def frame(self) -> bytes:
+        """The contract's error frame."""
+        return orjson.dumps({"type": "error", "code": "cursor_expired", "earliest": self.earliest})
+
+
 Position = dict[int, int]
 
 
@@ -116,14 +129,29 @@ class Frame:
     def websocket_message(self) -> bytes:
         """The UTF-8 text of the WebSocket frame: built on first use, then reused."""
         if self._message is None:
+            sub_seq = sub_seq_of(self.value)
             self._message = (
                 b'{"type":"confirmation","cursor":"'
                 + self.cursor.encode()
-                + b'","data":'
+                + (b'","data":' if sub_seq is None else b'","sub_seq":%d,"data":' % sub_seq)
                 + self.value
                 + b"}"
             )
         return self._message
+
+
+_SUB_SEQ_KEY = b'"sub_seq":'
+
+
+def sub_seq_of(value: bytes) -> int | None:
+    """The ``sub_seq`` of a subscriber record's JSON, read from its end, where it always is
+    (``None`` for a record written before subscriptions were numbered)."""
+    tail = value[-40:]
+    at = tail.rfind(_SUB_SEQ_KEY)
+    if at < 1 or tail[at - 1 : at] not in (b",", b"{"):
+        return None
+    digits = tail[at + len(_SUB_SEQ_KEY) : -1]
+    return int(digits) if digits.isdigit() and tail.endswith(b"}") else None
 
 
 @dataclass(eq=False)
@@ -443,7 +471,8 @@ class RelayHub(Service):
             return reader
 
     async def connect(self, topic: str, partitions: int, start: str) -> RelayClient:
-        """A client of ``topic`` starting at ``start`` (latest, earliest or a cursor)."""
+        """A client of ``topic`` starting at ``start`` (latest, earliest or a cursor); raises
+        :class:`CursorExpired` for a cursor the topic can no longer be read from."""
         position = {} if start in ("latest", "earliest") else parse_cursor(start, partitions)
         reader = await self._reader(topic, partitions)
         if start == "latest":
@@ -452,6 +481,10 @@ class RelayHub(Service):
             position = await self._beginnings(topic, partitions)
         limit = self._settings.relay_client_queue
         client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+        if not reader.covers(client) and start not in ("latest", "earliest"):
+            beginnings = await self._beginnings(topic, partitions)
+            if any(position[p] < beginnings[p] for p in range(partitions)):
+                raise CursorExpired(format_cursor(beginnings))
         self._clients[client] = topic
         if reader.covers(client):
             reader.attach(client)

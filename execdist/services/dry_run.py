@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from execdist import topics
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import FilterTrial
 from execdist.domain.subscriptions import DryRunRequest
 from execdist.infra import clients
+from execdist.services.topic_scan import read_to_end
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ TIME_BUDGET_S = 5.0
 """How long a scan may take, its set-up included; the answer then says ``time_budget``.
 Measured: about 60,000 confirmations a second (decoding dominates), so some 300,000 fit."""
 CONCURRENT_SCANS = 1
-_BATCH = 1000
-_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,37 +91,13 @@ def _scan(consumer: Consumer, request: DryRunRequest, deadline: float) -> DryRun
     trial = FilterTrial(request.filter)
     ends = _start(consumer, request, deadline)
     stopped_by: str | None = None
-    while ends:
+    for message in read_to_end(consumer, ends, deadline):
         if trial.scanned >= request.max_records:
             stopped_by = "max_records"
             break
-        left = deadline - time.monotonic()
-        if left <= 0:
-            stopped_by = "time_budget"
-            break
-        wanted = min(_BATCH, request.max_records - trial.scanned)
-        for message in consumer.consume(num_messages=wanted, timeout=min(left, _POLL_S)):
-            partition = message.partition()
-            error = message.error()
-            if partition is None or partition not in ends:
-                if error is not None and error.fatal():
-                    raise KafkaException(error)
-                continue
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    del ends[partition]  # its committed end is reached
-                elif error.fatal():
-                    raise KafkaException(error)
-                else:  # transient (a broker reconnecting): the time budget bounds the wait
-                    log.info("dry-run: %s", error)
-                continue
-            offset = message.offset()
-            if offset is None or offset >= ends[partition]:
-                del ends[partition]  # written after the scan began
-                continue
-            _count(trial, message)
-            if offset >= ends[partition] - 1:
-                del ends[partition]
+        _count(trial, message)
+    if stopped_by is None and ends:
+        stopped_by = "max_records" if trial.scanned >= request.max_records else "time_budget"
     return DryRunResult(
         trial.matched, trial.scanned, stopped_by, trial.evaluation_errors, trial.sample
     )

@@ -6,7 +6,7 @@ over what it received: for each record with ``from_seq`` <= ``sub_seq`` <= ``to_
 stored on the topic (the contract's definition).
 
 The topic is read ``read_committed`` from its beginning to its end as it was when the request
-came, by a librdkafka consumer in a thread (as the dry-run's); only the ``execdist.sub_seq``
+came (:mod:`.topic_scan`, as the dry-run reads); only the ``execdist.sub_seq``
 header of a record outside the range is looked at. The answer also gives the highest
 ``sub_seq`` on the topic, so a client can tell a range not written yet from a missing record.
 """
@@ -20,10 +20,11 @@ import struct
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from execdist.codecs.output import SUB_SEQ_HEADER
 from execdist.infra import clients
+from execdist.services.topic_scan import read_to_end
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ TIME_BUDGET_S = 20.0
 """How long a scan may take before the request fails with 503 (retry, or narrow nothing: the
 whole topic up to the range's end is read)."""
 CONCURRENT_SCANS = 1
-_BATCH = 1000
-_POLL_S = 0.2
 _LENGTH = struct.Struct(">I")
 
 
@@ -111,46 +110,28 @@ def _scan(
     ends = _start(consumer, topic, deadline)
     in_range: dict[int, bytes] = {}
     last: int | None = None
-    while ends:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ReconcileUnavailable(
-                f"reading {topic} took longer than {TIME_BUDGET_S:.0f} s; retry later"
-            )
-        for message in consumer.consume(num_messages=_BATCH, timeout=min(left, _POLL_S)):
-            partition = message.partition()
-            error = message.error()
-            if partition is None or partition not in ends:
-                if error is not None and error.fatal():
-                    raise KafkaException(error)
-                continue
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    del ends[partition]
-                elif error.fatal():
-                    raise KafkaException(error)
-                else:
-                    log.info("reconcile: %s", error)
-                continue
-            offset = message.offset()
-            if offset is None or offset >= ends[partition]:
-                del ends[partition]  # written after the request came
-                continue
-            sub_seq = _sub_seq(message.headers())
-            if sub_seq is not None:
-                last = sub_seq if last is None else max(last, sub_seq)
-                if from_seq <= sub_seq <= to_seq:
-                    in_range[sub_seq] = message.value() or b""
-            if offset >= ends[partition] - 1:
-                del ends[partition]
+    for message in read_to_end(consumer, ends, deadline):
+        sub_seq = _sub_seq(message.headers())
+        if sub_seq is None:
+            continue
+        last = sub_seq if last is None else max(last, sub_seq)
+        if from_seq <= sub_seq <= to_seq:
+            in_range[sub_seq] = message.value() or b""
+    if ends:
+        raise ReconcileUnavailable(
+            f"reading {topic} took longer than {TIME_BUDGET_S:.0f} s; retry later"
+        )
     return in_range, last
 
 
-def _sub_seq(headers: list[tuple[str, bytes | None]] | None) -> int | None:
-    for name, value in headers or ():
-        if name == SUB_SEQ_HEADER and value is not None:
-            return int(value)
-    return None  # written before subscriptions were numbered
+def _sub_seq(headers: object) -> int | None:
+    """The ``execdist.sub_seq`` header's number (librdkafka gives headers as a list of
+    pairs); ``None`` for a record written before subscriptions were numbered."""
+    if isinstance(headers, list):
+        for name, value in headers:
+            if name == SUB_SEQ_HEADER and value is not None:
+                return int(value)
+    return None
 
 
 def _start(consumer: Consumer, topic: str, deadline: float) -> dict[int, int]:

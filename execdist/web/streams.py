@@ -22,7 +22,7 @@ from faust.web import Request, View
 from execdist.domain.access import Action
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
-from execdist.relay.hub import InvalidCursor, RelayClient, parse_cursor
+from execdist.relay.hub import CursorExpired, InvalidCursor, RelayClient, parse_cursor
 from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api
@@ -39,6 +39,7 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_CLIENT_MESSAGES = 50
 """Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
 TOO_SLOW = 1013
+CURSOR_EXPIRED = 4410
 GOING_AWAY = 1001
 
 
@@ -74,7 +75,12 @@ def register_stream_views(app: faust.App, components: Components) -> None:
                 raise HttpError(400, "invalid", "this endpoint needs a WebSocket upgrade request")
             await ws.prepare(native(request))
             _bound_send_buffer(request)
-            client = await hub.connect(subscription.topic, subscription.partitions, start)
+            try:
+                client = await hub.connect(subscription.topic, subscription.partitions, start)
+            except CursorExpired as expired:
+                await ws.send_str(expired.frame().decode())
+                await _close(ws, CURSOR_EXPIRED, b"cursor expired")
+                return ws
             listener = asyncio.create_task(_watch_client_messages(ws))
             try:
                 await _pump_websocket(ws, client, listener)
@@ -92,7 +98,13 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             start = start_from(
                 request.headers.get("Last-Event-ID") or request.query.get("from"), subscription
             )
-            client = await hub.connect(subscription.topic, subscription.partitions, start)
+            try:
+                client = await hub.connect(subscription.topic, subscription.partitions, start)
+            except CursorExpired as expired:
+                return web.Response(
+                    body=b"event: error\ndata: " + expired.frame() + b"\n\n",
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+                )
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",

@@ -31,6 +31,7 @@ from execdist.domain.subscriptions import (
     parse_patch,
 )
 from execdist.services.dry_run import FilterDryRun, ScanUnavailable
+from execdist.services.reconcile import MAX_RANGE, Reconciler, ReconcileUnavailable
 from execdist.services.subscription_changes import SubscriptionConflict, SubscriptionNotFound
 from execdist.web.auth import access_control, native, principal_of
 from execdist.web.errors import HttpError
@@ -52,6 +53,7 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
     reports = components.reports
     requires = access_control(components.guard)
     dry_runs = FilterDryRun(settings)
+    reconciler = Reconciler(settings)
 
     def existing(subscription_id: str) -> Subscription:
         with http_errors():
@@ -139,6 +141,22 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             return json_response(
                 {"items": [entry.to_dict() for entry in page.items], "next_cursor": next_cursor}
             )
+
+    @app.page("/api/v1/subscriptions/{subscription_id}/reconcile")
+    class ReconcileView(View):
+        """The count and SHA-256 of the records in a sub_seq range, for a downstream to
+        compare with what it holds."""
+
+        @api
+        @requires(Action.READ_SUBSCRIPTION, "subscription_id")
+        async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
+            subscription = existing(subscription_id)
+            from_seq, to_seq = seq_range(request.query.get("from_seq"), request.query.get("to_seq"))
+            try:
+                result = await reconciler.run(subscription.topic, from_seq, to_seq)
+            except ReconcileUnavailable as exc:
+                raise HttpError(503, "not_ready", str(exc)) from exc
+            return json_response(result.to_dict())
 
     @app.page("/api/v1/subscriptions/{subscription_id}/status")
     class SubscriptionStatusView(View):
@@ -230,6 +248,27 @@ async def read_json(request: Request) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise HttpError(400, "invalid", "the body must be a JSON object", "body") from None
+
+
+def seq_range(raw_from: str | None, raw_to: str | None) -> tuple[int, int]:
+    """``from_seq`` and ``to_seq`` of a reconcile request: whole numbers from 1, in order, at
+    most :data:`MAX_RANGE` apart."""
+    bounds = []
+    for name, raw in (("from_seq", raw_from), ("to_seq", raw_to)):
+        if raw is None or not raw.isdigit() or int(raw) < 1:
+            raise HttpError(400, "invalid", f"{name} must be a whole number from 1", name)
+        bounds.append(int(raw))
+    from_seq, to_seq = bounds
+    if to_seq < from_seq:
+        raise HttpError(400, "invalid", "to_seq must not be below from_seq", "to_seq")
+    if to_seq - from_seq + 1 > MAX_RANGE:
+        raise HttpError(
+            400,
+            "invalid",
+            f"a range may cover at most {MAX_RANGE} records; ask for it in parts",
+            "to_seq",
+        )
+    return from_seq, to_seq
 
 
 def page_limit(raw: str | None) -> int:

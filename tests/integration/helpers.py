@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from execdist.demo import FeedRecord, order_flow
 from tests.integration.conftest import (
@@ -86,3 +88,12 @@ def flows(prefix: str, orders: int, seed: int) -> list[FeedRecord]:
     return [
         r for n in range(orders) for r in order_flow(rng, f"{prefix}-{n:04d}", allow_amend=False)
     ]
+
+
+def truncate(topic: str, partition: int, before: int) -> None:
+    """Delete the records of ``topic``'s ``partition`` before offset ``before``, as retention
+    would."""
+    admin = AdminClient({"bootstrap.servers": BROKER})
+    futures = admin.delete_records([TopicPartition(topic, partition, before)])
+    for future in futures.values():
+        future.result(30)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import grpc
+import orjson
 import pytest
 
 from execdist.grpc import execdist_pb2 as pb
@@ -19,7 +20,7 @@ from tests.integration.conftest import (
     read_committed,
 )
 from tests.integration.expectations import expected_confirmations
-from tests.integration.helpers import flows, produce, subscribe, worker_pair
+from tests.integration.helpers import flows, produce, subscribe, truncate, worker_pair
 
 pytestmark = pytest.mark.integration
 
@@ -164,3 +165,25 @@ async def test_grpc_refuses_other_tokens_unknown_subscriptions_and_bad_cursors(
         assert await refusal(first, request(mine["id"], bad), bearer(mine["token"])) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
+
+
+async def test_grpc_cursor_older_than_the_topic_is_out_of_range(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    records = flows("GEXP", 6, 2)
+    await produce(records)
+    total = sum(len(items) for items in expected_confirmations(records).values())
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= total, 60)
+    truncate(str(subscription["topic"]), 0, 3)
+    async with distribution(first) as stub:
+        call = stub.Subscribe(
+            request(subscription["id"], "0:1"), metadata=bearer(subscription["token"])
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(call.read(), 15)
+    assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert orjson.loads(refused.value.details()) == {
+        "type": "error",
+        "code": "cursor_expired",
+        "earliest": "0:3",
+    }

@@ -20,7 +20,7 @@ from tests.integration.conftest import (
     read_committed,
 )
 from tests.integration.expectations import expected_confirmations
-from tests.integration.helpers import flows, produce, subscribe, worker_pair
+from tests.integration.helpers import flows, produce, subscribe, truncate, worker_pair
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +264,37 @@ def _drain_until_close(sock: socket.socket) -> int:
         if opcode == 0x8:
             sock.close()
             return int.from_bytes(payload[:2], "big")
+
+
+async def test_a_cursor_older_than_the_topic_gets_cursor_expired_never_a_jump(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    records = flows("EXPIRED", 10, 4)
+    await produce(records)
+    total = sum(len(items) for items in expected_confirmations(records).values())
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= total, 60)
+    truncate(str(subscription["topic"]), 0, 5)
+    token = str(subscription["token"])
+    expected_frame = {"type": "error", "code": "cursor_expired", "earliest": "0:5"}
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(first, subscription, "0:2", token)) as ws:
+            message = await ws.receive(timeout=30)
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            assert orjson.loads(message.data) == expected_frame
+            closing = await ws.receive(timeout=30)
+            assert closing.type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4410
+        # a cursor still inside the topic reads on from there
+        frames, _ = await read_ws(ws_url(first, subscription, "0:5", token), 1, timeout=30)
+        assert frames
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(
+            f"{first.url}/api/v1/subscriptions/{subscription['id']}/events",
+            params={"from": "0:0"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200
+    assert response.text.startswith("event: error\ndata: ")
+    assert orjson.loads(response.text.split("data: ", 1)[1]) == expected_frame

@@ -9,6 +9,7 @@ at once: both ways are taken, and they must give one sequence, in each order's o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from collections.abc import Callable
 
@@ -138,3 +139,49 @@ async def test_sub_seq_continues_after_pause_and_resume(
     )
     numbered = _check_sequence(got)
     assert numbered[-1]["exec_id"] == last_exec, "numbered on from before the pause"
+
+
+async def test_reconcile_gives_the_contracts_digest_of_a_sub_seq_range(
+    cluster: Callable[..., Worker], producer
+) -> None:
+    worker = cluster()
+    subscription = await _create(worker, {"name": "reconciled", "filter": {}, "partitions": 2})
+    await asyncio.sleep(1.0)
+    records = flows("REC", 20, seed=11)
+    total = sum(len(items) for items in expected_confirmations(records).values())
+    await send_records(producer, records)
+    got = await read_committed(
+        [str(subscription["topic"])], lambda got: len(got) >= total, timeout=60
+    )
+    by_seq = {int(dict(r.headers)[SUB_SEQ_HEADER]): r.value for r in got}
+    assert sorted(by_seq) == list(range(1, total + 1))
+
+    def expected(from_seq: int, to_seq: int) -> str:
+        sha = hashlib.sha256()
+        for seq in range(from_seq, min(to_seq, total) + 1):
+            sha.update(len(by_seq[seq]).to_bytes(4, "big") + by_seq[seq])
+        return sha.hexdigest()
+
+    url = f"/api/v1/subscriptions/{subscription['id']}/reconcile"
+    own_token = {"Authorization": f"Bearer {subscription['token']}"}
+    async with httpx.AsyncClient(base_url=worker.url, headers=own_token, timeout=30) as http:
+        for from_seq, to_seq in ((1, total), (3, 7), (total, total + 50)):
+            response = await http.get(url, params={"from_seq": from_seq, "to_seq": to_seq})
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer == {
+                "from_seq": from_seq,
+                "to_seq": to_seq,
+                "count": min(to_seq, total) - from_seq + 1,
+                "sha256": expected(from_seq, to_seq),
+                "last_sub_seq": total,
+            }
+        for params, field in (
+            ({"from_seq": "0", "to_seq": "5"}, "from_seq"),
+            ({"from_seq": "1"}, "to_seq"),
+            ({"from_seq": "9", "to_seq": "2"}, "to_seq"),
+            ({"from_seq": "1", "to_seq": "200000"}, "to_seq"),
+        ):
+            response = await http.get(url, params=params)
+            assert response.status_code == 400, params
+            assert response.json()["error"]["field"] == field

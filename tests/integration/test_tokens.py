@@ -224,6 +224,13 @@ ROWS = [
         200,
         lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/audit",
     ),
+    Row(
+        "GET",
+        SUBSCRIPTION + "/reconcile",
+        SUBSCRIPTION_READERS,
+        200,
+        lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/reconcile?from_seq=1&to_seq=10",
+    ),
     Row("GET", "/api/v1/orders", READERS, 200, lambda w, a: "/api/v1/orders?status=all"),
     Row(
         "GET",
