@@ -15,15 +15,46 @@ class SubscribeRequest(_message.Message):
     def __init__(self, subscription_id: _Optional[str] = ..., **kwargs) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("confirmation", "heartbeat")
+    __slots__ = ("confirmation", "heartbeat", "snapshot", "snapshot_end")
     CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_END_FIELD_NUMBER: _ClassVar[int]
     confirmation: ConfirmationFrame
     heartbeat: Heartbeat
+    snapshot: SnapshotFrame
+    snapshot_end: SnapshotEnd
     def __init__(
         self,
         confirmation: _Optional[_Union[ConfirmationFrame, _Mapping]] = ...,
         heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...,
+        snapshot: _Optional[_Union[SnapshotFrame, _Mapping]] = ...,
+        snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ...,
+    ) -> None: ...
+
+class SnapshotFrame(_message.Message):
+    __slots__ = ("sub_seq", "data")
+    SUB_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sub_seq: int
+    data: Confirmation
+    def __init__(
+        self, sub_seq: _Optional[int] = ..., data: _Optional[_Union[Confirmation, _Mapping]] = ...
+    ) -> None: ...
+
+class SnapshotEnd(_message.Message):
+    __slots__ = ("cursor", "sub_seq", "orders")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SUB_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    sub_seq: int
+    orders: int
+    def __init__(
+        self,
+        cursor: _Optional[str] = ...,
+        sub_seq: _Optional[int] = ...,
+        orders: _Optional[int] = ...,
     ) -> None: ...
 
 class ConfirmationFrame(_message.Message):

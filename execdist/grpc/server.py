@@ -31,7 +31,15 @@ from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.grpc import execdist_pb2 as pb
 from execdist.grpc import execdist_pb2_grpc as pb_grpc
-from execdist.relay.hub import CursorExpired, Frame, InvalidCursor, RelayHub, parse_cursor
+from execdist.relay.hub import (
+    CursorExpired,
+    Frame,
+    InvalidCursor,
+    RelayHub,
+    SnapshotFrames,
+    parse_cursor,
+)
+from execdist.relay.snapshot import SnapshotUnavailable
 from execdist.services.subscription_store import NotLoaded, SubscriptionStore
 from execdist.settings import Settings
 
@@ -94,6 +102,23 @@ def confirmation_response(frame: Frame) -> pb.SubscribeResponse:
     )
 
 
+def snapshot_responses(snapshot: SnapshotFrames) -> list[pb.SubscribeResponse]:
+    responses = [
+        pb.SubscribeResponse(
+            snapshot=pb.SnapshotFrame(sub_seq=sub_seq, data=confirmation_message(value))
+        )
+        for sub_seq, value in snapshot.records
+    ]
+    responses.append(
+        pb.SubscribeResponse(
+            snapshot_end=pb.SnapshotEnd(
+                cursor=snapshot.cursor, sub_seq=snapshot.sub_seq, orders=len(snapshot.records)
+            )
+        )
+    )
+    return responses
+
+
 def heartbeat_response() -> pb.SubscribeResponse:
     return pb.SubscribeResponse(heartbeat=pb.Heartbeat(time=format_time(datetime.now(UTC))))
 
@@ -129,7 +154,7 @@ class DistributionServicer(pb_grpc.DistributionServicer):
     @staticmethod
     def start_from(value: str, subscription: Subscription) -> str:
         start = value or "latest"
-        if start not in ("latest", "earliest"):
+        if start not in ("latest", "earliest", "snapshot"):
             try:
                 parse_cursor(start, subscription.partitions)
             except InvalidCursor as exc:
@@ -148,9 +173,17 @@ class DistributionServicer(pb_grpc.DistributionServicer):
             await context.abort(refused.code, refused.message)
             return
         try:
+            if start == "snapshot":
+                snapshot = await self._hub.snapshot(subscription.topic, subscription.partitions)
+                for response in snapshot_responses(snapshot):
+                    await context.write(response)
+                start = snapshot.cursor
             client = await self._hub.connect(subscription.topic, subscription.partitions, start)
         except CursorExpired as expired:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, expired.frame().decode())
+            return
+        except SnapshotUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry")
             return
         try:
             while True:

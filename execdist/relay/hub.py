@@ -32,6 +32,7 @@ from execdist.codecs.output import encode_json
 from execdist.domain.errors import ExecDistError
 from execdist.infra import clients
 from execdist.metrics import Metrics
+from execdist.relay.snapshot import take_snapshot
 from execdist.settings import Settings
 from execdist.topics import SUBSCRIBER_PREFIX
 
@@ -97,6 +98,34 @@ def parse_cursor(text: str, partitions: int) -> Position:
     return position
 
 
+@dataclass(frozen=True)
+class SnapshotFrames:
+    """A snapshot for one client: the latest record of every order, in ``sub_seq`` order, as
+    JSON, and where live delivery goes on."""
+
+    records: list[tuple[int, bytes]]
+    """``(sub_seq, JSON value)`` per order."""
+    cursor: str
+    sub_seq: int
+    """The highest ``sub_seq`` the snapshot covers (0 for an empty topic): live records
+    follow from the next one."""
+
+    def websocket_messages(self) -> list[bytes]:
+        return [
+            b'{"type":"snapshot","sub_seq":%d,"data":%s}' % (sub_seq, value)
+            for sub_seq, value in self.records
+        ]
+
+    def end(self) -> dict[str, object]:
+        """The ``snapshot_end`` frame."""
+        return {
+            "type": "snapshot_end",
+            "cursor": self.cursor,
+            "sub_seq": self.sub_seq,
+            "orders": len(self.records),
+        }
+
+
 class Frame:
     """One confirmation for a client: the cursor after it and its JSON bytes.
 
@@ -141,6 +170,13 @@ class Frame:
 
 
 _SUB_SEQ_KEY = b'"sub_seq":'
+
+
+async def json_for_clients(decoder: InputDecoder, value: bytes) -> bytes:
+    """Clients always get JSON; an Avro subscription's records are decoded for them."""
+    if value[:1] != b"\x00":
+        return value
+    return encode_json(await decoder.decode(value))
 
 
 def sub_seq_of(value: bytes) -> int | None:
@@ -321,11 +357,7 @@ class SubscriptionReader:
             await asyncio.sleep(0.002)
 
     async def as_json(self, value: bytes) -> bytes:
-        """Clients always get JSON; an Avro subscription's records are decoded for them."""
-        if value[:1] != b"\x00":
-            return value
-        record = await self._decoder.decode(value)
-        return encode_json(record)
+        return await json_for_clients(self._decoder, value)
 
     def _append(self, partition: int, offset: int, value: bytes) -> None:
         if len(self._ring) == self._ring.maxlen:
@@ -491,6 +523,19 @@ class RelayHub(Service):
         else:
             client.catch_up = asyncio.create_task(reader.catch_up(client))
         return client
+
+    async def snapshot(self, topic: str, partitions: int) -> SnapshotFrames:
+        """The latest record of every order on ``topic`` and the cursor to go on live from
+        (:mod:`.snapshot`); raises :class:`~.snapshot.SnapshotUnavailable` when the topic
+        cannot be read in time."""
+        taken = await asyncio.to_thread(take_snapshot, self._settings, topic, partitions)
+        records = []
+        for value in taken.latest:
+            json_value = await json_for_clients(self._decoder, value)
+            records.append((sub_seq_of(json_value) or 0, json_value))
+        records.sort(key=lambda record: record[0])
+        last = records[-1][0] if records else 0
+        return SnapshotFrames(records, format_cursor(taken.position), last)
 
     def disconnect(self, topic: str, client: RelayClient) -> None:
         known = self._clients.pop(client, None) is not None

@@ -16,13 +16,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import faust
+import orjson
 from aiohttp import WSMsgType, web
 from faust.web import Request, View
 
 from execdist.domain.access import Action
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
-from execdist.relay.hub import CursorExpired, InvalidCursor, RelayClient, parse_cursor
+from execdist.relay.hub import (
+    CursorExpired,
+    InvalidCursor,
+    RelayClient,
+    RelayHub,
+    SnapshotFrames,
+    parse_cursor,
+)
+from execdist.relay.snapshot import SnapshotUnavailable
 from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api
@@ -40,6 +49,8 @@ MAX_CLIENT_MESSAGES = 50
 """Messages a client may send per 10 s; clients have nothing to say, so more is a flood."""
 TOO_SLOW = 1013
 CURSOR_EXPIRED = 4410
+TRY_AGAIN_LATER = 1011
+"""The server could not take the snapshot (the topic was not read in time): retry."""
 GOING_AWAY = 1001
 
 
@@ -56,7 +67,7 @@ def register_stream_views(app: faust.App, components: Components) -> None:
 
     def start_from(value: str | None, subscription: Subscription) -> str:
         start = value or "latest"
-        if start not in ("latest", "earliest"):
+        if start not in ("latest", "earliest", "snapshot"):
             try:
                 parse_cursor(start, subscription.partitions)
             except InvalidCursor as exc:
@@ -76,10 +87,17 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             await ws.prepare(native(request))
             _bound_send_buffer(request)
             try:
+                if start == "snapshot":
+                    start = await _send_snapshot(ws, hub, subscription)
                 client = await hub.connect(subscription.topic, subscription.partitions, start)
             except CursorExpired as expired:
                 await ws.send_str(expired.frame().decode())
                 await _close(ws, CURSOR_EXPIRED, b"cursor expired")
+                return ws
+            except SnapshotUnavailable as exc:
+                await _close(ws, TRY_AGAIN_LATER, str(exc).encode()[:120])
+                return ws
+            except ConnectionResetError:
                 return ws
             listener = asyncio.create_task(_watch_client_messages(ws))
             try:
@@ -98,13 +116,19 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             start = start_from(
                 request.headers.get("Last-Event-ID") or request.query.get("from"), subscription
             )
+            snapshot = None
             try:
+                if start == "snapshot":
+                    snapshot = await hub.snapshot(subscription.topic, subscription.partitions)
+                    start = snapshot.cursor
                 client = await hub.connect(subscription.topic, subscription.partitions, start)
             except CursorExpired as expired:
                 return web.Response(
                     body=b"event: error\ndata: " + expired.frame() + b"\n\n",
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
                 )
+            except SnapshotUnavailable as exc:
+                raise HttpError(503, "not_ready", str(exc)) from exc
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -116,6 +140,8 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             _bound_send_buffer(request)
             try:
                 await response.write(b"retry: 1000\n\n")
+                if snapshot is not None:
+                    await _send_sse_snapshot(response, snapshot)
                 await _pump_sse(response, client)
             except (ConnectionResetError, TimeoutError):
                 pass  # the client went away or stalled; nothing more to send
@@ -136,6 +162,32 @@ def _bound_send_buffer(request: Request) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+
+async def _send_snapshot(
+    ws: web.WebSocketResponse, hub: RelayHub, subscription: Subscription
+) -> str:
+    """Send the subscription's snapshot frames and ``snapshot_end``; returns the cursor live
+    delivery goes on from."""
+    snapshot = await hub.snapshot(subscription.topic, subscription.partitions)
+    async with asyncio.timeout(SEND_TIMEOUT_S + len(snapshot.records) / 1000):
+        for message in snapshot.websocket_messages():
+            await ws.send_frame(message, WSMsgType.TEXT)
+        await ws.send_frame(orjson.dumps(snapshot.end()), WSMsgType.TEXT)
+    return snapshot.cursor
+
+
+async def _send_sse_snapshot(response: web.StreamResponse, snapshot: SnapshotFrames) -> None:
+    """Snapshot events carry the record as their data, like confirmation events; the
+    ``snapshot_end`` event carries the cursor as its id, so a reconnect goes on live."""
+    chunks = [b"event: snapshot\ndata: %s\n\n" % value for _, value in snapshot.records]
+    chunks.append(
+        b"id: %s\nevent: snapshot_end\ndata: %s\n\n"
+        % (snapshot.cursor.encode(), orjson.dumps(snapshot.end()))
+    )
+    async with asyncio.timeout(SEND_TIMEOUT_S + len(chunks) / 1000):
+        for start in range(0, len(chunks), 256):
+            await response.write(b"".join(chunks[start : start + 256]))
 
 
 def heartbeat_text() -> str:
