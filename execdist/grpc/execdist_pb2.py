@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x0e\x65xecdist.proto\x12\x0b\x65xecdist.v1"9\n\x10SubscribeRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t"\xe2\x01\n\x11SubscribeResponse\x12\x36\n\x0c\x63onfirmation\x18\x01 \x01(\x0b\x32\x1e.execdist.v1.ConfirmationFrameH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.execdist.v1.HeartbeatH\x00\x12.\n\x08snapshot\x18\x03 \x01(\x0b\x32\x1a.execdist.v1.SnapshotFrameH\x00\x12\x30\n\x0csnapshot_end\x18\x04 \x01(\x0b\x32\x18.execdist.v1.SnapshotEndH\x00\x42\x06\n\x04kind"I\n\rSnapshotFrame\x12\x0f\n\x07sub_seq\x18\x01 \x01(\x03\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.execdist.v1.Confirmation">\n\x0bSnapshotEnd\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0f\n\x07sub_seq\x18\x02 \x01(\x03\x12\x0e\n\x06orders\x18\x03 \x01(\x03"L\n\x11\x43onfirmationFrame\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.execdist.v1.Confirmation"\x8d\x03\n\x0c\x43onfirmation\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x0c\n\x04side\x18\x06 \x01(\t\x12\r\n\x05venue\x18\x07 \x01(\t\x12\x11\n\texec_type\x18\x08 \x01(\t\x12\x18\n\x0bref_exec_id\x18\t \x01(\tH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\n \x01(\x03\x12\x10\n\x08last_qty\x18\x0b \x01(\t\x12\x0f\n\x07last_px\x18\x0c \x01(\t\x12\x0f\n\x07\x63um_qty\x18\r \x01(\t\x12\x12\n\nleaves_qty\x18\x0e \x01(\t\x12\x0e\n\x06\x61vg_px\x18\x0f \x01(\t\x12\x11\n\torder_qty\x18\x10 \x01(\t\x12\x14\n\x0corder_status\x18\x11 \x01(\t\x12\x11\n\texec_time\x18\x12 \x01(\t\x12\x14\n\x0c\x63onfirmed_at\x18\x13 \x01(\t\x12\x0f\n\x07sub_seq\x18\x14 \x01(\x03\x42\x0e\n\x0c_ref_exec_id"\x19\n\tHeartbeat\x12\x0c\n\x04time\x18\x01 \x01(\t2\\\n\x0c\x44istribution\x12L\n\tSubscribe\x12\x1d.execdist.v1.SubscribeRequest\x1a\x1e.execdist.v1.SubscribeResponse0\x01\x62\x06proto3'
+    b'\n\x0e\x65xecdist.proto\x12\x0b\x65xecdist.v1"c\n\x10SubscribeRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x0c\n\x04\x66rom\x18\x02 \x01(\t\x12\x18\n\x0b\x63onflate_ms\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x0e\n\x0c_conflate_ms"\xe2\x01\n\x11SubscribeResponse\x12\x36\n\x0c\x63onfirmation\x18\x01 \x01(\x0b\x32\x1e.execdist.v1.ConfirmationFrameH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.execdist.v1.HeartbeatH\x00\x12.\n\x08snapshot\x18\x03 \x01(\x0b\x32\x1a.execdist.v1.SnapshotFrameH\x00\x12\x30\n\x0csnapshot_end\x18\x04 \x01(\x0b\x32\x18.execdist.v1.SnapshotEndH\x00\x42\x06\n\x04kind"I\n\rSnapshotFrame\x12\x0f\n\x07sub_seq\x18\x01 \x01(\x03\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.execdist.v1.Confirmation">\n\x0bSnapshotEnd\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0f\n\x07sub_seq\x18\x02 \x01(\x03\x12\x0e\n\x06orders\x18\x03 \x01(\x03"\\\n\x11\x43onfirmationFrame\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x19.execdist.v1.Confirmation\x12\x0e\n\x06\x66olded\x18\x03 \x03(\x03"\x8d\x03\n\x0c\x43onfirmation\x12\x17\n\x0f\x63onfirmation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x0c\n\x04side\x18\x06 \x01(\t\x12\r\n\x05venue\x18\x07 \x01(\t\x12\x11\n\texec_type\x18\x08 \x01(\t\x12\x18\n\x0bref_exec_id\x18\t \x01(\tH\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\n \x01(\x03\x12\x10\n\x08last_qty\x18\x0b \x01(\t\x12\x0f\n\x07last_px\x18\x0c \x01(\t\x12\x0f\n\x07\x63um_qty\x18\r \x01(\t\x12\x12\n\nleaves_qty\x18\x0e \x01(\t\x12\x0e\n\x06\x61vg_px\x18\x0f \x01(\t\x12\x11\n\torder_qty\x18\x10 \x01(\t\x12\x14\n\x0corder_status\x18\x11 \x01(\t\x12\x11\n\texec_time\x18\x12 \x01(\t\x12\x14\n\x0c\x63onfirmed_at\x18\x13 \x01(\t\x12\x0f\n\x07sub_seq\x18\x14 \x01(\x03\x42\x0e\n\x0c_ref_exec_id"\x19\n\tHeartbeat\x12\x0c\n\x04time\x18\x01 \x01(\t2\\\n\x0c\x44istribution\x12L\n\tSubscribe\x12\x1d.execdist.v1.SubscribeRequest\x1a\x1e.execdist.v1.SubscribeResponse0\x01\x62\x06proto3'
 )
 
 _globals = globals()
@@ -31,19 +31,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "execdist_pb2", _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_SUBSCRIBEREQUEST"]._serialized_start = 31
-    _globals["_SUBSCRIBEREQUEST"]._serialized_end = 88
-    _globals["_SUBSCRIBERESPONSE"]._serialized_start = 91
-    _globals["_SUBSCRIBERESPONSE"]._serialized_end = 317
-    _globals["_SNAPSHOTFRAME"]._serialized_start = 319
-    _globals["_SNAPSHOTFRAME"]._serialized_end = 392
-    _globals["_SNAPSHOTEND"]._serialized_start = 394
-    _globals["_SNAPSHOTEND"]._serialized_end = 456
-    _globals["_CONFIRMATIONFRAME"]._serialized_start = 458
-    _globals["_CONFIRMATIONFRAME"]._serialized_end = 534
-    _globals["_CONFIRMATION"]._serialized_start = 537
-    _globals["_CONFIRMATION"]._serialized_end = 934
-    _globals["_HEARTBEAT"]._serialized_start = 936
-    _globals["_HEARTBEAT"]._serialized_end = 961
-    _globals["_DISTRIBUTION"]._serialized_start = 963
-    _globals["_DISTRIBUTION"]._serialized_end = 1055
+    _globals["_SUBSCRIBEREQUEST"]._serialized_end = 130
+    _globals["_SUBSCRIBERESPONSE"]._serialized_start = 133
+    _globals["_SUBSCRIBERESPONSE"]._serialized_end = 359
+    _globals["_SNAPSHOTFRAME"]._serialized_start = 361
+    _globals["_SNAPSHOTFRAME"]._serialized_end = 434
+    _globals["_SNAPSHOTEND"]._serialized_start = 436
+    _globals["_SNAPSHOTEND"]._serialized_end = 498
+    _globals["_CONFIRMATIONFRAME"]._serialized_start = 500
+    _globals["_CONFIRMATIONFRAME"]._serialized_end = 592
+    _globals["_CONFIRMATION"]._serialized_start = 595
+    _globals["_CONFIRMATION"]._serialized_end = 992
+    _globals["_HEARTBEAT"]._serialized_start = 994
+    _globals["_HEARTBEAT"]._serialized_end = 1019
+    _globals["_DISTRIBUTION"]._serialized_start = 1021
+    _globals["_DISTRIBUTION"]._serialized_end = 1113
 # @@protoc_insertion_point(module_scope)

@@ -1,18 +1,23 @@
 # ruff: noqa
 # mypy: ignore-errors
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("subscription_id",)
+    __slots__ = ("subscription_id", "conflate_ms")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
+    CONFLATE_MS_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
-    def __init__(self, subscription_id: _Optional[str] = ..., **kwargs) -> None: ...
+    conflate_ms: int
+    def __init__(
+        self, subscription_id: _Optional[str] = ..., conflate_ms: _Optional[int] = ..., **kwargs
+    ) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("confirmation", "heartbeat", "snapshot", "snapshot_end")
@@ -58,13 +63,18 @@ class SnapshotEnd(_message.Message):
     ) -> None: ...
 
 class ConfirmationFrame(_message.Message):
-    __slots__ = ("cursor", "data")
+    __slots__ = ("cursor", "data", "folded")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    FOLDED_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     data: Confirmation
+    folded: _containers.RepeatedScalarFieldContainer[int]
     def __init__(
-        self, cursor: _Optional[str] = ..., data: _Optional[_Union[Confirmation, _Mapping]] = ...
+        self,
+        cursor: _Optional[str] = ...,
+        data: _Optional[_Union[Confirmation, _Mapping]] = ...,
+        folded: _Optional[_Iterable[int]] = ...,
     ) -> None: ...
 
 class Confirmation(_message.Message):

@@ -34,9 +34,11 @@ from execdist.grpc import execdist_pb2_grpc as pb_grpc
 from execdist.relay.hub import (
     CursorExpired,
     Frame,
+    InvalidConflation,
     InvalidCursor,
     RelayHub,
     SnapshotFrames,
+    parse_conflate,
     parse_cursor,
 )
 from execdist.relay.snapshot import SnapshotUnavailable
@@ -97,7 +99,7 @@ def confirmation_message(value: bytes) -> pb.Confirmation:
 def confirmation_response(frame: Frame) -> pb.SubscribeResponse:
     return pb.SubscribeResponse(
         confirmation=pb.ConfirmationFrame(
-            cursor=frame.cursor, data=confirmation_message(frame.value)
+            cursor=frame.cursor, data=confirmation_message(frame.value), folded=frame.folded
         )
     )
 
@@ -161,6 +163,15 @@ class DistributionServicer(pb_grpc.DistributionServicer):
                 raise RequestRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         return start
 
+    @staticmethod
+    def conflation(request: pb.SubscribeRequest) -> int | None:
+        if not request.HasField("conflate_ms"):
+            return None
+        try:
+            return parse_conflate(request.conflate_ms)
+        except InvalidConflation as exc:
+            raise RequestRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -169,6 +180,7 @@ class DistributionServicer(pb_grpc.DistributionServicer):
                 token_from_metadata(context.invocation_metadata()), request.subscription_id
             )
             start = self.start_from(getattr(request, "from"), subscription)
+            conflate_ms = self.conflation(request)
         except RequestRefused as refused:
             await context.abort(refused.code, refused.message)
             return
@@ -178,7 +190,9 @@ class DistributionServicer(pb_grpc.DistributionServicer):
                 for response in snapshot_responses(snapshot):
                     await context.write(response)
                 start = snapshot.cursor
-            client = await self._hub.connect(subscription.topic, subscription.partitions, start)
+            client = await self._hub.connect(
+                subscription.topic, subscription.partitions, start, conflate_ms
+            )
         except CursorExpired as expired:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, expired.frame().decode())
             return

@@ -60,6 +60,27 @@ class InvalidCursor(ExecDistError):
     """A ``from`` value that is not latest, earliest or a cursor of this subscription."""
 
 
+CONFLATE_MS = (50, 5000)
+"""The conflation intervals a client may ask for, in milliseconds."""
+
+
+class InvalidConflation(ExecDistError):
+    """A ``conflate`` value outside :data:`CONFLATE_MS`."""
+
+
+def parse_conflate(raw: str | int | None) -> int | None:
+    """A client's ``conflate`` (milliseconds) or ``None`` when it asks for none."""
+    if raw is None or raw == "":
+        return None
+    low, high = CONFLATE_MS
+    text = str(raw)
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise InvalidConflation(
+            f"conflate must be a whole number of milliseconds from {low} to {high}, got {text!r}"
+        )
+    return int(text)
+
+
 class CursorExpired(ExecDistError):
     """A cursor older than what the topic still holds (retention deleted records after it):
     the client must start again from ``earliest`` (or a snapshot), never silently later."""
@@ -134,11 +155,14 @@ class Frame:
     per client.
     """
 
-    __slots__ = ("_message", "cursor", "value")
+    __slots__ = ("_message", "cursor", "folded", "value")
 
-    def __init__(self, cursor: str, value: bytes) -> None:
+    def __init__(self, cursor: str, value: bytes, folded: list[int] | None = None) -> None:
         self.cursor = cursor
         self.value = value
+        self.folded = folded
+        """For a conflated frame standing for several records: the sub_seq of each, its own
+        last; ``None`` otherwise."""
         self._message: bytes | None = None
 
     def __repr__(self) -> str:
@@ -164,9 +188,17 @@ class Frame:
                 + self.cursor.encode()
                 + (b'","data":' if sub_seq is None else b'","sub_seq":%d,"data":' % sub_seq)
                 + self.value
+                + (b"" if self.folded is None else b',"folded":' + orjson.dumps(self.folded))
                 + b"}"
             )
         return self._message
+
+    def value_with_folded(self) -> bytes:
+        """The record's JSON, with ``"folded"`` as its last key when the frame is conflated
+        (the form of an SSE event's data)."""
+        if self.folded is None:
+            return self.value
+        return self.value[:-1] + b',"folded":' + orjson.dumps(self.folded) + b"}"
 
 
 _SUB_SEQ_KEY = b'"sub_seq":'
@@ -272,6 +304,98 @@ class RelayClient:
         if self.quiet_ticks >= HEARTBEAT_S and self.queue.empty():
             self.quiet_ticks = 0
             self.queue.put_nowait(None)
+
+
+@dataclass(eq=False)
+class ConflatingClient(RelayClient):
+    """A client that asked for ``conflate=<ms>``: at most one frame per order per interval.
+
+    Records are not queued: each order keeps its latest record and the ``sub_seq`` of every
+    record it stands for, so what waits is bounded by the orders that changed, and a client
+    that falls behind is conflated harder (its next flush simply stands for more), never
+    closed for slowness. A flush sends every waiting order's frame in ``sub_seq`` order; each
+    frame's cursor is the position after its latest record.
+    """
+
+    interval_s: float = 1.0
+    pending: dict[bytes, Frame] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat_due: bool = False
+    next_flush: float = 0.0
+    ready: deque[Frame] = field(default_factory=deque)
+
+    def offer(
+        self,
+        partition: int,
+        offset: int,
+        value: bytes,
+        shared: Frame | None = None,
+        shared_position: Position | None = None,
+    ) -> None:
+        if self.too_slow or offset < self.position.get(partition, 0):
+            return
+        self.position[partition] = offset + 1
+        order = _order_key(value)
+        sub_seq = sub_seq_of(value) or 0
+        earlier = self.pending.get(order)
+        folded = [sub_seq] if earlier is None else [*(earlier.folded or ()), sub_seq]
+        self.pending[order] = Frame(format_cursor(self.position), value, folded)
+        self.fed = True
+        self.wake.set()
+
+    def give_up(self) -> None:
+        self.too_slow = True
+        self.wake.set()
+
+    def tick(self) -> None:
+        if self.fed:
+            self.fed = False
+            self.quiet_ticks = 0
+            return
+        self.quiet_ticks += 1
+        if self.quiet_ticks >= HEARTBEAT_S and not self.pending:
+            self.quiet_ticks = 0
+            self.heartbeat_due = True
+            self.wake.set()
+
+    async def next(self) -> Frame | None:
+        if not self.ready:
+            self.ready.extend(await self._flush())
+        return self.ready.popleft() if self.ready else None
+
+    async def next_batch(self, limit: int) -> list[Frame]:
+        if not self.ready:
+            self.ready.extend(await self._flush())
+        return [self.ready.popleft() for _ in range(min(limit, len(self.ready)))]
+
+    async def _flush(self) -> list[Frame]:
+        """Wait until the interval since the last flush is over and something is waiting;
+        then every waiting order's frame (a single record's without ``folded``). Empty for a
+        heartbeat or when the client is to be closed."""
+        loop = asyncio.get_running_loop()
+        wait = self.next_flush - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        while not self.pending and not self.too_slow and not self.heartbeat_due:
+            self.wake.clear()
+            await self.wake.wait()
+        self.heartbeat_due = False
+        frames = sorted(self.pending.values(), key=lambda frame: (frame.folded or [0])[-1])
+        self.pending = {}
+        for frame in frames:
+            if frame.folded is not None and len(frame.folded) == 1:
+                frame.folded = None
+        self.next_flush = loop.time() + self.interval_s
+        return frames
+
+
+def _order_key(value: bytes) -> bytes:
+    """The order a record is about (its ``order_id``), for conflation."""
+    try:
+        order_id = orjson.loads(value).get("order_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return value  # not a confirmation: never folded with another
+    return str(order_id).encode()
 
 
 class SubscriptionReader:
@@ -502,7 +626,9 @@ class RelayHub(Service):
                 self._readers[topic] = reader
             return reader
 
-    async def connect(self, topic: str, partitions: int, start: str) -> RelayClient:
+    async def connect(
+        self, topic: str, partitions: int, start: str, conflate_ms: int | None = None
+    ) -> RelayClient:
         """A client of ``topic`` starting at ``start`` (latest, earliest or a cursor); raises
         :class:`CursorExpired` for a cursor the topic can no longer be read from."""
         position = {} if start in ("latest", "earliest") else parse_cursor(start, partitions)
@@ -512,7 +638,11 @@ class RelayHub(Service):
         elif start == "earliest":
             position = await self._beginnings(topic, partitions)
         limit = self._settings.relay_client_queue
-        client = RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+        client = (
+            RelayClient(position=position, queue=asyncio.Queue(limit), limit=limit)
+            if conflate_ms is None
+            else ConflatingClient(position=position, interval_s=conflate_ms / 1000)
+        )
         if not reader.covers(client) and start not in ("latest", "earliest"):
             beginnings = await self._beginnings(topic, partitions)
             if any(position[p] < beginnings[p] for p in range(partitions)):

@@ -25,10 +25,12 @@ from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.relay.hub import (
     CursorExpired,
+    InvalidConflation,
     InvalidCursor,
     RelayClient,
     RelayHub,
     SnapshotFrames,
+    parse_conflate,
     parse_cursor,
 )
 from execdist.relay.snapshot import SnapshotUnavailable
@@ -74,6 +76,12 @@ def register_stream_views(app: faust.App, components: Components) -> None:
                 raise HttpError(400, "invalid", str(exc), "from") from None
         return start
 
+    def conflation(value: str | None) -> int | None:
+        try:
+            return parse_conflate(value)
+        except InvalidConflation as exc:
+            raise HttpError(400, "invalid", str(exc), "conflate") from None
+
     @app.page("/api/v1/subscriptions/{subscription_id}/stream")
     class WebSocketStream(View):
         @api
@@ -81,6 +89,7 @@ def register_stream_views(app: faust.App, components: Components) -> None:
         async def get(self, request: Request, subscription_id: str) -> web.StreamResponse:
             subscription = existing(subscription_id)
             start = start_from(request.query.get("from"), subscription)
+            conflate_ms = conflation(request.query.get("conflate"))
             ws = web.WebSocketResponse(max_msg_size=4096, autoping=True)
             if not ws.can_prepare(native(request)).ok:
                 raise HttpError(400, "invalid", "this endpoint needs a WebSocket upgrade request")
@@ -89,7 +98,9 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             try:
                 if start == "snapshot":
                     start = await _send_snapshot(ws, hub, subscription)
-                client = await hub.connect(subscription.topic, subscription.partitions, start)
+                client = await hub.connect(
+                    subscription.topic, subscription.partitions, start, conflate_ms
+                )
             except CursorExpired as expired:
                 await ws.send_str(expired.frame().decode())
                 await _close(ws, CURSOR_EXPIRED, b"cursor expired")
@@ -116,12 +127,15 @@ def register_stream_views(app: faust.App, components: Components) -> None:
             start = start_from(
                 request.headers.get("Last-Event-ID") or request.query.get("from"), subscription
             )
+            conflate_ms = conflation(request.query.get("conflate"))
             snapshot = None
             try:
                 if start == "snapshot":
                     snapshot = await hub.snapshot(subscription.topic, subscription.partitions)
                     start = snapshot.cursor
-                client = await hub.connect(subscription.topic, subscription.partitions, start)
+                client = await hub.connect(
+                    subscription.topic, subscription.partitions, start, conflate_ms
+                )
             except CursorExpired as expired:
                 return web.Response(
                     body=b"event: error\ndata: " + expired.frame() + b"\n\n",
@@ -265,7 +279,7 @@ async def _pump_sse(response: web.StreamResponse, client: RelayClient) -> None:
                 b"id: "
                 + frame.cursor.encode()
                 + b"\nevent: confirmation\ndata: "
-                + frame.value
+                + frame.value_with_folded()
                 + b"\n\n"
             )
         await asyncio.wait_for(response.write(chunk), SEND_TIMEOUT_S)

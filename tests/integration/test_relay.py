@@ -298,3 +298,48 @@ async def test_a_cursor_older_than_the_topic_gets_cursor_expired_never_a_jump(wo
     assert response.status_code == 200
     assert response.text.startswith("event: error\ndata: ")
     assert orjson.loads(response.text.split("data: ", 1)[1]) == expected_frame
+
+
+async def test_conflation_folds_a_burst_a_plain_client_cannot_keep_up_with(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    token = str(subscription["token"])
+    stalled = await _stalled_websocket(first, str(subscription["id"]), token)
+    url = ws_url(first, subscription, "latest", token) + "&conflate=200"
+    frames: list[dict] = []
+    records = flows("FOLD", 900, 17)
+    expected = expected_confirmations(records)
+    total = sum(len(items) for items in expected.values())
+
+    async def read_slowly() -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            async for message in ws:
+                frame = orjson.loads(message.data)
+                if frame["type"] == "confirmation":
+                    frames.append(frame)
+                    await asyncio.sleep(0.002)  # a screen that renders each frame
+                if frames and frames[-1]["sub_seq"] >= total:
+                    return
+
+    reader = asyncio.create_task(read_slowly())
+    await asyncio.sleep(1.0)
+    await produce(records)
+    await asyncio.wait_for(reader, 120)
+
+    folded = [s for frame in frames for s in frame.get("folded", [frame["sub_seq"]])]
+    assert sorted(folded) == list(range(1, total + 1)), "every record stands in exactly one frame"
+    assert len(frames) < total, "a burst is folded"
+    assert all(frame.get("folded", [frame["sub_seq"]])[-1] == frame["sub_seq"] for frame in frames)
+    last_frame = {frame["data"]["order_id"]: frame["data"] for frame in frames}
+    for order_id, items in expected.items():
+        final = items[-1]
+        got = last_frame[order_id]
+        assert (got["exec_id"], got["cum_qty"], got["leaves_qty"], got["avg_px"]) == (
+            final["exec_id"],
+            final["cum_qty"],
+            final["leaves_qty"],
+            final["avg_px"],
+        ), f"{order_id}: the latest state, no fill's effect lost"
+    # the plain client in the same burst, reading nothing, is closed
+    code = await asyncio.wait_for(asyncio.to_thread(_drain_until_close, stalled), 60)
+    assert code == 1013
