@@ -44,6 +44,11 @@ for i in $(seq 1 120); do
   sleep 1
 done
 
+# a demo subscription for the blotter, kept across runs in data/demo-subscription.json (its token
+# is shown only when it is created)
+BLOTTER_URL=$(.venv/bin/python scripts/demo_subscription.py "http://127.0.0.1:$WEB_PORT" data/demo-subscription.json) || {
+  echo "[run] could not create the demo subscription; the worker's log:"; tail -20 data/worker.log; exit 1; }
+
 echo "[run] starting the demo feed (log: data/demo.log)"
 .venv/bin/python -m execdist.demo --rate "${DEMO_RATE:-20}" >data/demo.log 2>&1 &
 pids+=($!)
@@ -51,6 +56,8 @@ pids+=($!)
 cat <<MSG
 
   execdist is running.
+    blotter        $BLOTTER_URL
+                   (live fills of the demo subscription, from a snapshot; open it in a browser)
     health         http://127.0.0.1:$WEB_PORT/health/ready
     metrics        http://127.0.0.1:$WEB_PORT/metrics
     Kafka          127.0.0.1:9092

@@ -227,3 +227,95 @@ async def test_blotter_shows_trades_and_busts_and_resumes_after_a_worker_restart
                 raise
         finally:
             await browser.close()
+
+
+async def test_blotter_starts_from_a_snapshot_and_resynchronises_after_a_gap(
+    worker: Worker,
+) -> None:
+    """Orders confirmed before the page opened are there at once (snapshot); a confirmation
+    lost on the way (dropped here between the worker and the page) shows as a gap, and the
+    page resynchronises from a new snapshot, so the order still shows its true state."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    subscription = await subscribe(worker)
+    earlier, later = (f"SNP-{uuid.uuid4().hex[:6].upper()}-{n}" for n in (1, 2))
+    await produce(
+        [
+            (topics.ORDERS, order(earlier, 1000)),
+            (topics.EXECUTIONS, execution(earlier, 1, "TRADE", 300, "187.40")),
+            (topics.EXECUTIONS, execution(earlier, 2, "TRADE", 200, "187.45")),
+        ]
+    )
+    await _wait_for_records(subscription, 2)
+    lost = f"{later}-E2"
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 420})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            dropped: list[str] = []
+
+            async def between(route) -> None:  # type: ignore[no-untyped-def]
+                server = route.connect_to_server()
+
+                def to_page(message: str | bytes) -> None:
+                    if (
+                        isinstance(message, str)
+                        and f'"exec_id":"{lost}"' in message
+                        and not dropped
+                    ):
+                        dropped.append(message)  # lost once, on the first connection only
+                        return
+                    route.send(message)
+
+                server.on_message(to_page)
+
+            await page.route_web_socket(re.compile(r".*/stream\?.*"), between)
+            try:
+                await page.goto(
+                    f"{worker.url}/?subscription={subscription['id']}&token={subscription['token']}"
+                )
+                await expect(page.locator("#status")).to_have_text("live", timeout=30_000)
+                await expect(page.locator("#snapshot")).to_have_text("snapshot: 1 orders")
+                earlier_row = page.locator(f'#orders tr[data-order-id="{earlier}"]')
+                await expect(earlier_row).to_have_count(1)
+                await expect(earlier_row.locator("td:nth-child(6)")).to_have_text("500")
+                await expect(page.locator("#sub-seq")).to_have_text("2")
+
+                await produce(
+                    [
+                        (topics.ORDERS, order(later, 1000)),
+                        (topics.EXECUTIONS, execution(later, 1, "TRADE", 100, "187.50")),
+                        (topics.EXECUTIONS, execution(later, 2, "TRADE", 100, "187.50")),
+                        (topics.EXECUTIONS, execution(later, 3, "TRADE", 100, "187.50")),
+                    ]
+                )
+                await expect(page.locator("#gap")).to_be_visible(timeout=30_000)
+                await expect(page.locator("#gap")).to_contain_text("sub_seq 4 never arrived")
+                await expect(page.locator("#gaps")).to_have_text("1")
+                assert dropped, "the confirmation was dropped on the way"
+                later_row = page.locator(f'#orders tr[data-order-id="{later}"]')
+                # resynchronised: the snapshot carries the order's latest state, lost fill included
+                await expect(later_row.locator("td:nth-child(6)")).to_have_text(
+                    "300", timeout=30_000
+                )
+                await expect(page.locator("#snapshot")).to_have_text("snapshot: 2 orders")
+                await expect(page.locator("#sub-seq")).to_have_text("5")
+                await expect(page.locator("#status")).to_have_text("live")
+                await page.locator("#tab-orders").click()
+                await expect(page.locator("#orders tr.fresh")).to_have_count(0, timeout=10_000)
+                await page.screenshot(path=str(ARTIFACTS / "blotter-gap-resync.png"))
+                assert errors == [], errors
+            except BaseException:
+                await page.screenshot(path=str(ARTIFACTS / "blotter-gap-failure.png"))
+                print(worker.log_tail())
+                raise
+        finally:
+            await browser.close()
+
+
+async def _wait_for_records(subscription: dict[str, object], count: int) -> None:
+    from tests.integration.conftest import read_committed
+
+    await read_committed([str(subscription["topic"])], lambda got: len(got) >= count, 60)
