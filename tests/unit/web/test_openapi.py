@@ -57,6 +57,7 @@ CONTRACT_OPERATIONS = {
     ("delete", "/api/v1/subscriptions/{id}"),
     ("get", "/api/v1/subscriptions/{id}/status"),
     ("get", "/api/v1/subscriptions/{id}/audit"),
+    ("get", "/api/v1/subscriptions/{id}/reconcile"),
     ("get", "/api/v1/subscriptions/{id}/stream"),
     ("get", "/api/v1/subscriptions/{id}/events"),
     ("post", "/api/v1/tokens"),
