@@ -26,9 +26,11 @@ from pathlib import Path
 
 from bench.load import LoadSpec, execution_record, order_record, stamp_text
 from execdist import topics
+from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.join import JoinProcessor
 from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.sequencing import SubscriberSequencer
+from execdist.agents.subscriber_output import SubscriberOutput
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.routing import SubscriptionIndex
@@ -128,7 +130,9 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
         sequencer = SubscriberSequencer(
             tables[SUB_SEQ], out, index, PARTITIONS, set_aside=_never_set_aside
         )
-        router = SubscriptionRouter(index, sequencer, None, DeliveryStats(), metrics)  # type: ignore[arg-type]
+        output = SubscriberOutput(sequencer, None, metrics)  # type: ignore[arg-type]
+        backfill = SubscriptionBackfill(tables[HISTORY], tables[TIMERS], index, output, metrics)
+        router = SubscriptionRouter(index, output, backfill, DeliveryStats(), metrics)
         join = JoinProcessor(
             settings=settings,
             states=tables[ORDER_STATE],

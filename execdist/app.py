@@ -19,12 +19,14 @@ from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
+from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.dead_letters import DeadLetters
 from execdist.agents.join import JoinProcessor, utc_now
 from execdist.agents.positions import PositionsProcessor
 from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.sequencing import SubscriberSequencer
+from execdist.agents.subscriber_output import SubscriberOutput
 from execdist.auth import Guard
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
@@ -193,7 +195,16 @@ def create_app(settings: Settings) -> faust.App:
         settings.topic_partitions,
         set_aside=dead_letters.set_aside,
     )
-    router = SubscriptionRouter(subscriptions.index, sequencer, registry, stats, metrics)
+    output = SubscriberOutput(sequencer, registry, metrics)
+    backfill = SubscriptionBackfill(
+        history,
+        timers,
+        subscriptions.index,
+        output,
+        metrics,
+        slice_s=settings.backfill_slice.total_seconds(),
+    )
+    router = SubscriptionRouter(subscriptions.index, output, backfill, stats, metrics)
     join = JoinProcessor(
         settings=settings,
         states=states,
@@ -203,6 +214,7 @@ def create_app(settings: Settings) -> faust.App:
         decoder=InputDecoder(registry),
         metrics=metrics,
         confirmation_sinks=[router],
+        punctuators=[backfill.tick],
     )
     positions_processor = PositionsProcessor(positions, set_aside=dead_letters.set_aside)
     topology = Topology(

@@ -74,6 +74,12 @@ class Metrics:
             ["subscription"],
             registry=self.registry,
         )
+        self.backfilled = Counter(
+            "execdist_backfilled_total",
+            "Confirmations from order history delivered to subscriptions created with "
+            "backfill_from.",
+            registry=self.registry,
+        )
         self.subscriptions = Gauge(
             "execdist_subscriptions",
             "Subscriptions known to this worker, by status.",

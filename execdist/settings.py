@@ -69,6 +69,8 @@ class Settings:
     tick_interval: timedelta = timedelta(seconds=1)
     """How often each partition is checked for timeouts and expiry."""
     session_timeout: timedelta = timedelta(seconds=10)
+    backfill_slice: timedelta = timedelta(milliseconds=50)
+    """Time each partition's tick may spend on subscription backfills."""
     """How long the group waits for a silent worker before its partitions move elsewhere."""
     query_deadline: timedelta = timedelta(seconds=2)
     """How long a query across the book waits for the other workers' answers; a worker that
@@ -111,6 +113,7 @@ class Settings:
             order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
             session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
+            backfill_slice=reader.seconds("BACKFILL_SLICE_S", defaults.backfill_slice),
             query_deadline=reader.seconds("QUERY_DEADLINE_S", defaults.query_deadline),
             relay_client_queue=reader.integer(
                 "RELAY_CLIENT_QUEUE", defaults.relay_client_queue, 10, 1_000_000

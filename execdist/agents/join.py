@@ -65,6 +65,10 @@ ConfirmationSink = Callable[
 called with the source partition, key, confirmation, its JSON dict and bytes, and the
 timestamp of the input record that caused it."""
 
+Punctuator = Callable[[TP], Awaitable[None]]
+"""Work done on each tick of a partition, inside its transaction, after the join's own
+timeouts and expiry (the subscription backfill)."""
+
 TIMER_PREFIX = b"due:"
 """Timers-table keys ``due:<order_id>`` hold when that order needs a tick next."""
 
@@ -92,6 +96,7 @@ class JoinProcessor:
         decoder: InputDecoder,
         metrics: Metrics,
         confirmation_sinks: list[ConfirmationSink] | None = None,
+        punctuators: list[Punctuator] | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._settings = settings
@@ -108,6 +113,7 @@ class JoinProcessor:
         self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self._confirmation_sinks = list(confirmation_sinks or [])
+        self._punctuators = list(punctuators or [])
         self._records_in = LabelledChildren(metrics.records_in)
         self._confirmed = LabelledChildren(metrics.confirmations)
         self._input_timestamp: float | None = None
@@ -204,6 +210,8 @@ class JoinProcessor:
             self._store(tp, step.state, before)
             await self._publish(tp, offset, step.outputs)
         self._sweep_expired(tp, now, due_index)
+        for punctuate in self._punctuators:
+            await punctuate(tp)
 
     # ---- state --------------------------------------------------------------------------
 

@@ -19,15 +19,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from schema_registry.client import AsyncSchemaRegistryClient
-
-from execdist.agents.sequencing import SubscriberSequencer
-from execdist.codecs.output import AvroEncoder, encode_json
+from execdist.agents.backfill import SubscriptionBackfill
+from execdist.agents.subscriber_output import SubscriberOutput
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.expressions import EvaluationError
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
-from execdist.domain.subscriptions import OutputFormat, Subscription
+from execdist.domain.subscriptions import Subscription
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.topics import TP
 
@@ -40,17 +38,16 @@ class SubscriptionRouter:
     def __init__(
         self,
         index: SubscriptionIndex,
-        sequencer: SubscriberSequencer,
-        registry: AsyncSchemaRegistryClient,
+        output: SubscriberOutput,
+        backfill: SubscriptionBackfill,
         stats: DeliveryStats,
         metrics: Metrics,
     ) -> None:
         self._index = index
-        self._sequencer = sequencer
-        self._avro = AvroEncoder(registry)
+        self._output = output
+        self._backfill = backfill
         self._stats = stats
         self._metrics = metrics
-        self._delivered = LabelledChildren(metrics.delivered)
         self._expression_errors = LabelledChildren(metrics.expression_errors)
         self._failures_logged: set[tuple[str, int]] = set()
 
@@ -71,21 +68,12 @@ class SubscriptionRouter:
         self._metrics.distribution_latency.observe(latency_ms / 1000)
         projections: dict[tuple[str, ...], bytes] = {}
         for subscription in self._index.match(confirmation, self._expression_failed):
-            if subscription.format is OutputFormat.AVRO:
-                subject = f"{subscription.topic}-value"
-                schema_id = await self._avro.schema_id(subject, "confirmation")
-                value = self._avro.encode_with_id(schema_id, "confirmation", body)
-            elif subscription.fields is not None:
-                projected = projections.get(subscription.fields)
-                if projected is None:
-                    projected = encode_json({name: body[name] for name in subscription.fields})
-                    projections[subscription.fields] = projected
-                value = projected
-            else:
-                value = json_value
-            self._sequencer.deliver(subscription.id, subscription.topic, key, value)
+            if subscription.backfill_from is not None and not self._backfill.admits(
+                source.partition, subscription, confirmation.order_id
+            ):
+                continue  # its backfill has yet to reach this order, and will deliver this too
+            await self._output.deliver(subscription, key, body, json_value, projections)
             self._stats.record(subscription.id, now, latency_ms)
-            self._delivered(subscription.id).inc()
 
     def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
         self._expression_errors(subscription.id).inc()

@@ -100,7 +100,7 @@ _FILTER_KEYS: Final = (
     "min_qty",
     "expr",
 )
-_CREATE_KEYS: Final = ("name", "filter", "format", "partitions", "fields")
+_CREATE_KEYS: Final = ("name", "filter", "format", "partitions", "fields", "backfill_from")
 CONFIRMATION_FIELDS: Final = tuple(field.name for field in fields(Confirmation))
 """The names ``fields`` (a projection) may list, in the contract's order."""
 _PATCH_KEYS: Final = ("name", "filter", "status")
@@ -128,6 +128,7 @@ _PATCH_REASONS: Final = {
     "format": "cannot be changed after creation",
     "partitions": "cannot be changed after creation",
     "fields": "cannot be changed after creation: a topic's records keep one shape",
+    "backfill_from": "is given at creation only",
 }
 _BODY = "body"
 """The ``field`` of an error about the request body as a whole."""
@@ -294,6 +295,9 @@ class Subscription:
     """1 at creation, one more on each change."""
     fields: tuple[str, ...] | None = None
     """The confirmation fields its records carry, in the contract's order; ``None``: all."""
+    backfill_from: datetime | None = None
+    """Confirmed at or after this time, the confirmations it matches are delivered first
+    (from each order's confirmation history), then live ones; ``None``: live ones only."""
 
     @property
     def is_active(self) -> bool:
@@ -314,6 +318,9 @@ class Subscription:
             "updated_at": format_time(self.updated_at),
             "version": self.version,
             "fields": None if self.fields is None else list(self.fields),
+            "backfill_from": None
+            if self.backfill_from is None
+            else format_time(self.backfill_from),
         }
         if include_secret:
             data["token_hash"] = self.token_hash
@@ -338,6 +345,9 @@ class Subscription:
             token_hash=_stored_str(data, "token_hash"),
             version=_stored_int(data, "version"),
             fields=None if data.get("fields") is None else tuple(_stored_strings(data, "fields")),
+            backfill_from=None
+            if data.get("backfill_from") is None
+            else parse_stored_time(data["backfill_from"]),
         )
 
 
@@ -351,6 +361,7 @@ class CreateRequest:
     partitions: int = 1
     fields: tuple[str, ...] | None = None
     """A projection: only these confirmation fields; ``None``: all of them."""
+    backfill_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +399,9 @@ def parse_create(body: object) -> CreateRequest:
         format=output_format,
         partitions=1 if data.get("partitions") is None else _partitions(data["partitions"]),
         fields=projection,
+        backfill_from=None
+        if data.get("backfill_from") is None
+        else _time(data["backfill_from"], "backfill_from"),
     )
 
 
@@ -492,6 +506,7 @@ def new_subscription(
         token_hash=token_hash,
         version=1,
         fields=request.fields,
+        backfill_from=request.backfill_from,
     )
 
 
@@ -619,22 +634,26 @@ def _partitions(value: object) -> int:
 
 
 def _since(value: object) -> datetime:
+    return _time(value, "since")
+
+
+def _time(value: object, path: str) -> datetime:
     example = '"2024-05-01T13:30:00Z"'
     if value is None:
-        raise InvalidSubscription("since", f"since is required: an ISO-8601 time such as {example}")
+        raise InvalidSubscription(path, f"{path} is required: an ISO-8601 time such as {example}")
     if not isinstance(value, str) or len(value) > _MAX_TIME_TEXT:
         raise InvalidSubscription(
-            "since", f"since must be an ISO-8601 time such as {example}, got {_show(value)}"
+            path, f"{path} must be an ISO-8601 time such as {example}, got {_show(value)}"
         )
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidSubscription(
-            "since", f"since must be an ISO-8601 time such as {example}, got {_show(value)}"
+            path, f"{path} must be an ISO-8601 time such as {example}, got {_show(value)}"
         ) from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidSubscription(
-            "since", f"since must name its zone (Z or +hh:mm), got {_show(value)}"
+            path, f"{path} must name its zone (Z or +hh:mm), got {_show(value)}"
         )
     return moment
 

@@ -212,6 +212,33 @@ class PartitionedState:
             it.next()
         return items
 
+    def current_items_after(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Like :meth:`items_after`, but as the open transaction sees the partition: its
+        uncommitted writes (and those of the transaction being committed) included, its
+        deletions applied. At most ``limit`` pairs, possibly fewer when some were deleted;
+        an empty list only at the end."""
+        committed = self.items_after(partition, after, limit)
+        upper = committed[-1][0] if len(committed) == limit else None
+        merged: dict[bytes, Any] = dict(committed)
+        for generation in (self._sealed, self._overlay):
+            writes = None if generation is None else generation.get(partition)
+            for key, value in (writes or {}).items():
+                if (after is None or key > after) and (upper is None or key <= upper):
+                    merged[key] = value
+        items = []
+        for key in sorted(merged):
+            value = merged[key]
+            if value is _DELETED:
+                continue
+            if type(value) is _Later:
+                value = value.encode()
+            items.append((key, value))
+        if not items and upper is not None:
+            return self.current_items_after(partition, upper, limit)
+        return items
+
     def items_with_prefix(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Committed ``(key, value)`` pairs of one partition whose key starts with ``prefix``."""
         it = self._tables.db(self.spec.name, partition).iter()

@@ -185,3 +185,38 @@ async def test_reconcile_gives_the_contracts_digest_of_a_sub_seq_range(
             response = await http.get(url, params=params)
             assert response.status_code == 400, params
             assert response.json()["error"]["field"] == field
+
+
+async def test_backfill_then_live_with_one_sequence_across_a_sigkill(
+    cluster: Callable[..., Worker], producer
+) -> None:
+    # slow slices, so that the backfill is still going when a worker dies
+    first = cluster(EXECDIST_BACKFILL_SLICE_S="0.002")
+    second = cluster(EXECDIST_BACKFILL_SLICE_S="0.002")
+    history = flows("BFH", 150, seed=31)
+    await send_records(producer, history)
+    before = sum(len(items) for items in expected_confirmations(history).values())
+    await read_committed([topics.CONFIRMATIONS], lambda got: len(got) >= before, timeout=90)
+
+    subscription = await _create(
+        first,
+        {"name": "backfilled", "filter": {}, "backfill_from": "2000-01-01T00:00:00Z"},
+    )
+    assert subscription["backfill_from"] == "2000-01-01T00:00:00.000000Z"
+    live = flows("BFL", 80, seed=32)
+    sending = asyncio.create_task(send_records(producer, live))
+    await read_committed([str(subscription["topic"])], lambda got: len(got) > 0, timeout=60)
+    second.kill()  # mid-backfill: its partitions' backfill goes on elsewhere from the last commit
+    await sending
+    cluster(EXECDIST_BACKFILL_SLICE_S="0.002")
+
+    expected = expected_confirmations(history + live)
+    total = sum(len(items) for items in expected.values())
+    got = await read_committed(
+        [str(subscription["topic"])], lambda got: len(got) >= total, timeout=120, settle=3.0
+    )
+    numbered = _check_sequence(got)  # 1..n, each order in seq order
+    assert len(numbered) == total, "every confirmation once, backfilled or live"
+    assert sorted(str(body["exec_id"]) for body in numbered) == sorted(
+        str(item["exec_id"]) for items in expected.values() for item in items
+    )

@@ -283,6 +283,7 @@ def test_the_public_form_never_shows_the_token_or_its_hash() -> None:
         "updated_at": "2024-05-01T13:30:00.000000Z",
         "version": 1,
         "fields": None,
+        "backfill_from": None,
     }
     assert TOKEN not in repr(subscription)
     assert subscription.token_hash not in repr(subscription)
