@@ -229,6 +229,7 @@ def create_app(settings: Settings) -> faust.App:
         continuity=InputContinuity(timers),
         # route nothing before every subscription in force is known
         ready=subscriptions.loaded.wait,
+        commit_followers=[stats],
     )
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
     reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))

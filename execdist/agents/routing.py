@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 
 from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.subscriber_output import SubscriberOutput
@@ -60,11 +59,10 @@ class SubscriptionRouter:
         json_value: bytes,
         input_timestamp: float | None,
     ) -> None:
-        now = datetime.now(UTC)
         latency_ms = (
             0.0 if input_timestamp is None else max(time.time() - input_timestamp, 0) * 1000
         )
-        self._stats.record_confirmation(latency_ms)
+        self._stats.record_confirmation(input_timestamp)
         self._metrics.distribution_latency.observe(latency_ms / 1000)
         projections: dict[tuple[str, ...], bytes] = {}
         for subscription in self._index.match(confirmation, self._expression_failed):
@@ -73,7 +71,7 @@ class SubscriptionRouter:
             ):
                 continue  # its backfill has yet to reach this order, and will deliver this too
             await self._output.deliver(subscription, key, body, json_value, projections)
-            self._stats.record(subscription.id, now, latency_ms)
+            self._stats.record(subscription.id, input_timestamp)
 
     def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
         self._expression_errors(subscription.id).inc()

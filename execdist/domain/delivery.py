@@ -7,10 +7,11 @@ reported as the upper bound of the bucket they fall in (conservative).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from execdist.domain.model import format_time, parse_stored_time
 
@@ -122,22 +123,54 @@ class SubscriptionDelivery:
 
 
 class DeliveryStats:
-    """One worker's delivery figures, per subscription and in total."""
+    """One worker's delivery figures, per subscription and in total.
+
+    A delivery counts once its transaction committed, when a ``read_committed`` reader can
+    see it: :meth:`record` keeps it with the transaction being built, and the engine's commit
+    (a :class:`~execdist.runtime.commit.CommitFollower`) seals, applies or drops it. Its
+    latency runs from the input record's timestamp to the commit.
+    """
 
     def __init__(self) -> None:
         self.by_subscription: dict[str, SubscriptionDelivery] = {}
         self.overall = LatencyHistogram()
+        self._open: list[tuple[str | None, float | None]] = []
+        """(subscription id, or None for a confirmation; the input's timestamp) of the
+        transaction being built."""
+        self._sealed: list[tuple[str | None, float | None]] = []
 
-    def record(self, subscription_id: str, at: datetime, latency_ms: float) -> None:
-        delivery = self.by_subscription.get(subscription_id)
-        if delivery is None:
-            delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
-        delivery.delivered += 1
-        delivery.last_delivery = at
-        delivery.latency.observe(latency_ms)
+    def record(self, subscription_id: str, input_timestamp: float | None) -> None:
+        """A record for ``subscription_id`` went into the open transaction."""
+        self._open.append((subscription_id, input_timestamp))
 
-    def record_confirmation(self, latency_ms: float) -> None:
-        self.overall.observe(latency_ms)
+    def record_confirmation(self, input_timestamp: float | None) -> None:
+        """A confirmation went into the open transaction."""
+        self._open.append((None, input_timestamp))
+
+    def seal(self) -> None:
+        self._sealed, self._open = self._open, []
+
+    def aborted(self) -> None:
+        self._open, self._sealed = [], []
+
+    def committed(self, now: float | None = None) -> None:
+        """The sealed transaction committed: count its deliveries, now."""
+        sealed, self._sealed = self._sealed, []
+        if not sealed:
+            return
+        moment = time.time() if now is None else now
+        at = datetime.fromtimestamp(moment, UTC)
+        for subscription_id, input_timestamp in sealed:
+            latency_ms = 0.0 if input_timestamp is None else max(moment - input_timestamp, 0) * 1000
+            if subscription_id is None:
+                self.overall.observe(latency_ms)
+                continue
+            delivery = self.by_subscription.get(subscription_id)
+            if delivery is None:
+                delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
+            delivery.delivered += 1
+            delivery.last_delivery = at
+            delivery.latency.observe(latency_ms)
 
     def snapshot(self) -> dict[str, object]:
         return {key: value.to_dict() for key, value in self.by_subscription.items()}

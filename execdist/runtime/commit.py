@@ -10,9 +10,13 @@ The order is quix-streams' checkpoint and Kafka Streams' task commit:
    holds as committed.
 
 If the transaction does not commit, the writes are dropped instead (:meth:`Committer.abandon`).
+What else counts only once committed (the subscriptions' delivery figures) follows the same
+three steps as a :class:`CommitFollower`.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from confluent_kafka import TopicPartition
 
@@ -20,12 +24,29 @@ from execdist.runtime.transaction import WorkerTransaction
 from execdist.tables.store import PartitionedState
 
 
+class CommitFollower(Protocol):
+    """Something kept per transaction outside the tables: sealed when its transaction starts
+    to commit, applied when it committed, dropped when it did not."""
+
+    def seal(self) -> None: ...
+
+    def committed(self) -> None: ...
+
+    def aborted(self) -> None: ...
+
+
 class Committer:
     """Turns the tables' pending writes and the batch's offsets into one committed transaction."""
 
-    def __init__(self, transaction: WorkerTransaction, tables: list[PartitionedState]) -> None:
+    def __init__(
+        self,
+        transaction: WorkerTransaction,
+        tables: list[PartitionedState],
+        followers: list[CommitFollower] | None = None,
+    ) -> None:
         self._transaction = transaction
         self._tables = tables
+        self._followers = list(followers or [])
 
     def send_changelogs(self) -> int:
         """Step 1, on the event loop: queue the changelog records; returns how many."""
@@ -35,6 +56,8 @@ class Committer:
             for partition, key, value in table.pending():
                 self._transaction.send(topic, key, value, partition=partition)
                 sent += 1
+        for follower in self._followers:
+            follower.seal()
         return sent
 
     def commit(self, offsets: dict[tuple[str, int], int], group_metadata: object) -> int:
@@ -44,9 +67,14 @@ class Committer:
 
     def apply(self) -> int:
         """Step 3: the transaction committed; write its table changes to RocksDB."""
+        for follower in self._followers:
+            follower.committed()
         return sum(table.committed() for table in self._tables)
 
     def abandon(self, partition: int | None = None) -> None:
         """The transaction did not commit (or ``partition`` left): forget the writes."""
         for table in self._tables:
             table.aborted(partition)
+        if partition is None:
+            for follower in self._followers:
+                follower.aborted()

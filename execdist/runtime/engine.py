@@ -114,7 +114,7 @@ class Engine(Service):
         self._rocks = rocks
         self._transaction = transaction
         self._metrics = metrics
-        self._committer = Committer(transaction, topology.tables)
+        self._committer = Committer(transaction, topology.tables, topology.commit_followers)
         self._ownership = Ownership(settings, topology, rocks, self._committer)
         self._source_rank = {topic: rank for rank, topic in enumerate(topology.sources)}
         self.group_id = f"{settings.app_id}-pipeline"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from execdist.agents.continuity import InputContinuity
+from execdist.runtime.commit import CommitFollower
 from execdist.runtime.records import InputRecord
 from execdist.tables.store import PartitionedState
 
@@ -47,6 +48,8 @@ class Topology:
     """Admits each input record once and records the next offsets in the state."""
     ready: Callable[[], Awaitable[object]] = field(default=_nothing)
     """Awaited before the first batch (every subscription in force is known)."""
+    commit_followers: list[CommitFollower] = field(default_factory=list)
+    """What else counts only once its transaction committed (delivery figures)."""
 
     @property
     def topics(self) -> list[str]:
