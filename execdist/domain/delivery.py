@@ -93,6 +93,8 @@ class SubscriptionDelivery:
     delivered: int = 0
     last_delivery: datetime | None = None
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    acknowledged: int | None = None
+    """The highest ``sub_seq`` a WebSocket client acknowledged (``{"type": "ack"}``)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -101,6 +103,7 @@ class SubscriptionDelivery:
             if self.last_delivery is None
             else format_time(self.last_delivery),
             "latency": self.latency.to_dict(),
+            "acknowledged": self.acknowledged,
         }
 
     @classmethod
@@ -111,6 +114,9 @@ class SubscriptionDelivery:
             delivered=int(str(data.get("delivered", 0))),
             last_delivery=None if last is None else parse_stored_time(last),
             latency=LatencyHistogram.from_dict(latency if isinstance(latency, Mapping) else {}),
+            acknowledged=None
+            if data.get("acknowledged") is None
+            else int(str(data.get("acknowledged"))),
         )
 
     def merge(self, other: SubscriptionDelivery) -> None:
@@ -120,6 +126,8 @@ class SubscriptionDelivery:
         ):
             self.last_delivery = other.last_delivery
         self.latency.merge(other.latency)
+        if other.acknowledged is not None:
+            self.acknowledged = max(self.acknowledged or 0, other.acknowledged)
 
 
 class DeliveryStats:
@@ -146,6 +154,13 @@ class DeliveryStats:
     def record_confirmation(self, input_timestamp: float | None) -> None:
         """A confirmation went into the open transaction."""
         self._open.append((None, input_timestamp))
+
+    def acknowledge(self, subscription_id: str, sub_seq: int) -> None:
+        """A WebSocket client holds every record up to ``sub_seq``."""
+        delivery = self.by_subscription.get(subscription_id)
+        if delivery is None:
+            delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
+        delivery.acknowledged = max(delivery.acknowledged or 0, sub_seq)
 
     def seal(self) -> None:
         self._sealed, self._open = self._open, []

@@ -100,7 +100,15 @@ _FILTER_KEYS: Final = (
     "min_qty",
     "expr",
 )
-_CREATE_KEYS: Final = ("name", "filter", "format", "partitions", "fields", "backfill_from")
+_CREATE_KEYS: Final = (
+    "name",
+    "filter",
+    "format",
+    "partitions",
+    "fields",
+    "backfill_from",
+    "consumer_group",
+)
 CONFIRMATION_FIELDS: Final = tuple(field.name for field in fields(Confirmation))
 """The names ``fields`` (a projection) may list, in the contract's order."""
 _PATCH_KEYS: Final = ("name", "filter", "status")
@@ -129,6 +137,7 @@ _PATCH_REASONS: Final = {
     "partitions": "cannot be changed after creation",
     "fields": "cannot be changed after creation: a topic's records keep one shape",
     "backfill_from": "is given at creation only",
+    "consumer_group": "is given at creation only",
 }
 _BODY = "body"
 """The ``field`` of an error about the request body as a whole."""
@@ -298,6 +307,9 @@ class Subscription:
     backfill_from: datetime | None = None
     """Confirmed at or after this time, the confirmations it matches are delivered first
     (from each order's confirmation history), then live ones; ``None``: live ones only."""
+    consumer_group: str | None = None
+    """The Kafka consumer group the downstream reads the topic with: its committed offsets
+    are the subscription's acknowledged ``sub_seq``."""
 
     @property
     def is_active(self) -> bool:
@@ -321,6 +333,7 @@ class Subscription:
             "backfill_from": None
             if self.backfill_from is None
             else format_time(self.backfill_from),
+            "consumer_group": self.consumer_group,
         }
         if include_secret:
             data["token_hash"] = self.token_hash
@@ -348,6 +361,9 @@ class Subscription:
             backfill_from=None
             if data.get("backfill_from") is None
             else parse_stored_time(data["backfill_from"]),
+            consumer_group=None
+            if data.get("consumer_group") is None
+            else _stored_str(data, "consumer_group"),
         )
 
 
@@ -362,6 +378,7 @@ class CreateRequest:
     fields: tuple[str, ...] | None = None
     """A projection: only these confirmation fields; ``None``: all of them."""
     backfill_from: datetime | None = None
+    consumer_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +419,9 @@ def parse_create(body: object) -> CreateRequest:
         backfill_from=None
         if data.get("backfill_from") is None
         else _time(data["backfill_from"], "backfill_from"),
+        consumer_group=None
+        if data.get("consumer_group") is None
+        else _consumer_group(data["consumer_group"]),
     )
 
 
@@ -507,6 +527,7 @@ def new_subscription(
         version=1,
         fields=request.fields,
         backfill_from=request.backfill_from,
+        consumer_group=request.consumer_group,
     )
 
 
@@ -630,6 +651,19 @@ def _partitions(value: object) -> int:
     raise InvalidSubscription(
         "partitions",
         f"partitions must be an integer from 1 to {MAX_PARTITIONS}, got {_show(value)}",
+    )
+
+
+_GROUP_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _consumer_group(value: object) -> str:
+    if isinstance(value, str) and _GROUP_ID.fullmatch(value):
+        return value
+    raise InvalidSubscription(
+        "consumer_group",
+        "consumer_group must be a Kafka group id: 1 to 249 letters, digits, '.', '_' or '-', "
+        f"got {_show(value)}",
     )
 
 

@@ -118,6 +118,24 @@ def restore_consumer(settings: Settings) -> Consumer:
     )
 
 
+def group_offsets_reader(settings: Settings, group_id: str) -> Consumer:
+    """Reads a downstream's consumer group's committed offsets (``committed()``) and a few
+    records: it never subscribes, so it never joins that group nor commits for it."""
+    return Consumer(
+        {
+            **_common(settings, f"{settings.worker_id}-group-offsets"),
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            "queued.max.messages.kbytes": 1024,
+        }
+    )
+
+
 def scan_consumer(settings: Settings, purpose: str) -> Consumer:
     """Reads a range of a topic once, for a request (a filter's dry-run): ``read_committed``,
     assigned partitions, no group membership and nothing committed. ``enable.partition.eof``

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from execdist.codecs.output import SUB_SEQ_HEADER
 from execdist.infra import clients
-from execdist.services.topic_scan import read_to_end
+from execdist.services.topic_scan import header_sub_seq, read_to_end
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ def _scan(
     in_range: dict[int, bytes] = {}
     last: int | None = None
     for message in read_to_end(consumer, ends, deadline):
-        sub_seq = _sub_seq(message.headers())
+        sub_seq = header_sub_seq(message.headers())
         if sub_seq is None:
             continue
         last = sub_seq if last is None else max(last, sub_seq)
@@ -122,16 +121,6 @@ def _scan(
             f"reading {topic} took longer than {TIME_BUDGET_S:.0f} s; retry later"
         )
     return in_range, last
-
-
-def _sub_seq(headers: object) -> int | None:
-    """The ``execdist.sub_seq`` header's number (librdkafka gives headers as a list of
-    pairs); ``None`` for a record written before subscriptions were numbered."""
-    if isinstance(headers, list):
-        for name, value in headers:
-            if name == SUB_SEQ_HEADER and value is not None:
-                return int(value)
-    return None
 
 
 def _start(consumer: Consumer, topic: str, deadline: float) -> dict[int, int]:

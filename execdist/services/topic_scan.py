@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
+from execdist.codecs.output import SUB_SEQ_HEADER
+
 log = logging.getLogger(__name__)
 
 BATCH = 1000
@@ -51,3 +53,13 @@ def read_to_end(consumer: Consumer, ends: dict[int, int], deadline: float) -> It
             if offset >= ends[partition] - 1:
                 del ends[partition]
             yield message
+
+
+def header_sub_seq(headers: object) -> int | None:
+    """A subscriber record's ``execdist.sub_seq`` header (librdkafka gives headers as a list
+    of pairs); ``None`` for a record written before subscriptions were numbered."""
+    if isinstance(headers, list):
+        for name, value in headers:
+            if name == SUB_SEQ_HEADER and value is not None:
+                return int(value)
+    return None

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import faust
@@ -59,6 +61,7 @@ GOING_AWAY = 1001
 def register_stream_views(app: faust.App, components: Components) -> None:
     store = components.subscriptions
     hub = components.relay
+    stats = components.stats
     requires = access_control(components.guard)
 
     def existing(subscription_id: str) -> Subscription:
@@ -110,7 +113,9 @@ def register_stream_views(app: faust.App, components: Components) -> None:
                 return ws
             except ConnectionResetError:
                 return ws
-            listener = asyncio.create_task(_watch_client_messages(ws))
+            listener = asyncio.create_task(
+                _watch_client_messages(ws, partial(stats.acknowledge, subscription.id))
+            )
             try:
                 await _pump_websocket(ws, client, listener)
             finally:
@@ -244,13 +249,20 @@ async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
             transport.close()  # flushes what is buffered, the close frame included
 
 
-async def _watch_client_messages(ws: web.WebSocketResponse) -> None:
-    """Clients have nothing to send; a flood of messages closes the connection (1008)."""
+async def _watch_client_messages(
+    ws: web.WebSocketResponse, acknowledge: Callable[[int], None]
+) -> None:
+    """A client may acknowledge what it holds, ``{"type": "ack", "sub_seq": n}``; anything
+    else it sends is ignored, and a flood of messages closes the connection (1008)."""
     window_start = time.monotonic()
     count = 0
     async for message in ws:
         if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
             return
+        if message.type is WSMsgType.TEXT:
+            sub_seq = _acknowledged(message.data)
+            if sub_seq is not None:
+                acknowledge(sub_seq)
         now = time.monotonic()
         if now - window_start > 10.0:
             window_start, count = now, 0
@@ -259,6 +271,17 @@ async def _watch_client_messages(ws: web.WebSocketResponse) -> None:
             with contextlib.suppress(ConnectionResetError):
                 await ws.close(code=1008, message=b"too many messages from the client")
             return
+
+
+def _acknowledged(text: str) -> int | None:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != "ack":
+        return None
+    sub_seq = data.get("sub_seq")
+    return sub_seq if isinstance(sub_seq, int) and not isinstance(sub_seq, bool) else None
 
 
 async def _pump_sse(response: web.StreamResponse, client: RelayClient) -> None:

@@ -33,6 +33,7 @@ from execdist.domain.subscriptions import (
 from execdist.services.dry_run import FilterDryRun, ScanUnavailable
 from execdist.services.reconcile import MAX_RANGE, Reconciler, ReconcileUnavailable
 from execdist.services.subscription_changes import SubscriptionConflict, SubscriptionNotFound
+from execdist.services.subscription_progress import ProgressUnavailable, read_progress
 from execdist.web.auth import access_control, native, principal_of
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
@@ -166,6 +167,21 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             subscription = existing(subscription_id)
             delivery, reporting = reports.subscription_delivery(subscription_id)
             latency = delivery.latency.percentiles()
+            try:
+                progress = await read_progress(
+                    settings,
+                    subscription.topic,
+                    subscription.partitions,
+                    subscription.consumer_group,
+                )
+            except ProgressUnavailable as exc:
+                raise HttpError(503, "not_ready", f"{exc}; retry shortly") from exc
+            acknowledged = (
+                progress.group_acknowledged
+                if subscription.consumer_group is not None
+                else delivery.acknowledged
+            )
+            last = progress.last_sub_seq
             return json_response(
                 {
                     "subscription_id": subscription_id,
@@ -177,6 +193,9 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
                     "rate_per_s": reports.subscription_rate(subscription_id),
                     "latency_ms": latency,
                     "workers_reporting": reporting,
+                    "last_sub_seq": last,
+                    "acknowledged_sub_seq": acknowledged,
+                    "lag": None if acknowledged is None else max((last or 0) - acknowledged, 0),
                 }
             )
 

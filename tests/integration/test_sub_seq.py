@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import uuid
 from collections.abc import Callable
 
+import aiohttp
 import fastavro
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from execdist import topics
 from execdist.codecs.output import SUB_SEQ_HEADER
 from execdist.codecs.schemas import parsed_schema
-from tests.integration.conftest import ADMIN_TOKEN, Worker, read_committed
+from tests.integration.conftest import ADMIN_TOKEN, BROKER, Worker, read_committed
 from tests.integration.expectations import expected_confirmations
 from tests.integration.helpers import flows, send_records
 
@@ -220,3 +223,75 @@ async def test_backfill_then_live_with_one_sequence_across_a_sigkill(
     assert sorted(str(body["exec_id"]) for body in numbered) == sorted(
         str(item["exec_id"]) for items in expected.values() for item in items
     )
+
+
+async def test_status_reports_last_and_acknowledged_sub_seq_from_a_group_and_from_ws_acks(
+    cluster: Callable[..., Worker], producer
+) -> None:
+    worker = cluster()
+    group = f"downstream-{uuid.uuid4().hex[:8]}"
+    with_group = await _create(worker, {"name": "grouped", "filter": {}, "consumer_group": group})
+    assert with_group["consumer_group"] == group
+    with_acks = await _create(worker, {"name": "acked", "filter": {}})
+    await asyncio.sleep(1.0)
+    records = flows("ACK", 10, seed=41)
+    total = sum(len(items) for items in expected_confirmations(records).values())
+    await send_records(producer, records)
+    await read_committed([str(with_group["topic"])], lambda got: len(got) >= total, timeout=60)
+
+    async def status(subscription: dict[str, object]) -> dict[str, object]:
+        async with httpx.AsyncClient(base_url=worker.url, headers=ADMIN, timeout=30) as http:
+            response = await http.get(f"/api/v1/subscriptions/{subscription['id']}/status")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    before = await status(with_group)
+    assert (before["last_sub_seq"], before["acknowledged_sub_seq"], before["lag"]) == (
+        total,
+        None,
+        None,
+    ), "the group has read nothing yet"
+
+    # the downstream reads the first 7 records and commits where it is
+    downstream = AIOKafkaConsumer(
+        str(with_group["topic"]),
+        bootstrap_servers=BROKER,
+        group_id=group,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await downstream.start()
+    try:
+        taken: list = []
+        while len(taken) < 7:
+            batch = await downstream.getmany(timeout_ms=1000, max_records=7 - len(taken))
+            for messages in batch.values():
+                taken.extend(messages)
+        last_taken = taken[-1]
+        await downstream.commit(
+            {TopicPartition(last_taken.topic, last_taken.partition): last_taken.offset + 1}
+        )
+    finally:
+        await downstream.stop()
+    after = await status(with_group)
+    assert (after["last_sub_seq"], after["acknowledged_sub_seq"], after["lag"]) == (
+        total,
+        7,
+        total - 7,
+    )
+
+    url = (
+        f"ws://127.0.0.1:{worker.web_port}/api/v1/subscriptions/{with_acks['id']}/stream"
+        f"?from=earliest&token={with_acks['token']}"
+    )
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_json({"type": "ack", "sub_seq": 5})
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the worker's delivery figures are shared once a few seconds
+            acked = await status(with_acks)
+            if acked["acknowledged_sub_seq"] == 5:
+                break
+            assert asyncio.get_running_loop().time() < deadline, acked
+            await asyncio.sleep(0.5)
+    assert acked["lag"] == total - 5

@@ -284,6 +284,7 @@ def test_the_public_form_never_shows_the_token_or_its_hash() -> None:
         "version": 1,
         "fields": None,
         "backfill_from": None,
+        "consumer_group": None,
     }
     assert TOKEN not in repr(subscription)
     assert subscription.token_hash not in repr(subscription)
