@@ -40,6 +40,7 @@ from execdist.services.book import BookQueries, BookReader
 from execdist.services.subscription_audit import SubscriptionAudit
 from execdist.services.subscription_changes import SubscriptionChanges
 from execdist.services.subscription_store import SubscriptionStore
+from execdist.services.webhooks import WebhookDispatcher
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
 from execdist.tables.declarations import (
@@ -241,6 +242,7 @@ def create_app(settings: Settings) -> faust.App:
         relay,
         pipeline,
         GrpcServer(settings, guard, subscriptions, relay),
+        WebhookDispatcher(settings, subscriptions, InputDecoder(registry), stats),
     ]
     ready = ReadinessTracker(pipeline, subscriptions)
     components = Components(

@@ -95,6 +95,10 @@ class SubscriptionDelivery:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     acknowledged: int | None = None
     """The highest ``sub_seq`` a WebSocket client acknowledged (``{"type": "ack"}``)."""
+    webhook_error: str | None = None
+    """The webhook's last error, ``None`` once a request succeeded after it."""
+    webhook_at: datetime | None = None
+    """When the webhook last succeeded or failed."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -104,6 +108,8 @@ class SubscriptionDelivery:
             else format_time(self.last_delivery),
             "latency": self.latency.to_dict(),
             "acknowledged": self.acknowledged,
+            "webhook_error": self.webhook_error,
+            "webhook_at": None if self.webhook_at is None else format_time(self.webhook_at),
         }
 
     @classmethod
@@ -117,6 +123,10 @@ class SubscriptionDelivery:
             acknowledged=None
             if data.get("acknowledged") is None
             else int(str(data.get("acknowledged"))),
+            webhook_error=None if data.get("webhook_error") is None else str(data["webhook_error"]),
+            webhook_at=None
+            if data.get("webhook_at") is None
+            else parse_stored_time(data["webhook_at"]),
         )
 
     def merge(self, other: SubscriptionDelivery) -> None:
@@ -128,6 +138,10 @@ class SubscriptionDelivery:
         self.latency.merge(other.latency)
         if other.acknowledged is not None:
             self.acknowledged = max(self.acknowledged or 0, other.acknowledged)
+        if other.webhook_at is not None and (
+            self.webhook_at is None or other.webhook_at > self.webhook_at
+        ):
+            self.webhook_at, self.webhook_error = other.webhook_at, other.webhook_error
 
 
 class DeliveryStats:
@@ -157,10 +171,24 @@ class DeliveryStats:
 
     def acknowledge(self, subscription_id: str, sub_seq: int) -> None:
         """A WebSocket client holds every record up to ``sub_seq``."""
+        delivery = self._delivery(subscription_id)
+        delivery.acknowledged = max(delivery.acknowledged or 0, sub_seq)
+
+    def webhook_failed(self, subscription_id: str, error: str) -> None:
+        delivery = self._delivery(subscription_id)
+        delivery.webhook_error = error
+        delivery.webhook_at = datetime.now(UTC)
+
+    def webhook_succeeded(self, subscription_id: str) -> None:
+        delivery = self._delivery(subscription_id)
+        delivery.webhook_error = None
+        delivery.webhook_at = datetime.now(UTC)
+
+    def _delivery(self, subscription_id: str) -> SubscriptionDelivery:
         delivery = self.by_subscription.get(subscription_id)
         if delivery is None:
             delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
-        delivery.acknowledged = max(delivery.acknowledged or 0, sub_seq)
+        return delivery
 
     def seal(self) -> None:
         self._sealed, self._open = self._open, []

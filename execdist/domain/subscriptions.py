@@ -108,6 +108,7 @@ _CREATE_KEYS: Final = (
     "fields",
     "backfill_from",
     "consumer_group",
+    "delivery",
 )
 CONFIRMATION_FIELDS: Final = tuple(field.name for field in fields(Confirmation))
 """The names ``fields`` (a projection) may list, in the contract's order."""
@@ -138,6 +139,7 @@ _PATCH_REASONS: Final = {
     "fields": "cannot be changed after creation: a topic's records keep one shape",
     "backfill_from": "is given at creation only",
     "consumer_group": "is given at creation only",
+    "delivery": "is given at creation only",
 }
 _BODY = "body"
 """The ``field`` of an error about the request body as a whole."""
@@ -281,6 +283,14 @@ class Filter:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where a webhook subscription's records are POSTed, and the secret that signs them."""
+
+    url: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """One subscription as stored and replicated to every worker."""
 
@@ -310,6 +320,9 @@ class Subscription:
     consumer_group: str | None = None
     """The Kafka consumer group the downstream reads the topic with: its committed offsets
     are the subscription's acknowledged ``sub_seq``."""
+    delivery: Webhook | None = None
+    """Where its records are also POSTed (``delivery`` type ``webhook``); ``None``: its
+    Kafka topic only (type ``kafka``)."""
 
     @property
     def is_active(self) -> bool:
@@ -334,9 +347,18 @@ class Subscription:
             if self.backfill_from is None
             else format_time(self.backfill_from),
             "consumer_group": self.consumer_group,
+            "delivery": {"type": "kafka"}
+            if self.delivery is None
+            else {"type": "webhook", "url": self.delivery.url},
         }
         if include_secret:
             data["token_hash"] = self.token_hash
+            if self.delivery is not None:
+                data["delivery"] = {
+                    "type": "webhook",
+                    "url": self.delivery.url,
+                    "secret": self.delivery.secret,
+                }
         return data
 
     @classmethod
@@ -364,6 +386,7 @@ class Subscription:
             consumer_group=None
             if data.get("consumer_group") is None
             else _stored_str(data, "consumer_group"),
+            delivery=_stored_webhook(data.get("delivery")),
         )
 
 
@@ -379,6 +402,7 @@ class CreateRequest:
     """A projection: only these confirmation fields; ``None``: all of them."""
     backfill_from: datetime | None = None
     consumer_group: str | None = None
+    delivery: Webhook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,11 +434,12 @@ def parse_create(body: object) -> CreateRequest:
             "fields (a projection) is available with format json only: Avro records follow "
             "the registered Confirmation schema whole",
         )
+    partitions = 1 if data.get("partitions") is None else _partitions(data["partitions"])
     return CreateRequest(
         name=_name(data["name"]),
         filter=Filter.parse(data.get("filter")),
         format=output_format,
-        partitions=1 if data.get("partitions") is None else _partitions(data["partitions"]),
+        partitions=partitions,
         fields=projection,
         backfill_from=None
         if data.get("backfill_from") is None
@@ -422,6 +447,7 @@ def parse_create(body: object) -> CreateRequest:
         consumer_group=None
         if data.get("consumer_group") is None
         else _consumer_group(data["consumer_group"]),
+        delivery=_delivery(data.get("delivery"), partitions),
     )
 
 
@@ -528,6 +554,7 @@ def new_subscription(
         fields=request.fields,
         backfill_from=request.backfill_from,
         consumer_group=request.consumer_group,
+        delivery=request.delivery,
     )
 
 
@@ -655,6 +682,57 @@ def _partitions(value: object) -> int:
 
 
 _GROUP_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_MAX_URL = 2048
+WEBHOOK_SECRET_LENGTH: Final = (16, 256)
+
+
+def _delivery(value: object, partitions: int) -> Webhook | None:
+    """``{"type": "kafka"}`` (the default) or ``{"type": "webhook", "url", "secret"}``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidSubscription(
+            "delivery", f"delivery must be an object, got {_json_type(value)}"
+        )
+    kind = value.get("type")
+    if kind == "kafka":
+        _reject_unknown_keys(value, ("type",), "delivery", {})
+        return None
+    if kind != "webhook":
+        raise InvalidSubscription(
+            "delivery.type", f"delivery.type must be 'kafka' or 'webhook', got {_show(kind)}"
+        )
+    _reject_unknown_keys(value, ("type", "url", "secret"), "delivery", {})
+    url = value.get("url")
+    if (
+        not isinstance(url, str)
+        or len(url) > _MAX_URL
+        or not url.startswith(("http://", "https://"))
+        or len(url.split("://", 1)[1]) == 0
+    ):
+        raise InvalidSubscription(
+            "delivery.url", f"delivery.url must be an http:// or https:// URL, got {_show(url)}"
+        )
+    secret = value.get("secret")
+    low, high = WEBHOOK_SECRET_LENGTH
+    if not isinstance(secret, str) or not low <= len(secret) <= high:
+        raise InvalidSubscription(
+            "delivery.secret",
+            f"delivery.secret must be a string of {low} to {high} characters (it signs the "
+            "requests: X-Execdist-Signature)",
+        )
+    if partitions != 1:
+        raise InvalidSubscription(
+            "delivery",
+            "a webhook subscription has one partition: its records are POSTed in sub_seq order",
+        )
+    return Webhook(url, secret)
+
+
+def _stored_webhook(value: object) -> Webhook | None:
+    if isinstance(value, Mapping) and value.get("type") == "webhook":
+        return Webhook(str(value["url"]), str(value["secret"]))
+    return None
 
 
 def _consumer_group(value: object) -> str:

@@ -193,6 +193,22 @@ def follower(
     )
 
 
+def webhook_reader(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    """Reads a webhook subscription's topic in the webhook's own group: the group hands the
+    topic's one partition to one worker at a time, and its committed offset is what the
+    webhook acknowledged. ``read_committed``; nothing committed but by the dispatcher."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        fetch_max_wait_ms=500,
+        session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000),
+        heartbeat_interval_ms=max(int(settings.session_timeout.total_seconds() * 1000) // 3, 100),
+    )
+
+
 def relay_reader(settings: Settings, fetch_max_wait_ms: int) -> AIOKafkaConsumer:
     """Reads subscriber topics for the real-time relay: ``read_committed``, no group. A long
     poll: the broker answers as soon as a record (or a commit marker) is there, so the wait

@@ -34,6 +34,7 @@ from execdist.services.dry_run import FilterDryRun, ScanUnavailable
 from execdist.services.reconcile import MAX_RANGE, Reconciler, ReconcileUnavailable
 from execdist.services.subscription_changes import SubscriptionConflict, SubscriptionNotFound
 from execdist.services.subscription_progress import ProgressUnavailable, read_progress
+from execdist.services.webhooks import webhook_group
 from execdist.web.auth import access_control, native, principal_of
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
@@ -167,19 +168,20 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
             subscription = existing(subscription_id)
             delivery, reporting = reports.subscription_delivery(subscription_id)
             latency = delivery.latency.percentiles()
+            # a webhook's acknowledgements are its dispatcher's group's commits
+            group = (
+                webhook_group(settings.app_id, subscription.id)
+                if subscription.delivery is not None
+                else subscription.consumer_group
+            )
             try:
                 progress = await read_progress(
-                    settings,
-                    subscription.topic,
-                    subscription.partitions,
-                    subscription.consumer_group,
+                    settings, subscription.topic, subscription.partitions, group
                 )
             except ProgressUnavailable as exc:
                 raise HttpError(503, "not_ready", f"{exc}; retry shortly") from exc
             acknowledged = (
-                progress.group_acknowledged
-                if subscription.consumer_group is not None
-                else delivery.acknowledged
+                progress.group_acknowledged if group is not None else delivery.acknowledged
             )
             last = progress.last_sub_seq
             return json_response(
@@ -196,6 +198,12 @@ def register_subscription_views(app: faust.App, components: Components) -> None:
                     "last_sub_seq": last,
                     "acknowledged_sub_seq": acknowledged,
                     "lag": None if acknowledged is None else max((last or 0) - acknowledged, 0),
+                    "webhook": None
+                    if subscription.delivery is None
+                    else {
+                        "acknowledged_sub_seq": acknowledged,
+                        "last_error": delivery.webhook_error,
+                    },
                 }
             )
 

@@ -285,6 +285,7 @@ def test_the_public_form_never_shows_the_token_or_its_hash() -> None:
         "fields": None,
         "backfill_from": None,
         "consumer_group": None,
+        "delivery": {"type": "kafka"},
     }
     assert TOKEN not in repr(subscription)
     assert subscription.token_hash not in repr(subscription)
@@ -620,3 +621,61 @@ def test_bad_dry_run_requests_name_the_field(
     error = invalid(parse_dry_run, body)
     assert error.field == field
     assert fragment in error.message
+
+
+# --- delivery: kafka or webhook --------------------------------------------------------------
+
+
+def test_a_webhook_delivery_is_kept_with_its_secret_and_shown_without_it() -> None:
+    request = parse_create(
+        {
+            "name": "hooked",
+            "delivery": {"type": "webhook", "url": "https://hooks.example/x", "secret": "s" * 16},
+        }
+    )
+    subscription = new_subscription(
+        request, subscription_id="hook-1", token_hash=hash_token(TOKEN), now=T0
+    )
+    assert subscription.to_dict()["delivery"] == {
+        "type": "webhook",
+        "url": "https://hooks.example/x",
+    }
+    stored = subscription.to_dict(include_secret=True)
+    assert stored["delivery"] == {
+        "type": "webhook",
+        "url": "https://hooks.example/x",
+        "secret": "s" * 16,
+    }
+    assert Subscription.from_dict(stored) == subscription
+    assert parse_create({"name": "plain", "delivery": {"type": "kafka"}}).delivery is None
+
+
+@pytest.mark.parametrize(
+    ("delivery", "field"),
+    [
+        ({"type": "email"}, "delivery.type"),
+        ({"type": "webhook", "url": "ftp://x", "secret": "s" * 16}, "delivery.url"),
+        ({"type": "webhook", "url": "https://x", "secret": "short"}, "delivery.secret"),
+        (
+            {"type": "webhook", "url": "https://x", "secret": "s" * 16, "retries": 3},
+            "delivery.retries",
+        ),
+        ("webhook", "delivery"),
+    ],
+)
+def test_an_invalid_delivery_names_its_field(delivery: object, field: str) -> None:
+    with pytest.raises(InvalidSubscription) as refused:
+        parse_create({"name": "x", "delivery": delivery})
+    assert refused.value.field == field
+
+
+def test_a_webhook_subscription_has_one_partition() -> None:
+    with pytest.raises(InvalidSubscription) as refused:
+        parse_create(
+            {
+                "name": "x",
+                "partitions": 2,
+                "delivery": {"type": "webhook", "url": "https://x", "secret": "s" * 16},
+            }
+        )
+    assert refused.value.field == "delivery"
