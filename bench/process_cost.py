@@ -37,6 +37,7 @@ from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import CreateRequest, Filter, OutputFormat, new_subscription
 from execdist.metrics import Metrics
 from execdist.runtime.records import InputRecord
+from execdist.services.analytics import Analytics
 from execdist.settings import Settings
 from execdist.tables.declarations import HISTORY, ORDER_STATE, SUB_SEQ, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
@@ -132,7 +133,9 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
         )
         output = SubscriberOutput(sequencer, None, metrics)  # type: ignore[arg-type]
         backfill = SubscriptionBackfill(tables[HISTORY], tables[TIMERS], index, output, metrics)
-        router = SubscriptionRouter(index, output, backfill, DeliveryStats(), metrics)
+        router = SubscriptionRouter(
+            index, output, backfill, DeliveryStats(), metrics, Analytics(metrics)
+        )
         join = JoinProcessor(
             settings=settings,
             states=tables[ORDER_STATE],

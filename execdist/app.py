@@ -36,6 +36,7 @@ from execdist.relay.hub import RelayHub
 from execdist.runtime.engine import Engine
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import WorkerTransaction
+from execdist.services.analytics import Analytics, AnalyticsQueries
 from execdist.services.book import BookQueries, BookReader
 from execdist.services.subscription_audit import SubscriptionAudit
 from execdist.services.subscription_changes import SubscriptionChanges
@@ -53,6 +54,7 @@ from execdist.tables.declarations import (
     table_specs,
 )
 from execdist.tables.store import PartitionedState, RocksTables
+from execdist.web.analytics import register_analytics_views
 from execdist.web.blotter import register_blotter
 from execdist.web.book import register_book_views
 from execdist.web.docs import register_docs
@@ -205,7 +207,8 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
         slice_s=settings.backfill_slice.total_seconds(),
     )
-    router = SubscriptionRouter(subscriptions.index, output, backfill, stats, metrics)
+    analytics = Analytics(metrics)
+    router = SubscriptionRouter(subscriptions.index, output, backfill, stats, metrics, analytics)
     join = JoinProcessor(
         settings=settings,
         states=states,
@@ -230,7 +233,7 @@ def create_app(settings: Settings) -> faust.App:
         continuity=InputContinuity(timers),
         # route nothing before every subscription in force is known
         ready=subscriptions.loaded.wait,
-        commit_followers=[stats],
+        commit_followers=[stats, analytics],
     )
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
     reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))
@@ -243,6 +246,7 @@ def create_app(settings: Settings) -> faust.App:
         pipeline,
         GrpcServer(settings, guard, subscriptions, relay),
         WebhookDispatcher(settings, subscriptions, InputDecoder(registry), stats),
+        analytics,
     ]
     ready = ReadinessTracker(pipeline, subscriptions)
     components = Components(
@@ -273,6 +277,7 @@ def create_app(settings: Settings) -> faust.App:
     register_book_views(
         app, settings, guard, BookQueries(settings, book_reader, reports), book_reader
     )
+    register_analytics_views(app, guard, AnalyticsQueries(settings, analytics, reports), analytics)
     register_docs(app)
     register_blotter(app)
     app.execdist = components  # type: ignore[attr-defined]

@@ -80,6 +80,20 @@ class Metrics:
             "backfill_from.",
             registry=self.registry,
         )
+        self.window_executions = Gauge(
+            "execdist_window_executions",
+            "TRADE confirmations of the last hour on this worker, per symbol, venue, account or "
+            "subscription: the top 20 keys of each by notional, and key 'other' for the rest.",
+            ["by", "key"],
+            registry=self.registry,
+        )
+        self.window_notional = Gauge(
+            "execdist_window_notional",
+            "Notional (last_qty x last_px) of the last hour's TRADE confirmations on this worker, "
+            "per symbol, venue, account or subscription: the top 20 keys of each, and 'other'.",
+            ["by", "key"],
+            registry=self.registry,
+        )
         self.subscriptions = Gauge(
             "execdist_subscriptions",
             "Subscriptions known to this worker, by status.",

@@ -26,6 +26,7 @@ from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription
 from execdist.metrics import LabelledChildren, Metrics
+from execdist.services.analytics import Analytics
 from execdist.topics import TP
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class SubscriptionRouter:
         backfill: SubscriptionBackfill,
         stats: DeliveryStats,
         metrics: Metrics,
+        analytics: Analytics,
     ) -> None:
+        self._analytics = analytics
         self._index = index
         self._output = output
         self._backfill = backfill
@@ -65,6 +68,7 @@ class SubscriptionRouter:
         self._stats.record_confirmation(input_timestamp)
         self._metrics.distribution_latency.observe(latency_ms / 1000)
         projections: dict[tuple[str, ...], bytes] = {}
+        delivered: list[str] = []
         for subscription in self._index.match(confirmation, self._expression_failed):
             if subscription.backfill_from is not None and not self._backfill.admits(
                 source.partition, subscription, confirmation.order_id
@@ -72,6 +76,8 @@ class SubscriptionRouter:
                 continue  # its backfill has yet to reach this order, and will deliver this too
             await self._output.deliver(subscription, key, body, json_value, projections)
             self._stats.record(subscription.id, input_timestamp)
+            delivered.append(subscription.id)
+        self._analytics.record(confirmation, tuple(delivered), input_timestamp)
 
     def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
         self._expression_errors(subscription.id).inc()

@@ -25,10 +25,12 @@ __all__ = [
     "AVG_PX_PLACES",
     "Fill",
     "FillSummary",
+    "add_exact",
     "average_price",
     "fill_totals",
     "order_status_for",
     "summarize_fills",
+    "volume_weighted",
 ]
 
 AVG_PX_PLACES = 8
@@ -87,6 +89,17 @@ def fill_totals(fills: Iterable[tuple[Decimal, Decimal]]) -> tuple[Decimal, Deci
         cum_qty = add(cum_qty, qty)
         notional = add(notional, multiply(qty, px))
     return cum_qty, notional
+
+
+def volume_weighted(quantity: Decimal, notional: Decimal) -> Decimal | None:
+    """Notional over quantity as avg_px is rounded (8 places, half-even); ``None`` for no
+    quantity."""
+    return None if quantity == 0 else _average(notional, quantity)
+
+
+def add_exact(total: Decimal, qty: Decimal, px: Decimal) -> Decimal:
+    """``total + qty * px``, exact."""
+    return _EXACT.add(total, _EXACT.multiply(qty, px))
 
 
 def _average(notional: Decimal, cum_qty: Decimal) -> Decimal:

@@ -232,6 +232,7 @@ ROWS = [
         lambda w, a: f"/api/v1/subscriptions/{w.subscription_id}/reconcile?from_seq=1&to_seq=10",
     ),
     Row("GET", "/api/v1/orders", READERS, 200, lambda w, a: "/api/v1/orders?status=all"),
+    Row("GET", "/api/v1/analytics", READERS, 200, lambda w, a: "/api/v1/analytics?by=venue"),
     Row(
         "GET",
         "/api/v1/orders/{order_id}",

@@ -58,6 +58,7 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/v1/subscriptions/{id}/status"),
     ("get", "/api/v1/subscriptions/{id}/audit"),
     ("get", "/api/v1/subscriptions/{id}/reconcile"),
+    ("get", "/api/v1/analytics"),
     ("get", "/api/v1/subscriptions/{id}/stream"),
     ("get", "/api/v1/subscriptions/{id}/events"),
     ("post", "/api/v1/tokens"),

@@ -1,0 +1,205 @@
+"""Analytics: executions, quantity, notional, VWAP, busts, corrections and distribution latency
+per symbol, venue, account and subscription, over the last minute, the last hour and the
+trading day. Pure: figures are added and merged exactly (decimals), and read over a window.
+
+Definitions (the README's): ``executions``, ``quantity`` and ``notional`` count TRADE
+confirmations (last_qty, last_qty x last_px); ``busts`` and ``corrections`` count BUST and
+CORRECT confirmations (they do not change quantity or notional here); ``vwap`` is notional
+over quantity, rounded like avg_px; latency runs from the execution's input timestamp to the
+commit of its confirmation. A subscription's figures count the confirmations delivered to it.
+
+Windows are kept in :data:`BUCKET_S`-second buckets: ``1m`` and ``1h`` are the buckets that
+began within the last 60 and 3,600 seconds (so a window may reach up to one bucket further
+back); ``1d`` is the trading day, from 00:00 UTC.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+from execdist.domain.delivery import LatencyHistogram
+from execdist.domain.fills import add_exact, volume_weighted
+from execdist.domain.model import Confirmation, ExecType, format_decimal
+
+BUCKET_S: Final = 10
+DAY_S: Final = 86_400
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+
+
+class Dimension(StrEnum):
+    SYMBOL = "symbol"
+    VENUE = "venue"
+    ACCOUNT = "account"
+    SUBSCRIPTION = "subscription"
+
+
+class Window(StrEnum):
+    MINUTE = "1m"
+    HOUR = "1h"
+    DAY = "1d"
+
+
+WINDOW_SECONDS: Final = {Window.MINUTE: 60, Window.HOUR: 3600}
+
+
+@dataclass
+class Figures:
+    executions: int = 0
+    quantity: Decimal = _ZERO
+    notional: Decimal = _ZERO
+    busts: int = 0
+    corrections: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def add(self, confirmation: Confirmation, latency_ms: float) -> None:
+        kind = confirmation.exec_type
+        if kind is ExecType.TRADE:
+            self.executions += 1
+            self.quantity = add_exact(self.quantity, confirmation.last_qty, _ONE)
+            self.notional = add_exact(self.notional, confirmation.last_qty, confirmation.last_px)
+        elif kind is ExecType.BUST:
+            self.busts += 1
+        else:
+            self.corrections += 1
+        self.latency.observe(latency_ms)
+
+    def merge(self, other: Figures) -> None:
+        self.executions += other.executions
+        self.quantity = add_exact(self.quantity, other.quantity, _ONE)
+        self.notional = add_exact(self.notional, other.notional, _ONE)
+        self.busts += other.busts
+        self.corrections += other.corrections
+        self.latency.merge(other.latency)
+
+    def to_dict(self) -> dict[str, object]:
+        """The wire form between workers (exact decimals as text)."""
+        return {
+            "executions": self.executions,
+            "quantity": format_decimal(self.quantity),
+            "notional": format_decimal(self.notional),
+            "busts": self.busts,
+            "corrections": self.corrections,
+            "latency": self.latency.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Figures:
+        latency = data.get("latency")
+        return cls(
+            executions=int(str(data["executions"])),
+            quantity=Decimal(str(data["quantity"])),
+            notional=Decimal(str(data["notional"])),
+            busts=int(str(data["busts"])),
+            corrections=int(str(data["corrections"])),
+            latency=LatencyHistogram.from_dict(latency if isinstance(latency, Mapping) else {}),
+        )
+
+    def item(self, key: str) -> dict[str, object]:
+        """One item of the contract's answer."""
+        vwap = volume_weighted(self.quantity, self.notional)
+        percentiles = self.latency.percentiles()
+        return {
+            "key": key,
+            "executions": self.executions,
+            "quantity": format_decimal(self.quantity),
+            "notional": format_decimal(self.notional),
+            "vwap": None if vwap is None else format_decimal(vwap),
+            "busts": self.busts,
+            "corrections": self.corrections,
+            "latency_ms": {"p50": percentiles["p50"], "p99": percentiles["p99"]},
+        }
+
+
+Keyed = dict[tuple[Dimension, str], Figures]
+
+
+def keys_of(
+    confirmation: Confirmation, subscriptions: Iterable[str]
+) -> list[tuple[Dimension, str]]:
+    return [
+        (Dimension.SYMBOL, confirmation.symbol),
+        (Dimension.VENUE, confirmation.venue),
+        (Dimension.ACCOUNT, confirmation.account),
+        *((Dimension.SUBSCRIPTION, subscription) for subscription in subscriptions),
+    ]
+
+
+class WindowedFigures:
+    """One worker's figures: :data:`BUCKET_S`-second buckets for the last hour and the day's
+    totals."""
+
+    def __init__(self) -> None:
+        self._buckets: deque[tuple[int, Keyed]] = deque()
+        self._day: tuple[int, Keyed] = (0, {})
+
+    def add(
+        self,
+        at: float,
+        confirmation: Confirmation,
+        subscriptions: Iterable[str],
+        latency_ms: float,
+    ) -> None:
+        start = int(at) // BUCKET_S * BUCKET_S
+        if not self._buckets or self._buckets[-1][0] < start:
+            self._buckets.append((start, {}))
+        bucket = self._buckets[-1][1] if self._buckets[-1][0] <= start else self._find(start)
+        day = int(at) // DAY_S * DAY_S
+        if self._day[0] != day:
+            self._day = (day, {})
+        for key in keys_of(confirmation, subscriptions):
+            for figures in (bucket, self._day[1]):
+                entry = figures.get(key)
+                if entry is None:
+                    entry = figures[key] = Figures()
+                entry.add(confirmation, latency_ms)
+        self._prune(at)
+
+    def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:
+        """The figures per key of ``by`` over ``window`` as of ``now``."""
+        result: dict[str, Figures] = {}
+        if window is Window.DAY:
+            day, figures = self._day
+            sources = [figures] if day == int(now) // DAY_S * DAY_S else []
+        else:
+            since = now - WINDOW_SECONDS[window] - BUCKET_S
+            sources = [figures for start, figures in self._buckets if start > since]
+        for figures in sources:
+            for (dimension, key), entry in figures.items():
+                if dimension is not by:
+                    continue
+                total = result.get(key)
+                if total is None:
+                    total = result[key] = Figures()
+                total.merge(entry)
+        return result
+
+    def _find(self, start: int) -> Keyed:
+        """A bucket that is not the newest (a commit's clock went back a little)."""
+        for bucket_start, figures in reversed(self._buckets):
+            if bucket_start <= start:
+                return figures
+        self._buckets.appendleft((start, {}))
+        return self._buckets[0][1]
+
+    def _prune(self, now: float) -> None:
+        oldest = now - WINDOW_SECONDS[Window.HOUR] - 2 * BUCKET_S
+        while self._buckets and self._buckets[0][0] < oldest:
+            self._buckets.popleft()
+
+
+def merge_windows(answers: Iterable[Mapping[str, Figures]]) -> dict[str, Figures]:
+    """The workers' figures of one window, key by key."""
+    merged: dict[str, Figures] = {}
+    for answer in answers:
+        for key, figures in answer.items():
+            total = merged.get(key)
+            if total is None:
+                total = merged[key] = Figures()
+            total.merge(figures)
+    return merged

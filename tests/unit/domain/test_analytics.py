@@ -1,0 +1,87 @@
+"""Analytics figures: exact sums, windows, and merging the workers' answers."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from execdist.domain import ExecType
+from execdist.domain.analytics import Dimension, Figures, Window, WindowedFigures, merge_windows
+from tests.unit.domain.test_subscriptions import make_confirmation
+
+NOW = 1_700_000_000.0  # 22:13:20 UTC: the trading day began at 00:00 UTC
+
+_fills = st.lists(
+    st.tuples(
+        st.sampled_from(["AAPL", "MSFT", "NVDA"]),
+        st.sampled_from(list(ExecType)),
+        st.decimals(min_value=1, max_value=10**9, places=4),
+        st.decimals(min_value=Decimal("0.0001"), max_value=10**5, places=4),
+        st.integers(min_value=0, max_value=3500),  # seconds ago
+    ),
+    max_size=40,
+)
+
+
+def confirmation(symbol: str, kind: ExecType, qty: Decimal, px: Decimal):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(
+        make_confirmation(symbol=symbol, exec_type=kind), last_qty=qty, last_px=px
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_fills, st.integers(min_value=0, max_value=40))
+def test_two_workers_merged_equal_one_worker_with_everything(fills, split) -> None:  # type: ignore[no-untyped-def]
+    whole, first, second = WindowedFigures(), WindowedFigures(), WindowedFigures()
+    for index, (symbol, kind, qty, px, ago) in enumerate(sorted(fills, key=lambda f: -f[4])):
+        c = confirmation(symbol, kind, qty, px)
+        whole.add(NOW - ago, c, ["s-1"], 5.0)
+        (first if index < split else second).add(NOW - ago, c, ["s-1"], 5.0)
+    for by in Dimension:
+        for window in Window:
+            expected = whole.window(by, window, NOW)
+            merged = merge_windows([first.window(by, window, NOW), second.window(by, window, NOW)])
+            assert {k: v.to_dict() for k, v in merged.items()} == {
+                k: v.to_dict() for k, v in expected.items()
+            }
+
+
+@settings(max_examples=60, deadline=None)
+@given(_fills)
+def test_the_hour_sums_trades_exactly_and_counts_busts_and_corrections(fills) -> None:  # type: ignore[no-untyped-def]
+    figures = WindowedFigures()
+    for symbol, kind, qty, px, ago in sorted(fills, key=lambda f: -f[4]):
+        figures.add(NOW - ago, confirmation(symbol, kind, qty, px), [], 1.0)
+    hour = figures.window(Dimension.SYMBOL, Window.HOUR, NOW)
+    for symbol in {f[0] for f in fills}:
+        mine = [f for f in fills if f[0] == symbol]
+        trades = [f for f in mine if f[1] is ExecType.TRADE]
+        got = hour[symbol]
+        assert got.executions == len(trades)
+        assert got.quantity == sum((f[2] for f in trades), Decimal(0))
+        assert got.notional == sum((f[2] * f[3] for f in trades), Decimal(0))  # exact here too
+        assert got.busts == sum(1 for f in mine if f[1] is ExecType.BUST)
+        assert got.corrections == sum(1 for f in mine if f[1] is ExecType.CORRECT)
+
+
+def test_windows_leave_out_what_is_older() -> None:
+    figures = WindowedFigures()
+    figures.add(NOW - 3000, confirmation("AAPL", ExecType.TRADE, Decimal(100), Decimal(10)), [], 1)
+    figures.add(NOW - 5, confirmation("AAPL", ExecType.TRADE, Decimal(300), Decimal(20)), [], 1)
+    minute = figures.window(Dimension.SYMBOL, Window.MINUTE, NOW)["AAPL"]
+    hour = figures.window(Dimension.SYMBOL, Window.HOUR, NOW)["AAPL"]
+    assert (minute.executions, hour.executions) == (1, 2)
+    item = hour.item("AAPL")
+    assert item["vwap"] == "17.5" and item["notional"] == "7000"
+    assert figures.window(Dimension.VENUE, Window.DAY, NOW)["XNAS"].executions == 2
+    tomorrow = NOW + 86_400
+    assert figures.window(Dimension.SYMBOL, Window.DAY, tomorrow) == {}
+
+
+def test_figures_travel_between_workers_unchanged() -> None:
+    figures = Figures()
+    figures.add(confirmation("AAPL", ExecType.TRADE, Decimal("1.5"), Decimal("2.25")), 3.0)
+    assert Figures.from_dict(figures.to_dict()).to_dict() == figures.to_dict()
