@@ -163,9 +163,16 @@ def register_stream_views(app: faust.App, components: Components) -> None:
                     await _send_sse_snapshot(response, snapshot)
                 await _pump_sse(response, client)
             except (ConnectionResetError, TimeoutError):
-                pass  # the client went away or stalled; nothing more to send
+                client.too_slow = True  # it went away or stalled: nothing more to send
             finally:
                 hub.disconnect(subscription.topic, client)
+            if client.too_slow and not client.shutting_down:
+                # what is written (the error event included) is flushed as far as the client
+                # reads, then the connection closes: a stalled client holds no more than its
+                # socket's buffers, and never an open stream
+                transport = native(request).transport
+                if transport is not None:
+                    transport.close()
             return response
 
 

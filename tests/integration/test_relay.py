@@ -343,3 +343,65 @@ async def test_conflation_folds_a_burst_a_plain_client_cannot_keep_up_with(worke
     # the plain client in the same burst, reading nothing, is closed
     code = await asyncio.wait_for(asyncio.to_thread(_drain_until_close, stalled), 60)
     assert code == 1013
+
+
+def _stalled_sse(worker: Worker, subscription_id: str, token: str) -> socket.socket:
+    """An SSE client with a tiny receive buffer that never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", worker.web_port))
+    sock.sendall(
+        (
+            f"GET /api/v1/subscriptions/{subscription_id}/events?from=latest&token={token} "
+            f"HTTP/1.1\r\nHost: 127.0.0.1:{worker.web_port}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 200"), response
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(60)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    sock.close()
+    return received
+
+
+async def test_a_stalled_sse_client_is_ended_while_a_healthy_one_keeps_up(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    token = str(subscription["token"])
+    stalled = await asyncio.to_thread(_stalled_sse, first, str(subscription["id"]), token)
+    records = flows("SSESLOW", 900, 14)
+    expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
+    got: list[str] = []
+
+    async def healthy() -> None:
+        async with (
+            httpx.AsyncClient(timeout=None) as http,
+            http.stream(
+                "GET",
+                f"{first.url}/api/v1/subscriptions/{subscription['id']}/events",
+                params={"from": "latest"},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and '"exec_id"' in line:
+                    got.append(orjson.loads(line.removeprefix("data: "))["exec_id"])
+                if len(got) >= len(expected):
+                    return
+
+    reader = asyncio.create_task(healthy())
+    await asyncio.sleep(1.0)
+    await produce(records)
+    await asyncio.wait_for(reader, 120)
+    assert sorted(got) == sorted(expected), "the healthy client is not held back"
+    # the stalled one, reading at last what was buffered, finds its stream ended as too slow
+    tail = await asyncio.wait_for(asyncio.to_thread(_read_until_closed, stalled), 90)
+    assert b'event: error\ndata: {"reason": "client too slow"}' in tail

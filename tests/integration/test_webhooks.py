@@ -141,17 +141,17 @@ async def test_webhook_gets_every_record_in_order_through_failures_stalls_restar
 
     assert receiver.bad_signatures == 0
     assert (receiver.fail_next, receiver.stall_next) == (0, 0), "it failed and stalled"
-    seen: set[int] = set()
+    content: dict[int, dict[str, object]] = {}
     highest = 0
     for batch in receiver.batches:
         numbers = [int(record["sub_seq"]) for record in batch]  # type: ignore[call-overload]
-        assert numbers == sorted(numbers), "a batch is in sub_seq order"
-        if numbers[0] <= highest:  # a batch sent again (at least once): whole and the same
-            assert set(numbers) <= seen, "a repeat brings nothing new out of order"
-            continue
-        assert numbers[0] == highest + 1, f"no gap and no reordering: {numbers[0]} after {highest}"
-        seen.update(numbers)
-        highest = numbers[-1]
+        assert numbers == list(range(numbers[0], numbers[-1] + 1)), "a batch is consecutive"
+        assert numbers[0] <= highest + 1, f"no gap: {numbers[0]} after {highest}"
+        for number, record in zip(numbers, batch, strict=True):
+            # at least once: a batch may overlap what came before, with the same records
+            assert content.setdefault(number, record) == record, f"{number} came back changed"
+        highest = max(highest, numbers[-1])
+    seen = set(content)
     assert sorted(seen) == list(range(1, total + 1))
 
     async def settled() -> dict[str, object]:
