@@ -19,8 +19,8 @@ from execdist.web.views import api, json_response
 def parse_analytics(query: dict[str, str]) -> tuple[Dimension, Window]:
     """``by`` (symbol, venue, account, subscription; symbol by default) and ``window`` (1m,
     1h, 1d; 1h by default)."""
-    by = query.get("by") or Dimension.SYMBOL.value
-    window = query.get("window") or Window.HOUR.value
+    by = query.get("by", Dimension.SYMBOL.value)
+    window = query.get("window", Window.HOUR.value)
     if by not in Dimension.__members__.values():
         raise HttpError(
             400, "invalid", f"by must be one of {', '.join(Dimension)}, got {by!r}", "by"
