@@ -77,6 +77,13 @@ class Figures:
         self.corrections += other.corrections
         self.latency.merge(other.latency)
 
+    @classmethod
+    def from_figures(cls, other: Figures) -> Figures:
+        """A copy of ``other`` (its histogram not shared)."""
+        copy = cls()
+        copy.merge(other)
+        return copy
+
     def to_dict(self) -> dict[str, object]:
         """The wire form between workers (exact decimals as text)."""
         return {
@@ -145,6 +152,25 @@ class WindowedFigures:
         subscriptions: Iterable[str],
         latency_ms: float,
     ) -> None:
+        self.add_all(at, [(confirmation, subscriptions, latency_ms)])
+
+    def add_all(
+        self,
+        at: float,
+        committed: Iterable[tuple[Confirmation, Iterable[str], float]],
+    ) -> None:
+        """Confirmations committed together at ``at``: summed per key first, then added to
+        the bucket and the day once per key (a commit holds hundreds of confirmations over a
+        few dozen keys)."""
+        partial: Keyed = {}
+        for confirmation, subscriptions, latency_ms in committed:
+            for key in keys_of(confirmation, subscriptions):
+                entry = partial.get(key)
+                if entry is None:
+                    entry = partial[key] = Figures()
+                entry.add(confirmation, latency_ms)
+        if not partial:
+            return
         start = int(at) // BUCKET_S * BUCKET_S
         if not self._buckets or self._buckets[-1][0] < start:
             self._buckets.append((start, {}))
@@ -152,12 +178,13 @@ class WindowedFigures:
         day = int(at) // DAY_S * DAY_S
         if self._day[0] != day:
             self._day = (day, {})
-        for key in keys_of(confirmation, subscriptions):
-            for figures in (bucket, self._day[1]):
-                entry = figures.get(key)
-                if entry is None:
-                    entry = figures[key] = Figures()
-                entry.add(confirmation, latency_ms)
+        for figures in (bucket, self._day[1]):
+            for key, entry in partial.items():
+                total = figures.get(key)
+                if total is None:
+                    figures[key] = Figures.from_figures(entry)
+                else:
+                    total.merge(entry)
         self._prune(at)
 
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:

@@ -68,10 +68,16 @@ class Analytics(Service):
 
     def committed(self) -> None:
         sealed, self._sealed = self._sealed, []
+        if not sealed:
+            return
         now = time.time()
-        for confirmation, subscriptions, input_timestamp in sealed:
-            latency_ms = 0.0 if input_timestamp is None else max(now - input_timestamp, 0) * 1000
-            self.figures.add(now, confirmation, subscriptions, latency_ms)
+        self.figures.add_all(
+            now,
+            [
+                (c, subscriptions, 0.0 if ts is None else max(now - ts, 0) * 1000)
+                for c, subscriptions, ts in sealed
+            ],
+        )
 
     def local(self, by: Dimension, window: Window) -> dict[str, Figures]:
         return self.figures.window(by, window, time.time())
