@@ -92,16 +92,25 @@ class SubscriberSequencer:
         self._awaiting: dict[int, bytes] = {}
         """Route partition -> the token of the last record this worker routed there itself:
         reading it back makes the partition local."""
+        self._route_partitions: dict[str, int] = {}
         self._instance = uuid.uuid4().hex.encode()
         self._tokens = itertools.count(1)
 
     def route_partition(self, subscription_id: str) -> int:
-        return key_partition(subscription_id.encode(), self._partitions)
+        """The route partition of a subscription (murmur2, remembered: computing it costs
+        some 4 µs of Python per record otherwise)."""
+        partition = self._route_partitions.get(subscription_id)
+        if partition is None:
+            if len(self._route_partitions) > 100_000:  # bounded whatever the churn
+                self._route_partitions.clear()
+            partition = key_partition(subscription_id.encode(), self._partitions)
+            self._route_partitions[subscription_id] = partition
+        return partition
 
     def deliver(self, subscription_id: str, topic: str, key: bytes, value: bytes) -> None:
         """Write one subscriber record (its value encoded, not yet numbered): numbered now if
         this worker may, else routed to the worker that numbers the subscription."""
-        partition = key_partition(subscription_id.encode(), self._partitions)
+        partition = self.route_partition(subscription_id)
         if partition in self._local:
             self._number(partition, subscription_id, topic, key, value)
             return
