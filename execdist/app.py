@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -38,6 +37,8 @@ from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import WorkerTransaction
 from execdist.services.analytics import Analytics, AnalyticsQueries
 from execdist.services.book import BookQueries, BookReader
+from execdist.services.readiness import ReadinessTracker
+from execdist.services.state_queries import StateQueries
 from execdist.services.subscription_audit import SubscriptionAudit
 from execdist.services.subscription_changes import SubscriptionChanges
 from execdist.services.subscription_store import SubscriptionStore
@@ -61,46 +62,11 @@ from execdist.web.docs import register_docs
 from execdist.web.streams import register_stream_views
 from execdist.web.subscriptions import register_subscription_views
 from execdist.web.tokens import register_token_views
-from execdist.web.views import register_views
+from execdist.web.views import register_health_views, register_state_views
 
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = (topics.ORDERS, topics.EXECUTIONS)
-
-
-@dataclass
-class Components:
-    """Everything the pipeline and views share; built once per app."""
-
-    settings: Settings
-    metrics: Metrics
-    registry: AsyncSchemaRegistryClient
-    pipeline: Engine
-    states: PartitionedState
-    timers: PartitionedState
-    positions: PartitionedState
-    history: PartitionedState
-    join: JoinProcessor
-    subscriptions: SubscriptionStore
-    audit: SubscriptionAudit
-    changes: SubscriptionChanges
-    guard: Guard
-    stats: DeliveryStats
-    reports: WorkerReports
-    relay: RelayHub
-    ready: ReadinessTracker
-
-
-class ReadinessTracker:
-    """Ready once partitions are assigned, tables restored and subscriptions loaded."""
-
-    def __init__(self, pipeline: Engine, subscriptions: SubscriptionStore) -> None:
-        self._pipeline = pipeline
-        self._subscriptions = subscriptions
-
-    @property
-    def ready(self) -> bool:
-        return self._pipeline.ready and self._subscriptions.loaded.is_set()
 
 
 def worker_data_dir(settings: Settings) -> str:
@@ -249,29 +215,13 @@ def create_app(settings: Settings) -> faust.App:
         analytics,
     ]
     ready = ReadinessTracker(pipeline, subscriptions)
-    components = Components(
-        settings=settings,
-        metrics=metrics,
-        registry=registry,
-        pipeline=pipeline,
-        states=states,
-        timers=timers,
-        positions=positions,
-        history=history,
-        join=join,
-        subscriptions=subscriptions,
-        audit=audit,
-        changes=SubscriptionChanges(settings, subscriptions, audit, registry),
-        guard=guard,
-        stats=stats,
-        reports=reports,
-        relay=relay,
-        ready=ready,
+    changes = SubscriptionChanges(settings, subscriptions, audit, registry)
+    register_health_views(app, settings, ready, metrics)
+    register_state_views(
+        app, settings, guard, StateQueries(states, history, positions), pipeline, reports
     )
-
-    register_views(app, components)
-    register_subscription_views(app, components)
-    register_stream_views(app, components)
+    register_subscription_views(app, settings, subscriptions, changes, reports, guard)
+    register_stream_views(app, subscriptions, relay, stats, guard)
     register_token_views(app, guard, subscriptions)
     book_reader = BookReader(settings, states, positions, lambda: pipeline.partitions)
     register_book_views(
@@ -280,5 +230,4 @@ def create_app(settings: Settings) -> faust.App:
     register_analytics_views(app, guard, AnalyticsQueries(settings, analytics, reports), analytics)
     register_docs(app)
     register_blotter(app)
-    app.execdist = components  # type: ignore[attr-defined]
     return app

@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING
 
 import faust
 import orjson
 from aiohttp import WSMsgType, web
 from faust.web import Request, View
 
+from execdist.auth import Guard
 from execdist.domain.access import Action
+from execdist.domain.delivery import DeliveryStats
 from execdist.domain.model import format_time
 from execdist.domain.subscriptions import Subscription
 from execdist.relay.hub import (
@@ -36,12 +37,10 @@ from execdist.relay.hub import (
     parse_cursor,
 )
 from execdist.relay.snapshot import SnapshotUnavailable
+from execdist.services.subscription_store import SubscriptionStore
 from execdist.web.auth import access_control, native
 from execdist.web.errors import HttpError
 from execdist.web.views import api
-
-if TYPE_CHECKING:
-    from execdist.app import Components
 
 SEND_TIMEOUT_S = 5.0
 """A client that takes longer than this to accept the frames waiting for it (at most
@@ -58,11 +57,14 @@ TRY_AGAIN_LATER = 1011
 GOING_AWAY = 1001
 
 
-def register_stream_views(app: faust.App, components: Components) -> None:
-    store = components.subscriptions
-    hub = components.relay
-    stats = components.stats
-    requires = access_control(components.guard)
+def register_stream_views(
+    app: faust.App,
+    store: SubscriptionStore,
+    hub: RelayHub,
+    stats: DeliveryStats,
+    guard: Guard,
+) -> None:
+    requires = access_control(guard)
 
     def existing(subscription_id: str) -> Subscription:
         subscription = store.get(subscription_id)

@@ -14,13 +14,13 @@ import binascii
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import faust
 import orjson
 from aiohttp import web
 from faust.web import Request, View
 
+from execdist.auth import Guard
 from execdist.domain.access import Action
 from execdist.domain.subscriptions import (
     InvalidSubscription,
@@ -32,15 +32,19 @@ from execdist.domain.subscriptions import (
 )
 from execdist.services.dry_run import FilterDryRun, ScanUnavailable
 from execdist.services.reconcile import MAX_RANGE, Reconciler, ReconcileUnavailable
-from execdist.services.subscription_changes import SubscriptionConflict, SubscriptionNotFound
+from execdist.services.subscription_changes import (
+    SubscriptionChanges,
+    SubscriptionConflict,
+    SubscriptionNotFound,
+)
 from execdist.services.subscription_progress import ProgressUnavailable, read_progress
+from execdist.services.subscription_store import SubscriptionStore
 from execdist.services.webhooks import webhook_group
+from execdist.services.worker_reports import WorkerReports
+from execdist.settings import Settings
 from execdist.web.auth import access_control, native, principal_of
 from execdist.web.errors import HttpError
 from execdist.web.views import api, json_response
-
-if TYPE_CHECKING:
-    from execdist.app import Components
 
 MAX_LIMIT = 500
 _CURSOR_ID = re.compile(r"[A-Za-z0-9._-]{1,236}")
@@ -48,12 +52,15 @@ _CURSOR_ID = re.compile(r"[A-Za-z0-9._-]{1,236}")
 DEFAULT_LIMIT = 100
 
 
-def register_subscription_views(app: faust.App, components: Components) -> None:
-    settings = components.settings
-    store = components.subscriptions
-    changes = components.changes
-    reports = components.reports
-    requires = access_control(components.guard)
+def register_subscription_views(
+    app: faust.App,
+    settings: Settings,
+    store: SubscriptionStore,
+    changes: SubscriptionChanges,
+    reports: WorkerReports,
+    guard: Guard,
+) -> None:
+    requires = access_control(guard)
     dry_runs = FilterDryRun(settings)
     reconciler = Reconciler(settings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 import faust
@@ -18,17 +18,16 @@ from aiohttp import web
 from faust.web import Request, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from execdist.domain import OrderState, order_view
+from execdist.auth import Guard
 from execdist.domain.access import Action
-from execdist.domain.positions import position_view
+from execdist.metrics import Metrics
+from execdist.services.readiness import ReadinessTracker
+from execdist.services.state_queries import NotKnown, StateQueries
 from execdist.services.subscription_store import NotLoaded
-from execdist.tables.declarations import history_prefix
+from execdist.settings import Settings
 from execdist.topics import key_partition
 from execdist.web.auth import Handler, access_control, native
 from execdist.web.errors import HttpError, error_response
-
-if TYPE_CHECKING:
-    from execdist.app import Components
 
 
 def api(handler: Handler) -> Handler:
@@ -65,9 +64,23 @@ async def json_routing_errors(request: web.Request, handler: Handler) -> web.Str
 FORWARDED_HEADER = "X-Execdist-Forwarded-By"
 
 
-def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], Handler]]:
+class Partitions(Protocol):
+    """Which input partitions this worker holds now (the engine)."""
+
+    @property
+    def partitions(self) -> list[int]: ...
+
+
+class Owners(Protocol):
+    """Which other worker holds a partition (the workers' reports)."""
+
+    def owner_url(self, partition: int) -> str | None: ...
+
+
+def owner_routed(
+    settings: Settings, local: Partitions, owners: Owners
+) -> Callable[[str], Callable[[Handler], Handler]]:
     """Answer here when this worker owns the key's partition, else forward to its owner."""
-    settings = components.settings
 
     def decorator_for(match_info: str) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
@@ -75,9 +88,9 @@ def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], 
             async def routed(self: View, request: Request, **kwargs: Any) -> Any:
                 key = request.match_info[match_info]
                 partition = key_partition(key.encode(), settings.topic_partitions)
-                if partition in components.pipeline.partitions:
+                if partition in local.partitions:
                     return await handler(self, request, **kwargs)
-                owner = _owner_of(components, partition)
+                owner = owners.owner_url(partition)
                 if owner is None or request.headers.get(FORWARDED_HEADER):
                     raise HttpError(
                         503,
@@ -92,10 +105,6 @@ def owner_routed(components: Components) -> Callable[[str], Callable[[Handler], 
         return decorator
 
     return decorator_for
-
-
-def _owner_of(components: Components, partition: int) -> str | None:
-    return components.reports.owner_url(partition)
 
 
 async def _forward(request: Request, owner: str, worker_id: str) -> web.Response:
@@ -125,10 +134,9 @@ def json_response(body: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def register_views(app: faust.App, components: Components) -> None:
-    settings = components.settings
-    owned = owner_routed(components)
-    requires = access_control(components.guard)
+def register_health_views(
+    app: faust.App, settings: Settings, ready: ReadinessTracker, metrics: Metrics
+) -> None:
     web_app = getattr(app.web, "web_app", None)
     if isinstance(web_app, web.Application):
         web_app.middlewares.append(json_routing_errors)
@@ -141,7 +149,7 @@ def register_views(app: faust.App, components: Components) -> None:
     @app.page("/health/ready")
     class Ready(View):
         async def get(self, request: Request) -> web.StreamResponse:
-            if components.ready.ready:
+            if ready.ready:
                 return json_response({"status": "ready", "worker": settings.worker_id})
             return error_response(
                 503,
@@ -150,18 +158,25 @@ def register_views(app: faust.App, components: Components) -> None:
             )
 
     @app.page("/metrics")
-    class Metrics(View):
+    class MetricsView(View):
         async def get(self, request: Request) -> web.StreamResponse:
             return web.Response(
-                body=generate_latest(components.metrics.registry),
+                body=generate_latest(metrics.registry),
                 headers={"Content-Type": CONTENT_TYPE_LATEST},
             )
 
-    def stored_state(order_id: str) -> bytes:
-        raw = components.states.lookup(order_id.encode())
-        if raw is None:
-            raise HttpError(404, "not_found", f"no order {order_id!r} is known (or it expired)")
-        return raw
+
+def register_state_views(
+    app: faust.App,
+    settings: Settings,
+    guard: Guard,
+    queries: StateQueries,
+    local: Partitions,
+    owners: Owners,
+) -> None:
+    """One order, its confirmations, one account's positions: answered by the key's owner."""
+    owned = owner_routed(settings, local, owners)
+    requires = access_control(guard)
 
     @app.page("/api/v1/orders/{order_id}")
     class OrderQuery(View):
@@ -169,8 +184,7 @@ def register_views(app: faust.App, components: Components) -> None:
         @requires(Action.READ)
         @owned("order_id")
         async def get(self, request: Request, order_id: str) -> web.StreamResponse:
-            state = OrderState.from_dict(orjson.loads(stored_state(order_id)))
-            return json_response(order_view(state))
+            return json_response(known(queries.order, order_id))
 
     @app.page("/api/v1/orders/{order_id}/confirmations")
     class OrderConfirmations(View):
@@ -178,13 +192,7 @@ def register_views(app: faust.App, components: Components) -> None:
         @requires(Action.READ)
         @owned("order_id")
         async def get(self, request: Request, order_id: str) -> web.StreamResponse:
-            stored_state(order_id)  # 404 for an order not known
-            # stored as published, under keys in seq order
-            items = [
-                orjson.loads(value)
-                for value in components.history.lookup_prefix(history_prefix(order_id))
-            ]
-            return json_response({"order_id": order_id, "items": items})
+            return json_response(known(queries.confirmations, order_id))
 
     @app.page("/api/v1/positions/{account}")
     class Positions(View):
@@ -192,9 +200,11 @@ def register_views(app: faust.App, components: Components) -> None:
         @requires(Action.READ)
         @owned("account")
         async def get(self, request: Request, account: str) -> web.StreamResponse:
-            raw = components.positions.lookup(account.encode())
-            if raw is None:
-                raise HttpError(
-                    404, "not_found", f"no executions are known for account {account!r}"
-                )
-            return json_response(position_view(account, orjson.loads(raw)))
+            return json_response(known(queries.position, account))
+
+
+def known(query: Callable[[str], dict[str, object]], key: str) -> dict[str, object]:
+    try:
+        return query(key)
+    except NotKnown as exc:
+        raise HttpError(404, "not_found", str(exc)) from None
