@@ -166,6 +166,8 @@ class Seen:
     order_id: str
     seq: int
     arrived: float
+    sub_seq: int | None = None
+    """A subscriber record's number (``None`` on ``execdist.confirmations``)."""
 
 
 class OutputTail:
@@ -211,6 +213,7 @@ class OutputTail:
                             str(body["order_id"]),
                             int(body["seq"]),
                             now,
+                            None if body.get("sub_seq") is None else int(body["sub_seq"]),
                         )
                     )
                     self.per_topic[tp.topic] += 1
@@ -293,10 +296,15 @@ class TopicReport:
     lost_by_partition: dict[int, int] = field(default_factory=dict)
     """Lost confirmations per partition (where the input's key lands): one stuck partition
     looks different from records lost here and there."""
+    sub_seq_faults: int = 0
+    """On a subscriber topic: sub_seq numbers missing from 1..n, repeated, or absent."""
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.out_of_order or self.unexpected)
+        return (
+            not (self.lost or self.duplicated or self.out_of_order or self.unexpected)
+            and not self.sub_seq_faults
+        )
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -330,7 +338,19 @@ def check_topic(
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
         out_of_order=out_of_order,
         unexpected=len(set(counts) - wanted),
+        sub_seq_faults=sub_seq_faults(seen) if topic.startswith(topics.SUBSCRIBER_PREFIX) else 0,
     )
+
+
+def sub_seq_faults(seen: list[Seen]) -> int:
+    """How far a subscriber topic's numbers are from 1, 2, 3 ... n, each once."""
+    numbers = [r.sub_seq for r in seen]
+    missing_number = sum(1 for n in numbers if n is None)
+    present = [n for n in numbers if n is not None]
+    counts = Counter(present)
+    repeated = sum(c - 1 for c in counts.values() if c > 1)
+    gaps = (max(present) - len(counts)) if present else 0
+    return missing_number + repeated + gaps
 
 
 def recovery_times(tail: OutputTail, topic: str, schedule: Schedule) -> list[float]:
@@ -404,6 +424,7 @@ class Verdict:
                 f"  {r.topic}: expected {r.expected}, seen {r.seen}, lost {r.lost}, "
                 f"duplicated {r.duplicated}, out of order {r.out_of_order}, "
                 f"unexpected {r.unexpected}"
+                + (f", sub_seq faults {r.sub_seq_faults}" if r.sub_seq_faults else "")
                 + (f", lost per partition {r.lost_by_partition}" if r.lost else "")
             )
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -421,6 +442,7 @@ class Verdict:
     def assert_clean(self) -> None:
         assert (self.lost, self.duplicated, self.out_of_order) == (0, 0, 0), self.summary()
         assert all(r.unexpected == 0 for r in self.reports), self.summary()
+        assert all(r.sub_seq_faults == 0 for r in self.reports), self.summary()
 
 
 async def verify(
