@@ -159,7 +159,9 @@ async def test_websocket_clients_that_drop_or_stall_resume_without_gap_or_repeat
     }
     plans = {
         "dropper": {"drop_every": 600},
-        "staller": {"stall_every": 2500, "stall_s": 15.0},
+        # ~140 frames/s reach this subscription: a 30 s stall (~4,200 frames) is well past its
+        # queue (2,000 frames) and the socket buffers (a few hundred), whatever the bursts
+        "staller": {"stall_every": 2500, "stall_s": 30.0},
         "steady": {},
     }
     readers = [
@@ -180,5 +182,5 @@ async def test_websocket_clients_that_drop_or_stall_resume_without_gap_or_repeat
         assert result["aborted_reads"] == 0, name
     assert results["dropper"]["drops"] >= 3
     assert results["staller"]["stalls"] >= 2
-    # not reading for 15 s fills every buffer on the way: the relay closes such a client
+    # not reading for 30 s fills every buffer on the way: the relay closes such a client
     assert results["staller"]["closed_by_server"].get(1013, 0) >= 1
