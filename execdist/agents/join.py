@@ -37,7 +37,6 @@ from execdist.domain import (
     Rejected,
     RejectReason,
     StatusNotice,
-    StatusType,
     apply_execution,
     apply_order,
     next_tick_due,
@@ -349,7 +348,7 @@ class JoinProcessor:
             elif isinstance(output, Rejected):
                 await self._dead_letters.reject(tp, offset, output)
             elif isinstance(output, StatusNotice):
-                await self.publish_status(
+                await self._dead_letters.publish_status(
                     tp,
                     output.type,
                     output.details,
@@ -362,19 +361,6 @@ class JoinProcessor:
         """Move on past an input record whose processing keeps failing (dead-lettered, with an
         ERROR status event for the operators)."""
         await self._dead_letters.set_aside(record, error)
-
-    async def publish_status(
-        self,
-        tp: TP,
-        type_: StatusType,
-        details: dict[str, object],
-        *,
-        event_id: str,
-        subscription_id: str | None = None,
-    ) -> None:
-        await self._dead_letters.publish_status(
-            tp, type_, details, event_id=event_id, subscription_id=subscription_id
-        )
 
 
 def _encoded(state: OrderState) -> bytes:

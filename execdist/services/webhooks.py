@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
+from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.subscriptions import Subscription
@@ -120,10 +121,13 @@ class WebhookDispatcher(Service):
                 for tp, records in batch.items():
                     if records:
                         await self._deliver(subscription, consumer, tp, records)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook of subscription %s stopped; it restarts", subscription.id)
+        except (KafkaError, DecodeError, RegistryUnavailable) as exc:
+            # the broker or registry failing, or a record on the topic that is not ours: the
+            # dispatcher stops without committing, and the next follow-up restarts it from
+            # the last acknowledged batch
+            log.warning(
+                "webhook of subscription %s stopped (%r); it restarts", subscription.id, exc
+            )
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
