@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.load import LoadSpec, execution_record, order_record, stamp_text
 from execdist import topics
+from execdist.agents.anomalies import AnomalyFlags
 from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.join import JoinProcessor
 from execdist.agents.routing import SubscriptionRouter
@@ -39,7 +40,14 @@ from execdist.metrics import Metrics
 from execdist.runtime.records import InputRecord
 from execdist.services.analytics import Analytics
 from execdist.settings import Settings
-from execdist.tables.declarations import HISTORY, ORDER_STATE, SUB_SEQ, TIMERS, table_specs
+from execdist.tables.declarations import (
+    ANOMALY_STATS,
+    HISTORY,
+    ORDER_STATE,
+    SUB_SEQ,
+    TIMERS,
+    table_specs,
+)
 from execdist.tables.store import PartitionedState, RocksTables
 
 PARTITIONS = 4
@@ -100,13 +108,15 @@ def inputs(events: int, accounts: int) -> list[InputRecord]:
     return records
 
 
-async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float]:
+async def run(
+    events: int, subscriptions: int, profile: bool, anomalies: bool = True
+) -> dict[str, float]:
     settings = Settings(app_id="process-cost")
     with tempfile.TemporaryDirectory() as folder:
         rocks = RocksTables(Path(folder), table_specs(settings.app_id), 64 * 1024 * 1024)
         tables = {
             name: PartitionedState(rocks, rocks.specs[name])
-            for name in (ORDER_STATE, TIMERS, HISTORY, SUB_SEQ)
+            for name in (ORDER_STATE, TIMERS, HISTORY, SUB_SEQ, ANOMALY_STATS)
         }
         for name in tables:
             for partition in range(PARTITIONS):
@@ -144,6 +154,11 @@ async def run(events: int, subscriptions: int, profile: bool) -> dict[str, float
             out=out,
             decoder=InputDecoder(None),
             metrics=metrics,
+            anomalies=(
+                AnomalyFlags(tables[ANOMALY_STATS], settings.anomaly_rules, metrics)
+                if anomalies
+                else None
+            ),
             confirmation_sinks=[router],
         )
         records = inputs(events, subscriptions)
@@ -183,8 +198,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--subscriptions", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--without-anomalies", action="store_true", help="leave the anomaly flags out (their cost)"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.events, args.subscriptions, args.profile))
+    result = asyncio.run(
+        run(args.events, args.subscriptions, args.profile, not args.without_anomalies)
+    )
     print(
         f"{result['executions']} executions, {args.subscriptions} subscription(s): "
         f"{result['cpu_us_per_execution']:.1f} us CPU per execution "

@@ -18,6 +18,7 @@ from mode import ServiceT
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
+from execdist.agents.anomalies import AnomalyFlags
 from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.continuity import InputContinuity
 from execdist.agents.dead_letters import DeadLetters
@@ -46,6 +47,7 @@ from execdist.services.webhooks import WebhookDispatcher
 from execdist.services.worker_reports import WorkerReports
 from execdist.settings import Settings
 from execdist.tables.declarations import (
+    ANOMALY_STATS,
     BLOCK_CACHE_BYTES,
     HISTORY,
     ORDER_STATE,
@@ -148,6 +150,7 @@ def create_app(settings: Settings) -> faust.App:
     timers = PartitionedState(rocks, specs[TIMERS])
     positions = PartitionedState(rocks, specs[POSITIONS])
     history = PartitionedState(rocks, specs[HISTORY])
+    anomaly_stats = PartitionedState(rocks, specs[ANOMALY_STATS])
     registry = AsyncSchemaRegistryClient(url=settings.schema_registry_url)
     subscriptions = SubscriptionStore(
         settings, transactional_id(settings, data_dir, "subscriptions")
@@ -183,6 +186,7 @@ def create_app(settings: Settings) -> faust.App:
         out=transaction,
         decoder=InputDecoder(registry),
         metrics=metrics,
+        anomalies=AnomalyFlags(anomaly_stats, settings.anomaly_rules, metrics),
         confirmation_sinks=[router],
         punctuators=[backfill.tick],
     )
@@ -195,7 +199,7 @@ def create_app(settings: Settings) -> faust.App:
             topics.SUBSCRIBER_ROUTE: sequencer,
             topics.TICKS: join,
         },
-        tables=[states, timers, positions, history, sub_seqs],
+        tables=[states, timers, positions, history, sub_seqs, anomaly_stats],
         continuity=InputContinuity(timers),
         # route nothing before every subscription in force is known
         ready=subscriptions.loaded.wait,

@@ -43,6 +43,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.anomalies = Counter(
+            "execdist_anomalies_total",
+            "Confirmations flagged by an anomaly rule (PRICE_DEVIATION, SIZE_OUTLIER).",
+            ["rule"],
+            registry=self.registry,
+        )
         self.status_events = Counter(
             "execdist_status_events_total",
             "Status events published, by type.",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from execdist.domain.anomalies import AnomalyRules
 from execdist.domain.errors import ExecDistError
 from execdist.logs import LOG_FORMATS
 
@@ -69,9 +70,19 @@ class Settings:
     tick_interval: timedelta = timedelta(seconds=1)
     """How often each partition is checked for timeouts and expiry."""
     session_timeout: timedelta = timedelta(seconds=10)
+    """How long the group waits for a silent worker before its partitions move elsewhere."""
     backfill_slice: timedelta = timedelta(milliseconds=50)
     """Time each partition's tick may spend on subscription backfills."""
-    """How long the group waits for a silent worker before its partitions move elsewhere."""
+    anomaly_price_band_bps: float = 500.0
+    """PRICE_DEVIATION: flag a fill more than this many basis points from its symbol's recent
+    VWAP (0 turns the rule off)."""
+    anomaly_size_factor: float = 10.0
+    """SIZE_OUTLIER: flag a fill above this multiple of its account's recent average fill
+    (0 turns the rule off)."""
+    anomaly_half_life: timedelta = timedelta(minutes=5)
+    """The anomaly statistics' memory: a fill counts half after this much exec_time."""
+    anomaly_min_samples: float = 20.0
+    """Fills (by weight) a symbol's or account's statistics must hold before they judge."""
     query_deadline: timedelta = timedelta(seconds=2)
     """How long a query across the book waits for the other workers' answers; a worker that
     has not answered by then makes the answer partial."""
@@ -114,6 +125,16 @@ class Settings:
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
             session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
             backfill_slice=reader.seconds("BACKFILL_SLICE_S", defaults.backfill_slice),
+            anomaly_price_band_bps=reader.number(
+                "ANOMALY_PRICE_BAND_BPS", defaults.anomaly_price_band_bps, 0, 1_000_000
+            ),
+            anomaly_size_factor=reader.number(
+                "ANOMALY_SIZE_FACTOR", defaults.anomaly_size_factor, 0, 1_000_000
+            ),
+            anomaly_half_life=reader.seconds("ANOMALY_HALF_LIFE_S", defaults.anomaly_half_life),
+            anomaly_min_samples=reader.number(
+                "ANOMALY_MIN_SAMPLES", defaults.anomaly_min_samples, 0, 1_000_000
+            ),
             query_deadline=reader.seconds("QUERY_DEADLINE_S", defaults.query_deadline),
             relay_client_queue=reader.integer(
                 "RELAY_CLIENT_QUEUE", defaults.relay_client_queue, 10, 1_000_000
@@ -135,6 +156,15 @@ class Settings:
                     f"expected host:port[,host:port...], got {settings.broker!r}",
                 )
         return settings
+
+    @property
+    def anomaly_rules(self) -> AnomalyRules:
+        return AnomalyRules(
+            price_band_bps=self.anomaly_price_band_bps,
+            size_factor=self.anomaly_size_factor,
+            half_life_s=self.anomaly_half_life.total_seconds(),
+            min_samples=self.anomaly_min_samples,
+        )
 
     @property
     def broker_url(self) -> str:
@@ -260,6 +290,20 @@ class _Reader:
         if not low <= value <= high:
             raise SettingsError(
                 PREFIX + name, f"expected a whole number from {low} to {high}, got {value}"
+            )
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise SettingsError(
+                PREFIX + name, f"expected a number from {low:.0f} to {high:.0f}, got {raw!r}"
             )
         return value
 

@@ -18,6 +18,7 @@ from functools import partial
 import orjson
 
 from execdist import topics
+from execdist.agents.anomalies import AnomalyFlags
 from execdist.agents.dead_letters import DeadLetters, origin_of
 from execdist.agents.hot_states import HotStates, approximate_size
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
@@ -37,6 +38,7 @@ from execdist.domain import (
     Rejected,
     RejectReason,
     StatusNotice,
+    StatusType,
     apply_execution,
     apply_order,
     next_tick_due,
@@ -45,6 +47,7 @@ from execdist.domain import (
     parse_order,
     stored_state_expired,
 )
+from execdist.domain.anomalies import anomaly_event_details
 from execdist.domain.positions import position_change
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.records import InputRecord
@@ -94,6 +97,7 @@ class JoinProcessor:
         out: RecordSink,
         decoder: InputDecoder,
         metrics: Metrics,
+        anomalies: AnomalyFlags | None = None,
         confirmation_sinks: list[ConfirmationSink] | None = None,
         punctuators: list[Punctuator] | None = None,
         clock: Clock = utc_now,
@@ -111,6 +115,7 @@ class JoinProcessor:
         self._created: dict[int, int] = {}
         self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
+        self._anomalies = anomalies
         self._confirmation_sinks = list(confirmation_sinks or [])
         self._punctuators = list(punctuators or [])
         self._records_in = LabelledChildren(metrics.records_in)
@@ -265,6 +270,8 @@ class JoinProcessor:
         self._sweep_cursor.pop(partition, None)
         self._created.pop(partition, None)
         self._hot.pop(partition, None)
+        if self._anomalies is not None:
+            self._anomalies.release(partition)
 
     def _load_timers(self, partition: int) -> dict[str, str]:
         """The partition's pending timeouts (order_id -> due), read once, then kept in step."""
@@ -335,6 +342,8 @@ class JoinProcessor:
         for index, output in enumerate(outputs):
             if isinstance(output, Confirmed):
                 confirmation = output.confirmation
+                if self._anomalies is not None:
+                    confirmation = self._anomalies.flag(tp.partition, confirmation)
                 body = confirmation.to_dict()
                 key = confirmation.order_id.encode()
                 value = encode_json(body)
@@ -345,6 +354,13 @@ class JoinProcessor:
                 for sink in self._confirmation_sinks:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
                 self._confirmed(confirmation.exec_type.value).inc()
+                if confirmation.anomaly is not None:
+                    await self._dead_letters.publish_status(
+                        tp,
+                        StatusType.ANOMALY,
+                        anomaly_event_details(confirmation),
+                        event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}:anomaly",
+                    )
             elif isinstance(output, Rejected):
                 await self._dead_letters.reject(tp, offset, output)
             elif isinstance(output, StatusNotice):

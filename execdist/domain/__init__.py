@@ -9,6 +9,7 @@ Nothing in this package performs I/O, reads the clock or imports Faust or Kafka;
 * :mod:`~execdist.domain.order_state` what is remembered per order_id, and its JSON form
 * :mod:`~execdist.domain.join`        the transitions: apply_order, apply_execution, on_tick
 * :mod:`~execdist.domain.outputs`     what a transition asks the wiring to publish
+* :mod:`~execdist.domain.anomalies`   the anomaly rules and the statistics they judge by
 * :mod:`~execdist.domain.errors`      the ExecDistError tree
 """
 

@@ -27,7 +27,9 @@ compiled here into plain Python closures that evaluate it with the domain's own 
   and a string is false, not an error.
 * Strings: every other field (``side``, ``exec_type`` and ``order_status`` as their names;
   ``exec_time`` and ``confirmed_at`` as ISO-8601 UTC text with microseconds, so text order is
-  time order; ``ref_exec_id`` may be null).
+  time order; ``ref_exec_id`` may be null; ``anomaly`` is null, or the rules the execution
+  broke joined by commas, so ``anomaly != null`` matches every flagged confirmation and
+  ``anomaly != null && anomaly.contains("SIZE_OUTLIER")`` the oversized ones).
 
 Supported: literals, the fields, lists, ``in``, ``&&``, ``||``, ``!``, ``? :``, comparisons,
 arithmetic, ``size``, ``startsWith``, ``endsWith``, ``contains``, ``int`` and ``string``.
@@ -87,7 +89,7 @@ DECIMAL_FIELDS: Final = frozenset(
 )
 _INT_FIELDS: Final = frozenset({"seq"})
 _TIME_FIELDS: Final = frozenset({"exec_time", "confirmed_at"})
-_NULLABLE_FIELDS: Final = frozenset({"ref_exec_id"})
+_NULLABLE_FIELDS: Final = frozenset({"ref_exec_id", "anomaly"})
 _INDEXED_FIELDS: Final = {
     "account": "accounts",
     "symbol": "symbols",
@@ -387,6 +389,8 @@ def _field(name: str) -> _Compiled:
         return _Compiled(_getter(name), INT)
     if name in _TIME_FIELDS:
         return _Compiled(_time_getter(name), STR)
+    if name == "anomaly":
+        return _Compiled(_anomaly_rules, DYN)
     if name in _NULLABLE_FIELDS:
         return _Compiled(_getter(name), DYN)
     get = _getter(name)
@@ -397,6 +401,12 @@ def _field(name: str) -> _Compiled:
 
 def _getter(name: str) -> _Eval:
     return attrgetter(name)
+
+
+def _anomaly_rules(confirmation: Confirmation) -> object:
+    """``anomaly`` as expressions see it: null, or the rules broken joined by commas."""
+    anomaly = confirmation.anomaly
+    return None if anomaly is None else ",".join(rule.value for rule in anomaly.rules)
 
 
 def _time_getter(name: str) -> _Eval:

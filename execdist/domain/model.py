@@ -23,6 +23,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 __all__ = [
+    "Anomaly",
+    "AnomalyRule",
     "Confirmation",
     "ExecType",
     "Execution",
@@ -86,7 +88,7 @@ class RejectReason(StrEnum):
 
 
 class StatusType(StrEnum):
-    """The ``type`` of a StatusEvent on ``execdist.status``; the domain emits only the last two."""
+    """The ``type`` of a StatusEvent on ``execdist.status``; the domain emits the last three."""
 
     SUBSCRIPTION_CREATED = "SUBSCRIPTION_CREATED"
     SUBSCRIPTION_UPDATED = "SUBSCRIPTION_UPDATED"
@@ -97,6 +99,41 @@ class StatusType(StrEnum):
     HEALTH = "HEALTH"
     SEQUENCE_GAP = "SEQUENCE_GAP"
     OVERFILL = "OVERFILL"
+    ANOMALY = "ANOMALY"
+
+
+class AnomalyRule(StrEnum):
+    """A rule of :mod:`execdist.domain.anomalies` that an execution broke."""
+
+    PRICE_DEVIATION = "PRICE_DEVIATION"
+    """last_px strays from the symbol's recent VWAP by more than the price band."""
+    SIZE_OUTLIER = "SIZE_OUTLIER"
+    """last_qty is more than the size factor times the account's recent average fill."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Why a confirmation is flagged: the rules its execution broke and the figures behind
+    them, as text (``details`` keys are listed in :mod:`execdist.domain.anomalies`)."""
+
+    rules: tuple[AnomalyRule, ...]
+    details: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rules": [rule.value for rule in self.rules], "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Anomaly:
+        rules = data.get("rules")
+        details = data.get("details")
+        if not isinstance(rules, list) or not isinstance(details, Mapping):
+            raise TypeError(
+                f"anomaly: expected rules (a list) and details (an object), got {data!r}"
+            )
+        return cls(
+            tuple(AnomalyRule(str(rule)) for rule in rules),
+            {str(key): str(value) for key, value in details.items()},
+        )
 
 
 _FORMATTED: dict[Decimal, str] = {}
@@ -198,6 +235,14 @@ def _stored_str(data: Mapping[str, object], key: str) -> str:
 
 def _stored_optional_str(data: Mapping[str, object], key: str) -> str | None:
     return None if data.get(key) is None else _stored_str(data, key)
+
+
+def _stored_anomaly(value: object) -> Anomaly | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"anomaly: expected an object or null, got {type(value).__name__}")
+    return Anomaly.from_dict(value)
 
 
 def _stored_int(data: Mapping[str, object], key: str) -> int:
@@ -341,6 +386,8 @@ class Confirmation:
     exec_time: datetime
     confirmed_at: datetime
     """When the service applied the execution (the ``now`` passed in)."""
+    anomaly: Anomaly | None = None
+    """Set when the execution broke an anomaly rule (:mod:`execdist.domain.anomalies`)."""
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form, keys in contract order."""
@@ -364,6 +411,7 @@ class Confirmation:
             "order_status": self.order_status.value,
             "exec_time": format_time(self.exec_time),
             "confirmed_at": format_time(self.confirmed_at),
+            "anomaly": None if self.anomaly is None else self.anomaly.to_dict(),
         }
 
     @classmethod
@@ -389,4 +437,5 @@ class Confirmation:
             order_status=OrderStatus(_stored_str(data, "order_status")),
             exec_time=parse_stored_time(data["exec_time"]),
             confirmed_at=parse_stored_time(data["confirmed_at"]),
+            anomaly=_stored_anomaly(data.get("anomaly")),
         )

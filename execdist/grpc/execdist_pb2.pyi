@@ -99,6 +99,7 @@ class Confirmation(_message.Message):
         "exec_time",
         "confirmed_at",
         "sub_seq",
+        "anomaly",
     )
     CONFIRMATION_ID_FIELD_NUMBER: _ClassVar[int]
     EXEC_ID_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +121,7 @@ class Confirmation(_message.Message):
     EXEC_TIME_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_AT_FIELD_NUMBER: _ClassVar[int]
     SUB_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ANOMALY_FIELD_NUMBER: _ClassVar[int]
     confirmation_id: str
     exec_id: str
     order_id: str
@@ -140,6 +142,7 @@ class Confirmation(_message.Message):
     exec_time: str
     confirmed_at: str
     sub_seq: int
+    anomaly: Anomaly
     def __init__(
         self,
         confirmation_id: _Optional[str] = ...,
@@ -162,6 +165,25 @@ class Confirmation(_message.Message):
         exec_time: _Optional[str] = ...,
         confirmed_at: _Optional[str] = ...,
         sub_seq: _Optional[int] = ...,
+        anomaly: _Optional[_Union[Anomaly, _Mapping]] = ...,
+    ) -> None: ...
+
+class Anomaly(_message.Message):
+    __slots__ = ("rules", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    details: _containers.ScalarMap[str, str]
+    def __init__(
+        self, rules: _Optional[_Iterable[str]] = ..., details: _Optional[_Mapping[str, str]] = ...
     ) -> None: ...
 
 class Heartbeat(_message.Message):

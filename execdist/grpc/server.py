@@ -92,7 +92,13 @@ def confirmation_message(value: bytes) -> pb.Confirmation:
     for name, item in data.items():
         if name not in _FIELDS or item is None:
             continue
-        fields[name] = int(item) if name in _INT_FIELDS else str(item)
+        if name == "anomaly":
+            fields[name] = pb.Anomaly(
+                rules=[str(rule) for rule in item["rules"]],
+                details={str(key): str(value) for key, value in item["details"].items()},
+            )
+        else:
+            fields[name] = int(item) if name in _INT_FIELDS else str(item)
     return pb.Confirmation(**fields)
 
 

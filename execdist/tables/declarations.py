@@ -16,6 +16,9 @@ bytes written by :class:`~execdist.tables.store.PartitionedState`:
   deleted with the order's state.
 * ``execdist-sub-seq``: per subscription id, the last ``sub_seq`` given to one of its records
   (decimal ASCII), in the partition of ``execdist-internal.subscriber-route`` the id falls in.
+* ``execdist-anomaly-stats``: ``symbol:<symbol>`` and ``account:<account>``, the recent fills
+  the anomaly rules judge by (:class:`~execdist.domain.anomalies.RecentFills` as JSON), learnt
+  from the executions of the partition.
 
 RocksDB's block cache defaults to 2 GiB per database; the worker shares one cache of
 ``BLOCK_CACHE_BYTES`` between all of its databases, and one budget of ``WRITE_BUFFER_BYTES``
@@ -31,6 +34,7 @@ TIMERS = "execdist-timers"
 POSITIONS = "execdist-positions"
 HISTORY = "execdist-confirmation-history"
 SUB_SEQ = "execdist-sub-seq"
+ANOMALY_STATS = "execdist-anomaly-stats"
 
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -61,7 +65,7 @@ def changelog_topic(app_id: str, table: str) -> str:
 def table_specs(app_id: str) -> list[TableSpec]:
     return [
         TableSpec(name, changelog_topic(app_id, name))
-        for name in (ORDER_STATE, TIMERS, POSITIONS, HISTORY, SUB_SEQ)
+        for name in (ORDER_STATE, TIMERS, POSITIONS, HISTORY, SUB_SEQ, ANOMALY_STATS)
     ]
 
 

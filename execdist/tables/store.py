@@ -167,8 +167,12 @@ class PartitionedState:
         """Write ``key`` with the value ``encode()`` will give when it is first needed (at the
         commit, or by a read), so a key written many times in one transaction is encoded once,
         as Kafka Streams' record cache serialises on flush. ``encode`` must give the value as
-        of its last write: the caller puts again after every change."""
-        self._overlay.setdefault(partition, {})[key] = _Later(encode)
+        of its last write: the caller puts again after every change (with the same ``encode``
+        again, that costs a lookup)."""
+        pending = self._overlay.setdefault(partition, {})
+        current = pending.get(key)
+        if type(current) is not _Later or current.encode is not encode:
+            pending[key] = _Later(encode)
 
     def delete(self, partition: int, key: bytes) -> None:
         self._overlay.setdefault(partition, {})[key] = _DELETED

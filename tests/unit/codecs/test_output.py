@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -18,7 +19,9 @@ from execdist.codecs import (
     encode_json,
     parsed_schema,
 )
+from execdist.codecs.output import with_sub_seq
 from execdist.domain import Confirmation, StatusType
+from execdist.domain.model import Anomaly, AnomalyRule
 from tests.unit.codecs.fixtures import (
     CONFIRMATION_SCHEMA_ID,
     DictSchemaLookup,
@@ -66,6 +69,24 @@ async def test_avro_confirmation_round_trips_through_the_decoder() -> None:
     value = encode_avro(CONFIRMATION_SCHEMA_ID, "confirmation", confirmation.to_dict())
     record = await InputDecoder(lookup=DictSchemaLookup()).decode(value)
     assert record["cum_qty"] == Decimal("35.00000000")
+    assert Confirmation.from_dict(as_json_ready(record)) == confirmation
+
+
+@pytest.mark.parametrize("rules", [(AnomalyRule.PRICE_DEVIATION,), tuple(AnomalyRule)])
+async def test_avro_flagged_confirmation_round_trips_with_its_anomaly_and_sub_seq(
+    rules: tuple[AnomalyRule, ...],
+) -> None:
+    anomaly = Anomaly(rules, {"symbol_vwap": "187.45", "deviation_bps": "612.5"})
+    confirmation = replace(sample_confirmation(), anomaly=anomaly)
+    value = with_sub_seq(
+        encode_avro(CONFIRMATION_SCHEMA_ID, "confirmation", confirmation.to_dict()), 300
+    )
+    record = await InputDecoder(lookup=DictSchemaLookup()).decode(value)
+    assert record["anomaly"] == {
+        "rules": [rule.value for rule in rules],
+        "details": anomaly.details,
+    }
+    assert record["sub_seq"] == 300
     assert Confirmation.from_dict(as_json_ready(record)) == confirmation
 
 

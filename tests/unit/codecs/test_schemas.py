@@ -23,6 +23,7 @@ import pytest
 from execdist.codecs import SCHEMA_NAMES, SchemaFilesMissing, parsed_schema, raw_schema
 from execdist.codecs.schemas import schema_dir, schema_path
 from execdist.domain import Confirmation, Execution, Order, StatusType
+from execdist.domain.model import Anomaly
 from execdist.domain.validation import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
 
 NAMESPACE = "io.execdist.v1"
@@ -33,6 +34,15 @@ DECIMAL = {
     "scale": MAX_FRACTION_DIGITS,
 }
 TIMESTAMP = {"type": "long", "logicalType": "timestamp-micros"}
+ANOMALY = {
+    "type": "record",
+    "name": "Anomaly",
+    "fields": [
+        # rule names as strings, not an enum: a reader that predates a new rule still reads it
+        {"name": "rules", "type": {"type": "array", "items": "string"}},
+        {"name": "details", "type": {"type": "map", "values": "string"}},
+    ],
+}
 
 
 class JsonObject:
@@ -76,6 +86,7 @@ def expected_avro_type(python_type: Any) -> Any:
         Decimal: DECIMAL,
         datetime: TIMESTAMP,
         JsonObject: "string",
+        Anomaly: ANOMALY,
     }
     assert python_type in mapping, f"no Avro mapping for {python_type}"
     return mapping[python_type]

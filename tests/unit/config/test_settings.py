@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from execdist.domain.anomalies import AnomalyRules
 from execdist.settings import Settings, SettingsError
 
 
@@ -16,6 +17,7 @@ def test_defaults_work_without_any_variable() -> None:
     assert settings.broker_url == "kafka://127.0.0.1:9092"
     assert settings.topic_partitions == 4
     assert settings.gap_timeout == timedelta(seconds=10)
+    assert settings.anomaly_rules == AnomalyRules()  # the documented defaults
 
 
 def test_variables_are_read_and_converted() -> None:
@@ -28,6 +30,10 @@ def test_variables_are_read_and_converted() -> None:
             "EXECDIST_ORPHAN_TIMEOUT_S": "2.5",
             "EXECDIST_ADMIN_TOKEN": "a-long-secret",
             "EXECDIST_CANONICAL_HOST": "worker-3",
+            "EXECDIST_ANOMALY_PRICE_BAND_BPS": "250.5",
+            "EXECDIST_ANOMALY_SIZE_FACTOR": "0",
+            "EXECDIST_ANOMALY_HALF_LIFE_S": "60",
+            "EXECDIST_ANOMALY_MIN_SAMPLES": "5",
         }
     )
     assert settings.bootstrap_servers == ["k1:9092", "k2:9093"]
@@ -36,6 +42,9 @@ def test_variables_are_read_and_converted() -> None:
     assert settings.topic_partitions == 12
     assert settings.orphan_timeout == timedelta(seconds=2.5)
     assert settings.canonical_url == "http://worker-3:7000"
+    assert settings.anomaly_rules == AnomalyRules(
+        price_band_bps=250.5, size_factor=0, half_life_s=60, min_samples=5
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,6 +59,10 @@ def test_variables_are_read_and_converted() -> None:
         ("EXECDIST_BROKER", "localhost", "host:port"),
         ("EXECDIST_ADMIN_TOKEN", "short", "at least 8"),
         ("EXECDIST_LOG_LEVEL", "loud", "debug, info, warning, error"),
+        ("EXECDIST_ANOMALY_PRICE_BAND_BPS", "-5", "number from 0 to 1000000"),
+        ("EXECDIST_ANOMALY_SIZE_FACTOR", "big", "number from 0 to 1000000"),
+        ("EXECDIST_ANOMALY_MIN_SAMPLES", "nan", "number from 0 to 1000000"),
+        ("EXECDIST_ANOMALY_HALF_LIFE_S", "0", "greater than 0"),
     ],
 )
 def test_bad_values_name_the_variable_and_what_is_allowed(

@@ -16,7 +16,7 @@ from execdist.domain.expressions import (
     InvalidExpression,
     compile_expression,
 )
-from execdist.domain.model import format_decimal
+from execdist.domain.model import Anomaly, AnomalyRule, format_decimal
 from tests.unit.domain.test_subscriptions import make_confirmation
 
 
@@ -100,6 +100,24 @@ def test_a_failure_on_a_record_is_an_evaluation_error_not_a_wrong_answer(source:
     record = confirmation(last_qty=Decimal("999999999999999999.99999999"))
     with pytest.raises(EvaluationError):
         compile_expression(source).matches(record)
+
+
+FLAGGED = Anomaly((AnomalyRule.PRICE_DEVIATION, AnomalyRule.SIZE_OUTLIER), {"size_ratio": "12"})
+
+
+@pytest.mark.parametrize(
+    ("source", "plain", "flagged"),
+    [
+        ("anomaly != null", False, True),
+        ("anomaly == null", True, False),
+        ('anomaly != null && anomaly.contains("SIZE_OUTLIER")', False, True),
+        ('anomaly == "PRICE_DEVIATION,SIZE_OUTLIER"', False, True),
+        ('anomaly != null && symbol == "MSFT"', False, False),
+    ],
+)
+def test_anomaly_is_null_or_its_rules(source: str, plain: bool, flagged: bool) -> None:
+    assert matches(source) is plain
+    assert matches(source, confirmation(anomaly=FLAGGED)) is flagged
 
 
 def test_and_or_absorb_an_error_when_the_other_side_decides() -> None:

@@ -140,7 +140,9 @@ def test_confirmation_json_form() -> None:
         "order_status",
         "exec_time",
         "confirmed_at",
+        "anomaly",
     ]
+    assert as_dict["anomaly"] is None  # the join alone flags nothing; see test_anomalies
     assert as_dict["avg_px"] == "187.45"
     assert as_dict["leaves_qty"] == "60"
     assert as_dict["side"] == "BUY"
