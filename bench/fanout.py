@@ -487,6 +487,10 @@ async def measure(
     behind_max = 0.0
     frames_before = progress.total(FRAMES)
     say(f"{mode}: producing {total} records at {rate:g}/s for {seconds:g} s")
+    floor: BrokerFloor | None = None
+    if mode == "relay":
+        floor = BrokerFloor([s["topic"] for s in subscriptions], f"M-{mode}-{run}-")
+        await floor.start()
     async with Feed(mode, run, subscriptions) as feed:
         cpu_start, wall_start = cpu_seconds(worker_pid), time.monotonic()
         start = time.time()
@@ -524,6 +528,7 @@ async def measure(
         await asyncio.sleep(0.1)
     cpu = cpu_seconds(worker_pid) - cpu_start
     wall = time.monotonic() - wall_start
+    floor_latencies = await floor.stop(total) if floor is not None else []
     say(f"{mode}: frames received {progress.total(FRAMES) - frames_before} of {expected_total}")
     return {
         "per_subscription": per_subscription,
@@ -532,7 +537,71 @@ async def measure(
         "worker_cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
         "load_average": os.getloadavg(),
+        "broker_floor_latencies": floor_latencies,
     }
+
+
+class BrokerFloor:
+    """The broker's own produce -> read_committed fetch latency, measured in the same run: one
+    plain consumer of every subscription topic (no group, read_committed, the relay's fetch
+    settings) stamping each measured record on receipt against its intended send time, as
+    the clients do. What the relay adds is the clients' latency above this."""
+
+    def __init__(self, topic_names: list[str], prefix: str) -> None:
+        self.topic_names = topic_names
+        self.prefix = prefix.encode()
+        self.latencies: list[float] = []
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=BROKER,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=500,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BROKER)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(self.topic_names)
+        finally:
+            await admin.close()
+        tps = [
+            TopicPartition(topic["topic"], partition["partition"])
+            for topic in described
+            for partition in topic["partitions"]
+        ]
+        await self.consumer.start()
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self.consumer.position(tp)
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    if record.key is None or not record.key.startswith(self.prefix):
+                        continue
+                    sent = datetime.strptime(
+                        orjson.loads(record.value)["exec_time"], "%Y-%m-%dT%H:%M:%S.%fZ"
+                    ).replace(tzinfo=UTC)
+                    self.latencies.append((now - sent.timestamp()) * 1000)
+
+    async def stop(self, expected: int, wait_s: float = 10.0) -> list[float]:
+        deadline = time.monotonic() + wait_s
+        while len(self.latencies) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.consumer.stop()
+        return self.latencies
 
 
 def summarize(
@@ -595,6 +664,20 @@ def summarize(
             "p999": percentile(ordered, 0.999),
             "max": round(ordered[-1], 2) if ordered else None,
         },
+        "broker_floor_ms": latency_summary(sent.get("broker_floor_latencies") or []),
+    }
+
+
+def latency_summary(latencies: list[float]) -> dict[str, Any] | None:
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    return {
+        "samples": len(ordered),
+        "p50": percentile(ordered, 0.50),
+        "p90": percentile(ordered, 0.90),
+        "p99": percentile(ordered, 0.99),
+        "max": round(ordered[-1], 2),
     }
 
 
@@ -618,6 +701,15 @@ def show(result: dict[str, Any]) -> str:
             f"   producer    at most {result['producer_behind_schedule_max_ms']} ms behind "
             "schedule",
         ]
+        + (
+            [
+                f"   broker      produce -> read_committed fetch, same run: p50 {floor['p50']}  "
+                f"p90 {floor['p90']}  p99 {floor['p99']}  max {floor['max']}  "
+                f"({floor['samples']} samples)"
+            ]
+            if (floor := result.get("broker_floor_ms"))
+            else []
+        )
     )
 
 
@@ -810,8 +902,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compress",
         action="store_true",
-        help="clients offer permessage-deflate, as browsers do (the server then deflates "
-        "every frame for every client)",
+        help="clients offer permessage-deflate, as browsers do (the worker declines it: a "
+        "frame's bytes are written as they are to every client of the subscription)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "fanout.json")
     args = parser.parse_args(argv)

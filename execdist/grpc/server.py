@@ -232,6 +232,7 @@ class DistributionServicer(pb_grpc.DistributionServicer):
                 try:
                     await asyncio.wait_for(context.write(response), SEND_TIMEOUT_S)
                 except TimeoutError:
+                    client.too_slow = True  # counted as such when it is disconnected
                     break
         finally:
             self._hub.disconnect(subscription.topic, client)

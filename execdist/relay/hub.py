@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +155,7 @@ class Frame:
     per client.
     """
 
-    __slots__ = ("_message", "cursor", "folded", "value")
+    __slots__ = ("_message", "_wire", "cursor", "folded", "value")
 
     def __init__(self, cursor: str, value: bytes, folded: list[int] | None = None) -> None:
         self.cursor = cursor
@@ -164,6 +164,7 @@ class Frame:
         """For a conflated frame standing for several records: the sub_seq of each, its own
         last; ``None`` otherwise."""
         self._message: bytes | None = None
+        self._wire: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Frame(cursor={self.cursor!r}, value={self.value!r})"
@@ -193,6 +194,13 @@ class Frame:
             )
         return self._message
 
+    def websocket_wire(self) -> bytes:
+        """The whole WebSocket frame as it goes on the wire (a final, unmasked text frame,
+        uncompressed): built once, then written as it is to every client in step."""
+        if self._wire is None:
+            self._wire = websocket_text_frame(self.websocket_message())
+        return self._wire
+
     def value_with_folded(self) -> bytes:
         """The record's JSON, with ``"folded"`` as its last key when the frame is conflated
         (the form of an SSE event's data)."""
@@ -202,6 +210,19 @@ class Frame:
 
 
 _SUB_SEQ_KEY = b'"sub_seq":'
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """RFC 6455: FIN and the text opcode, the payload length (7 bits, or 126 and 16 bits, or
+    127 and 64 bits; a server's frames are not masked), then the payload."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
 
 
 async def json_for_clients(decoder: InputDecoder, value: bytes) -> bytes:
@@ -235,6 +256,13 @@ class RelayClient:
     fed: bool = False
     """Whether a record was queued since the hub's last heartbeat tick."""
     quiet_ticks: int = 0
+    direct: Callable[[Frame], bool] | None = None
+    """Writes a frame to the client at once, if it can take it now (its connection's buffer
+    is not backed up); ``False`` otherwise. Set by a sender that can write without waiting
+    (the WebSocket one); then a frame with nothing before it is written as it is offered,
+    with no queue and no task switch, and only a backlog goes through the queue."""
+    sending: bool = False
+    """The sender holds frames taken from the queue that are not written yet."""
 
     def offer(
         self,
@@ -255,6 +283,9 @@ class RelayClient:
         if shared is None or self.position != shared_position:
             shared = Frame(format_cursor(self.position), value)
         self.fed = True
+        direct = self.direct
+        if direct is not None and not self.sending and self.queue.empty() and direct(shared):
+            return
         try:
             self.queue.put_nowait(shared)
         except asyncio.QueueFull:

@@ -5,10 +5,11 @@ like on the WebSocket relay (UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, INVA
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import grpc
+import httpx
 import orjson
 import pytest
 
@@ -187,3 +188,73 @@ async def test_grpc_cursor_older_than_the_topic_is_out_of_range(workers) -> None
         "code": "cursor_expired",
         "earliest": "0:3",
     }
+
+
+def metric(worker: Worker, name: str, subscription_id: object) -> float:
+    """One labelled sample of the worker's /metrics (0 when absent)."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+    prefix = f'{name}{{subscription="{subscription_id}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(condition):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:g} s")
+        await asyncio.sleep(0.2)
+
+
+async def test_a_stalled_grpc_client_is_ended_while_a_healthy_one_keeps_up(workers) -> None:
+    first, _ = workers
+    subscription = await subscribe(first)
+    token = subscription["token"]
+    records = flows("GRPCSLOW", 900, 15)
+    expected = [c["exec_id"] for items in expected_confirmations(records).values() for c in items]
+    # a client that never reads: no BDP probing, so its stream window stays at 64 KiB and the
+    # server can send it only that much
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{grpc_port(first)}", options=[("grpc.http2.bdp_probe", 0)]
+    ) as stalled_channel:
+        stalled = pb_grpc.DistributionStub(stalled_channel).Subscribe(
+            request(subscription["id"], "latest"), metadata=bearer(token)
+        )
+        await until(
+            lambda: metric(first, "execdist_relay_clients", subscription["id"]) >= 1,
+            30,
+            "the stalled client connecting",
+        )
+        healthy = asyncio.create_task(
+            read_grpc(first, subscription["id"], "latest", token, len(expected), timeout=120)
+        )
+        await until(
+            lambda: metric(first, "execdist_relay_clients", subscription["id"]) >= 2,
+            30,
+            "the healthy client connecting",
+        )
+        await produce(records)
+        got, _ = await healthy
+        assert sorted(c.exec_id for c in got) == sorted(expected), "the healthy one kept up"
+        # the server gave up on the stalled one without its reading anything: what it held
+        # for it is released, and it is counted as too slow
+        await until(
+            lambda: metric(first, "execdist_relay_slow_clients_total", subscription["id"]) >= 1,
+            60,
+            "the stalled client being dropped",
+        )
+        await until(
+            lambda: metric(first, "execdist_relay_clients", subscription["id"]) == 0,
+            10,
+            "no client left on the subscription",
+        )
+        # reading at last, it finds what fitted in its window, then the end of its stream
+        received = 0
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for response in stalled:
+                received += response.WhichOneof("kind") == "confirmation"
+        assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ended.value.details() == "client too slow"
+        assert received < len(expected)

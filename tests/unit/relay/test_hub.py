@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from execdist.codecs.input import InputDecoder
 from execdist.metrics import Metrics
@@ -15,6 +16,7 @@ from execdist.relay.hub import (
     RelayHub,
     SubscriptionReader,
     format_cursor,
+    websocket_text_frame,
 )
 from execdist.settings import Settings
 from execdist.topics import subscriber_topic
@@ -145,3 +147,44 @@ def test_a_client_closed_as_too_slow_is_counted_once() -> None:
     hub.disconnect(topic, slow)  # a transport may say it twice
     hub.disconnect(topic, leaving)
     assert _samples(metrics, "execdist_relay_slow_clients_total") == {"sub-2": 1.0}
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_a_frame_goes_on_the_wire_as_one_final_unmasked_text_frame(size: int) -> None:
+    payload = b"x" * size
+    wire = websocket_text_frame(payload)
+    assert wire[0] == 0x81  # FIN, text
+    assert wire[1] & 0x80 == 0  # a server does not mask
+    if size < 126:
+        assert (wire[1], wire[2:]) == (size, payload)
+    elif size < 65536:
+        assert wire[1] == 126 and int.from_bytes(wire[2:4], "big") == size
+        assert wire[4:] == payload
+    else:
+        assert wire[1] == 127 and int.from_bytes(wire[2:10], "big") == size
+        assert wire[10:] == payload
+
+
+async def test_a_client_in_step_is_written_at_once_and_a_backlog_keeps_the_order() -> None:
+    written: list[bytes] = []
+    accepting = True
+
+    def direct(frame: Frame) -> bool:
+        if accepting:
+            written.append(frame.websocket_wire())
+        return accepting
+
+    client = RelayClient(position={0: 0})
+    client.direct = direct
+    client.offer(0, 0, b'{"n":0}')
+    assert len(written) == 1 and client.queue.empty()  # no queue, no task switch
+    accepting = False  # the connection backs up: frames wait in the queue, in order
+    client.offer(0, 1, b'{"n":1}')
+    accepting = True
+    client.offer(0, 2, b'{"n":2}')  # not written ahead of the one waiting
+    assert len(written) == 1
+    batch = await client.next_batch(10)
+    assert [frame.value for frame in batch] == [b'{"n":1}', b'{"n":2}']
+    client.sending = True  # the sender holds them: later frames still queue behind
+    client.offer(0, 3, b'{"n":3}')
+    assert len(written) == 1 and client.queue.qsize() == 1
