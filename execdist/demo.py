@@ -44,9 +44,17 @@ def _now() -> str:
 
 
 def order_flow(
-    rng: random.Random, order_id: str, *, max_fills: int = 4, allow_amend: bool = True
+    rng: random.Random,
+    order_id: str,
+    *,
+    max_fills: int = 4,
+    allow_amend: bool = True,
+    fat_finger: float = 0.0,
 ) -> Iterator[FeedRecord]:
-    """An order followed by its executions: trades, and sometimes a correction or a bust."""
+    """An order followed by its executions: trades, and sometimes a correction or a bust.
+
+    ``fat_finger``: the chance that a trade's price is 8 % off (which the PRICE_DEVIATION rule
+    flags once its symbol has history); 0 leaves the flow, and ``rng``'s use, as they were."""
     symbol = rng.choice(sorted(SYMBOLS))
     base_px = Decimal(SYMBOLS[symbol])
     quantity = rng.randrange(1, 20) * 100
@@ -75,6 +83,8 @@ def order_flow(
         remaining -= qty
         exec_id = f"{order_id}-E{seq}"
         px = base_px + Decimal(rng.randrange(-25, 26)) / Decimal(100)
+        if fat_finger and rng.random() < fat_finger:
+            px = (px * Decimal("1.08")).quantize(Decimal("0.01"))
         yield FeedRecord(
             topics.EXECUTIONS,
             key,
@@ -133,7 +143,9 @@ def _execution(
     }
 
 
-async def run_feed(settings: Settings, rate: float, limit: int | None, seed: int) -> int:
+async def run_feed(
+    settings: Settings, rate: float, limit: int | None, seed: int, fat_finger: float = 0.0
+) -> int:
     """Produce order flows at about ``rate`` records per second; returns records sent."""
     rng = random.Random(seed)
     producer = clients.service_producer(settings, idempotent=True, linger_ms=5)
@@ -148,7 +160,7 @@ async def run_feed(settings: Settings, rate: float, limit: int | None, seed: int
         number = 0
         while not stop.is_set() and (limit is None or sent < limit):
             number += 1
-            for record in order_flow(rng, f"DEMO-{run_id}-{number:06d}"):
+            for record in order_flow(rng, f"DEMO-{run_id}-{number:06d}", fat_finger=fat_finger):
                 await producer.send(record.topic, record.value, key=record.key)
                 sent += 1
                 await asyncio.sleep(1.0 / rate)
@@ -164,9 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="records per second")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many records")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--fat-finger",
+        type=float,
+        default=0.01,
+        help="chance that a trade's price is 8%% off, for the anomaly flags to catch",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    sent = asyncio.run(run_feed(Settings.from_env(), args.rate, args.limit, args.seed))
+    sent = asyncio.run(
+        run_feed(Settings.from_env(), args.rate, args.limit, args.seed, args.fat_finger)
+    )
     log.info("demo feed stopped after %d records", sent)
     return 0
 
