@@ -175,12 +175,25 @@ def format_time(moment: datetime) -> str:
     Built by hand rather than with ``isoformat`` so the microseconds are always present and
     the zone is always spelled 'Z', whatever the input's offset or precision.
     """
+    text = _FORMATTED_TIMES.get(moment)
+    if text is not None and moment.tzinfo is UTC:
+        return text
     if moment.tzinfo is not UTC:
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise ValueError(f"cannot serialise the naive datetime {moment!r}; times must be UTC")
         moment = moment.astimezone(UTC)
     # isoformat runs in C; in UTC it always ends in "+00:00"
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    text = moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    if len(_FORMATTED_TIMES) >= _FORMATTED_MAX:
+        _FORMATTED_TIMES.clear()
+    _FORMATTED_TIMES[moment] = text
+    return text
+
+
+_FORMATTED_TIMES: dict[datetime, str] = {}
+"""Recent :func:`format_time` results of UTC times: an execution's exec_time and the moment it
+was applied are each written several times (the confirmation, the order's state, the
+history), so most calls are a lookup. Emptied when it reaches ``_FORMATTED_MAX``."""
 
 
 def status_event(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -595,3 +595,17 @@ def test_order_view_for_the_query_api() -> None:
 def test_times_are_stored_in_utc() -> None:
     state = _with_order()
     assert state.to_dict()["last_activity"] == T0.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_format_time_gives_one_spelling_per_instant_and_refuses_naive_times() -> None:
+    from execdist.domain.model import format_time
+
+    utc = datetime(2024, 5, 1, 13, 30, 0, 5, tzinfo=UTC)
+    assert format_time(utc) == "2024-05-01T13:30:00.000005Z"
+    # the same instant in another zone: the same text (it may come from the memo)
+    assert (
+        format_time(utc.astimezone(timezone(timedelta(hours=2)))) == "2024-05-01T13:30:00.000005Z"
+    )
+    assert format_time(utc) == "2024-05-01T13:30:00.000005Z"
+    with pytest.raises(ValueError, match="naive"):
+        format_time(utc.replace(tzinfo=None))  # even right after its UTC twin was formatted
