@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import InvalidOperation
+from typing import cast
 
 import orjson
 
@@ -73,6 +74,8 @@ def content_fingerprint(execution: Execution) -> str:
 
 def require_json_compatible(value: object, path: str = "origin") -> None:
     """Raise :class:`InvalidOrigin` unless ``value`` survives a JSON round trip unchanged."""
+    if _plainly_json(value):
+        return  # the common case, checked without building the path of every item
     if value is None or isinstance(value, str | bool | int):
         return
     if isinstance(value, float):
@@ -93,6 +96,22 @@ def require_json_compatible(value: object, path: str = "origin") -> None:
         f"{path} is a {type(value).__name__}; origins must be JSON-compatible "
         "(encode bytes as base64 text, for example)"
     )
+
+
+def _plainly_json(value: object) -> bool:
+    """True when ``value`` is built of exactly the JSON types (no subclasses, finite floats);
+    False leaves the judgement, and the message, to :func:`require_json_compatible`."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return True
+    if kind is dict:
+        for key, item in cast(dict[object, object], value).items():
+            if type(key) is not str or not _plainly_json(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plainly_json(item) for item in cast(list[object], value))
+    return kind is float and math.isfinite(cast(float, value))
 
 
 @dataclass(frozen=True, slots=True)

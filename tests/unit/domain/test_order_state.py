@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from execdist.domain import (
     Confirmation,
@@ -31,6 +33,7 @@ from execdist.domain import (
     stored_state_expired,
 )
 from execdist.domain.model import Execution
+from execdist.domain.order_state import require_json_compatible
 from tests.unit.domain.fixtures import (
     ORDER_ID,
     T0,
@@ -505,6 +508,25 @@ def test_misrouted_events_are_refused() -> None:
 def test_origin_must_be_json_compatible(origin: object) -> None:
     with pytest.raises(InvalidOrigin):
         apply_execution(_new_state(), trade("T1", 1, "1", "1"), origin, T0)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_any_json_value_is_accepted_as_an_origin_and_survives_a_round_trip(origin) -> None:
+    require_json_compatible(origin)
+    assert json.loads(json.dumps(origin)) == origin
+
+
+@given(json_values, st.sampled_from([b"raw", float("inf"), (1, 2), {3: "x"}, object()]))
+def test_one_non_json_part_anywhere_is_refused_with_its_path(origin, bad) -> None:
+    with pytest.raises(InvalidOrigin, match=r"origin\[\'inner\'\]"):
+        require_json_compatible({"inner": bad, "rest": origin})
 
 
 def _busy_state() -> OrderState:
