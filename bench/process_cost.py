@@ -32,6 +32,7 @@ from execdist.agents.join import JoinProcessor
 from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.sequencing import SubscriberSequencer
 from execdist.agents.subscriber_output import SubscriberOutput
+from execdist.cli import tune_garbage_collector
 from execdist.codecs.input import InputDecoder
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.routing import SubscriptionIndex
@@ -201,7 +202,14 @@ def main() -> None:
     parser.add_argument(
         "--without-anomalies", action="store_true", help="leave the anomaly flags out (their cost)"
     )
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's default garbage collector settings (the worker tunes them)",
+    )
     args = parser.parse_args()
+    if not args.python_gc:
+        tune_garbage_collector()
     result = asyncio.run(
         run(args.events, args.subscriptions, args.profile, not args.without_anomalies)
     )

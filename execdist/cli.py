@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -193,8 +194,30 @@ def main(argv: list[str] | None = None) -> int:
         *rest,
     ]
     sys.argv = ["execdist", *faust_args]
+    tune_garbage_collector()
     app.main()
     return 0
+
+
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations (net) between two collections of the youngest generation; Python's default is
+700, which a worker passes several times per input record."""
+
+
+def tune_garbage_collector() -> None:
+    """Collect cycles less often, and never scan what start-up built.
+
+    What a worker allocates per record (decoded records, states, outputs) is freed by
+    reference counting, not by the cycle collector, but every 700 net allocations the
+    collector scanned the young objects, and now and then every object of the process (the
+    app, its modules, the tables' caches). Freezing what exists once the app is built keeps
+    it out of every later collection, and a larger young threshold makes collections rare:
+    bench/process_cost 137-141 -> 129-132 us per execution. Cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 if __name__ == "__main__":

@@ -205,3 +205,22 @@ def test_usage_explains_the_port_layout(capsys: pytest.CaptureFixture[str]) -> N
     usage = capsys.readouterr().out
     assert "--processes N" in usage
     assert "PORT+i" in usage and "EXECDIST_GRPC_PORT+i" in usage
+
+
+def test_the_worker_collects_cycles_rarely_and_never_scans_what_start_up_built() -> None:
+    import gc
+
+    from execdist.cli import GC_YOUNG_THRESHOLD, tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1  # cycles made afterwards are still collected
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
