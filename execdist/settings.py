@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from execdist.domain.anomalies import AnomalyRules
@@ -73,15 +74,15 @@ class Settings:
     """How long the group waits for a silent worker before its partitions move elsewhere."""
     backfill_slice: timedelta = timedelta(milliseconds=50)
     """Time each partition's tick may spend on subscription backfills."""
-    anomaly_price_band_bps: float = 500.0
+    anomaly_price_band_bps: Decimal = Decimal(500)
     """PRICE_DEVIATION: flag a fill more than this many basis points from its symbol's recent
     VWAP (0 turns the rule off)."""
-    anomaly_size_factor: float = 10.0
+    anomaly_size_factor: Decimal = Decimal(10)
     """SIZE_OUTLIER: flag a fill above this multiple of its account's recent average fill
     (0 turns the rule off)."""
     anomaly_half_life: timedelta = timedelta(minutes=5)
     """The anomaly statistics' memory: a fill counts half after this much exec_time."""
-    anomaly_min_samples: float = 20.0
+    anomaly_min_samples: Decimal = Decimal(20)
     """Fills (by weight) a symbol's or account's statistics must hold before they judge."""
     query_deadline: timedelta = timedelta(seconds=2)
     """How long a query across the book waits for the other workers' answers; a worker that
@@ -162,7 +163,7 @@ class Settings:
         return AnomalyRules(
             price_band_bps=self.anomaly_price_band_bps,
             size_factor=self.anomaly_size_factor,
-            half_life_s=self.anomaly_half_life.total_seconds(),
+            half_life_s=Decimal(self.anomaly_half_life // timedelta(microseconds=1)).scaleb(-6),
             min_samples=self.anomaly_min_samples,
         )
 
@@ -293,17 +294,18 @@ class _Reader:
             )
         return value
 
-    def number(self, name: str, default: float, low: float, high: float) -> float:
+    def number(self, name: str, default: Decimal, low: int, high: int) -> Decimal:
+        """A decimal number from ``low`` to ``high``, read exactly as written."""
         raw = self._raw(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:
+            value = Decimal(raw)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if value.is_nan() or not low <= value <= high:
             raise SettingsError(
-                PREFIX + name, f"expected a number from {low:.0f} to {high:.0f}, got {raw!r}"
+                PREFIX + name, f"expected a number from {low} to {high}, got {raw!r}"
             )
         return value
 

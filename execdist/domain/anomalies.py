@@ -37,10 +37,11 @@ about as fast as the plain VWAP follows it (a 30 % move at one fill a second sto
 flagged after about 2.4 half-lives, against 2.3 for the plain VWAP and 6 if flagged prices were
 learnt at the band's edge). A new size level is followed within a few fills.
 
-**Binary floating point, not Decimal.** These are estimates with exponential weights; a flag
-never changes a figure of the confirmation; and the arithmetic is deterministic, so the same
-fills on the same stored statistics always give the same flags (a replay after a crash flags
-exactly what the first attempt did).
+**Decimal, like every quantity and price computation.** A decay weight has no exact decimal
+form, so the statistics are rounded to 20 significant digits (:data:`STATS`), half-even, the
+same on every machine: the same fills on the same stored statistics always give the same flags
+(a replay after a crash flags exactly what the first attempt did). A flag never changes a
+figure of the confirmation.
 
 ``details`` of an :class:`~execdist.domain.model.Anomaly`, all text:
 
@@ -51,40 +52,51 @@ exactly what the first attempt did).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 from execdist.domain.model import Anomaly, AnomalyRule, Confirmation, ExecType, format_decimal
 
-__all__ = ["AnomalyRules", "RecentFills", "anomaly_event_details", "observe"]
+__all__ = ["AnomalyRules", "RecentFills", "anomaly_event_details", "exec_seconds", "observe"]
 
-BPS = 10_000.0
-LEARN_BANDS = 4.0
+BPS = Decimal(10_000)
+LEARN_BANDS = Decimal(4)
 """How far from the VWAP, in price bands, a flagged price is learnt (clipped to)."""
+
+STATS = Context(prec=20, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999)
+"""The arithmetic of the statistics: Decimal, as every quantity and price computation is,
+rounded to 20 significant digits (a decay weight has no exact decimal form), the same on
+every machine, so a replay gives the same flags."""
+_LN2 = STATS.ln(Decimal(2))
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyRules:
-    """The thresholds; see the module's text for what each one means."""
+    """The thresholds; see the module's text for what each one means. Numbers given as
+    int, float or text are taken as the Decimal their text spells."""
 
-    price_band_bps: float = 500.0
+    price_band_bps: Decimal = Decimal(500)
     """PRICE_DEVIATION beyond this many basis points from the symbol's recent VWAP (0: off)."""
-    size_factor: float = 10.0
+    size_factor: Decimal = Decimal(10)
     """SIZE_OUTLIER above this multiple of the account's recent average fill (0: off)."""
-    half_life_s: float = 300.0
+    half_life_s: Decimal = Decimal(300)
     """Seconds of exec_time after which a fill counts half."""
-    min_samples: float = 20.0
+    min_samples: Decimal = Decimal(20)
     """Fills (by weight) a statistic must hold before its rule judges."""
 
     def __post_init__(self) -> None:
-        for name in ("price_band_bps", "size_factor", "min_samples"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not math.isfinite(self.half_life_s) or self.half_life_s <= 0:
-            raise ValueError(f"half_life_s must be a finite number > 0, got {self.half_life_s!r}")
+        for name in ("price_band_bps", "size_factor", "min_samples", "half_life_s"):
+            value = _decimal(getattr(self, name))
+            if not value.is_finite() or value < 0 or (name == "half_life_s" and value == 0):
+                bound = "> 0" if name == "half_life_s" else ">= 0"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+            object.__setattr__(self, name, value)
 
     @property
     def enabled(self) -> bool:
@@ -95,52 +107,63 @@ class AnomalyRules:
 class RecentFills:
     """Decayed sums over the recent fills of one symbol or one account."""
 
-    samples: float = 0.0
-    quantity: float = 0.0
-    notional: float = 0.0
-    as_of: float | None = None
+    samples: Decimal = _ZERO
+    quantity: Decimal = _ZERO
+    notional: Decimal = _ZERO
+    as_of: Decimal | None = None
     """exec_time of the newest fill added, in seconds since the epoch; ``None``: none yet."""
 
-    def samples_at(self, at: float, half_life_s: float) -> float:
+    def samples_at(self, at: Decimal, half_life_s: Decimal) -> Decimal:
         """``samples`` as it stands at time ``at`` (decayed, if ``at`` is later)."""
         if self.as_of is None or at <= self.as_of:
             return self.samples
-        return self.samples * _decay(at - self.as_of, half_life_s)
+        return STATS.multiply(self.samples, _decay(at - self.as_of, half_life_s))
 
-    def vwap(self) -> float | None:
-        return self.notional / self.quantity if self.quantity > 0 else None
+    def vwap(self) -> Decimal | None:
+        return STATS.divide(self.notional, self.quantity) if self.quantity > 0 else None
 
-    def average_qty(self) -> float | None:
-        return self.quantity / self.samples if self.samples > 0 else None
+    def average_qty(self) -> Decimal | None:
+        return STATS.divide(self.quantity, self.samples) if self.samples > 0 else None
 
-    def add(self, qty: float, px: float, at: float, half_life_s: float) -> None:
+    def add(self, qty: Decimal, px: Decimal, at: Decimal, half_life_s: Decimal) -> None:
         """Count one fill of ``qty`` at ``px`` whose exec_time is ``at``."""
         if self.as_of is None or at >= self.as_of:
             if self.as_of is not None and at > self.as_of:
                 factor = _decay(at - self.as_of, half_life_s)
-                self.samples *= factor
-                self.quantity *= factor
-                self.notional *= factor
+                self.samples = STATS.multiply(self.samples, factor)
+                self.quantity = STATS.multiply(self.quantity, factor)
+                self.notional = STATS.multiply(self.notional, factor)
             self.as_of = at
-            weight = 1.0
+            weight = _ONE
         else:
             weight = _decay(self.as_of - at, half_life_s)
-        self.samples += weight
-        self.quantity += weight * qty
-        self.notional += weight * qty * px
+        weighted_qty = STATS.multiply(weight, qty)
+        self.samples = STATS.add(self.samples, weight)
+        self.quantity = STATS.add(self.quantity, weighted_qty)
+        self.notional = STATS.add(self.notional, STATS.multiply(weighted_qty, px))
 
     def to_dict(self) -> dict[str, object]:
-        return {"n": self.samples, "q": self.quantity, "v": self.notional, "t": self.as_of}
+        return {
+            "n": str(self.samples),
+            "q": str(self.quantity),
+            "v": str(self.notional),
+            "t": None if self.as_of is None else str(self.as_of),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> RecentFills:
         as_of = data.get("t")
         return cls(
-            samples=_stored_float(data, "n"),
-            quantity=_stored_float(data, "q"),
-            notional=_stored_float(data, "v"),
-            as_of=None if as_of is None else _stored_float(data, "t"),
+            samples=_stored_decimal(data, "n"),
+            quantity=_stored_decimal(data, "q"),
+            notional=_stored_decimal(data, "v"),
+            as_of=None if as_of is None else _stored_decimal(data, "t"),
         )
+
+
+def exec_seconds(moment: datetime) -> Decimal:
+    """``moment`` in seconds since the epoch, exactly (to the microsecond)."""
+    return Decimal((moment - _EPOCH) // _MICROSECOND).scaleb(-6)
 
 
 def observe(
@@ -150,9 +173,9 @@ def observe(
     it to both (updated in place); the :class:`Anomaly` if it broke a rule, else ``None``."""
     if confirmation.exec_type is ExecType.BUST:
         return None
-    qty = _float(confirmation.last_qty)
-    px = _float(confirmation.last_px)
-    at = confirmation.exec_time.timestamp()
+    qty = confirmation.last_qty
+    px = confirmation.last_px
+    at = exec_seconds(confirmation.exec_time)
     half_life = rules.half_life_s
     broken: list[AnomalyRule] | None = None
     details: dict[str, str] = {}
@@ -162,8 +185,8 @@ def observe(
 
     band_bps = rules.price_band_bps
     if band_bps > 0 and symbol.quantity > 0:
-        vwap = symbol.notional / symbol.quantity
-        deviation = abs(px - vwap) / vwap * BPS
+        vwap = STATS.divide(symbol.notional, symbol.quantity)
+        deviation = STATS.divide(STATS.multiply(abs(px - vwap), BPS), vwap)
         if deviation > band_bps:
             samples = symbol.samples_at(at, half_life)
             if samples >= rules.min_samples:
@@ -174,23 +197,23 @@ def observe(
                     price_band_bps=_text(band_bps, 4),
                     symbol_samples=_text(samples, 1),
                 )
-                band = vwap * band_bps / BPS * LEARN_BANDS
+                band = STATS.divide(STATS.multiply(vwap, band_bps * LEARN_BANDS), BPS)
                 learned_px = min(max(px, vwap - band), vwap + band)
 
     factor = rules.size_factor
     if factor > 0 and account.samples > 0:
-        usual = account.quantity / account.samples
-        if qty > factor * usual:
+        usual = STATS.divide(account.quantity, account.samples)
+        if qty > STATS.multiply(factor, usual):
             samples = account.samples_at(at, half_life)
             if samples >= rules.min_samples:
                 broken = [*(broken or ()), AnomalyRule.SIZE_OUTLIER]
                 details.update(
                     account_avg_qty=_text(usual, 4),
-                    size_ratio=_text(qty / usual, 2),
+                    size_ratio=_text(STATS.divide(qty, usual), 2),
                     size_factor=_text(factor, 4),
                     account_samples=_text(samples, 1),
                 )
-                learned_qty = factor * usual
+                learned_qty = STATS.multiply(factor, usual)
 
     symbol.add(learned_qty, learned_px, at, half_life)
     account.add(learned_qty, px, at, half_life)
@@ -214,35 +237,29 @@ def anomaly_event_details(confirmation: Confirmation) -> dict[str, object]:
     }
 
 
-_FLOATS: dict[Decimal, float] = {}
-"""Recent Decimal -> float conversions (Decimal's goes through its text): prices and sizes
-repeat, so most are a lookup. Emptied when it reaches ``_FLOATS_MAX``."""
-_FLOATS_MAX = 8192
+def _decay(age_s: Decimal, half_life_s: Decimal) -> Decimal:
+    """2 ** (-age / half_life), as exp(-age * ln 2 / half_life)."""
+    return STATS.exp(STATS.divide(STATS.multiply(-age_s, _LN2), half_life_s))
 
 
-def _float(value: Decimal) -> float:
-    converted = _FLOATS.get(value)
-    if converted is None:
-        if len(_FLOATS) >= _FLOATS_MAX:
-            _FLOATS.clear()
-        converted = _FLOATS[value] = float(value)
-    return converted
+def _text(value: Decimal, places: int) -> str:
+    """``value`` rounded half-even to ``places`` decimals, without trailing zeros."""
+    return format_decimal(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN))
 
 
-def _decay(age_s: float, half_life_s: float) -> float:
-    return math.exp2(-age_s / half_life_s)
+def _decimal(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"expected a number, got {value!r}") from None
 
 
-def _text(value: float, places: int) -> str:
-    """``value`` rounded to ``places`` decimals, without trailing zeros ("187.45", "12")."""
-    text = f"{value:.{places}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def _stored_float(data: Mapping[str, object], key: str) -> float:
+def _stored_decimal(data: Mapping[str, object], key: str) -> Decimal:
     value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{key}: expected a number, got {type(value).__name__}")
-    return float(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{key}: expected a decimal string, got {type(value).__name__}")
+    return Decimal(value)

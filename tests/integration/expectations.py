@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -9,6 +10,7 @@ import orjson
 from execdist import topics
 from execdist.demo import FeedRecord
 from execdist.domain import (
+    Confirmation,
     Confirmed,
     OrderState,
     apply_execution,
@@ -18,10 +20,10 @@ from execdist.domain import (
 )
 
 
-def expected_confirmations(records: list[FeedRecord]) -> dict[str, list[dict[str, object]]]:
-    """Per order_id, the confirmations (without ``confirmed_at``) in the order they must come."""
+def confirmed(records: list[FeedRecord]) -> Iterator[tuple[FeedRecord, Confirmation]]:
+    """Each confirmation the pure core makes of ``records``, with the record that caused it,
+    in the order they come."""
     states: dict[str, OrderState] = {}
-    result: dict[str, list[dict[str, object]]] = {}
     now = datetime.now(UTC)
     for record in records:
         data = orjson.loads(record.value)
@@ -33,9 +35,16 @@ def expected_confirmations(records: list[FeedRecord]) -> dict[str, list[dict[str
             step = apply_execution(state, parse_execution(data), {}, now)
         for output in step.outputs:
             if isinstance(output, Confirmed):
-                body = output.confirmation.to_dict()
-                body.pop("confirmed_at")
-                result.setdefault(order_id, []).append(body)
+                yield record, output.confirmation
+
+
+def expected_confirmations(records: list[FeedRecord]) -> dict[str, list[dict[str, object]]]:
+    """Per order_id, the confirmations (without ``confirmed_at``) in the order they must come."""
+    result: dict[str, list[dict[str, object]]] = {}
+    for _, confirmation in confirmed(records):
+        body = confirmation.to_dict()
+        body.pop("confirmed_at")
+        result.setdefault(confirmation.order_id, []).append(body)
     return result
 
 

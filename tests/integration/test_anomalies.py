@@ -16,11 +16,10 @@ import pytest
 
 from execdist import topics
 from execdist.demo import FeedRecord
-from execdist.domain import Confirmed, OrderState, apply_execution, apply_order
 from execdist.domain.anomalies import AnomalyRules, RecentFills, observe
-from execdist.domain.validation import parse_execution, parse_order
 from execdist.topics import key_partition
 from tests.integration.conftest import read_committed
+from tests.integration.expectations import confirmed
 from tests.integration.helpers import send_records, subscribe
 
 pytestmark = pytest.mark.integration
@@ -81,26 +80,14 @@ def feed(first: int, orders: int) -> list[FeedRecord]:
 
 def expected_anomalies(records: list[FeedRecord]) -> dict[str, dict[str, object] | None]:
     """exec_id -> the anomaly its confirmation must carry (None: not flagged)."""
-    states: dict[str, OrderState] = {}
     stats: dict[tuple[int, str], RecentFills] = {}
     result: dict[str, dict[str, object] | None] = {}
-    now = datetime.now(UTC)
-    for record in records:
-        data = orjson.loads(record.value)
-        order_id = str(data["order_id"])
-        state = states.setdefault(order_id, OrderState.new(order_id, now))
-        if record.topic == topics.ORDERS:
-            step = apply_order(state, parse_order(data), now)
-        else:
-            step = apply_execution(state, parse_execution(data), {}, now)
+    for record, c in confirmed(records):
         partition = key_partition(record.key, PARTITIONS)
-        for output in step.outputs:
-            if isinstance(output, Confirmed):
-                c = output.confirmation
-                symbol = stats.setdefault((partition, "s:" + c.symbol), RecentFills())
-                account = stats.setdefault((partition, "a:" + c.account), RecentFills())
-                anomaly = observe(c, symbol, account, RULES)
-                result[c.exec_id] = None if anomaly is None else anomaly.to_dict()
+        symbol = stats.setdefault((partition, "s:" + c.symbol), RecentFills())
+        account = stats.setdefault((partition, "a:" + c.account), RecentFills())
+        anomaly = observe(c, symbol, account, RULES)
+        result[c.exec_id] = None if anomaly is None else anomaly.to_dict()
     return result
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -29,13 +28,20 @@ RULES = AnomalyRules(price_band_bps=500, size_factor=10, half_life_s=300, min_sa
 
 fills = st.lists(
     st.tuples(
-        st.floats(min_value=1, max_value=1e6),  # qty
-        st.floats(min_value=0.01, max_value=1e5),  # px
-        st.floats(min_value=0, max_value=3600),  # seconds after T0
+        st.decimals(min_value=1, max_value=1_000_000, places=2),  # qty
+        st.decimals(min_value="0.01", max_value=100_000, places=4),  # px
+        st.decimals(min_value=0, max_value=3600, places=6),  # seconds after T0
     ),
     min_size=1,
     max_size=60,
 )
+HALF_LIFE = Decimal(300)
+
+
+def close(a: Decimal | None, b: Decimal, rel: str = "1e-15") -> bool:
+    """Equal within the statistics' rounding (20 significant digits, a few operations)."""
+    assert a is not None
+    return abs(a - b) <= Decimal(rel) * max(abs(a), abs(b)) + Decimal("1e-30")
 
 
 def fill(
@@ -73,58 +79,58 @@ def warmed(count: int = 20, qty: str = "100", px: str = "100") -> tuple[RecentFi
 def test_vwap_lies_between_the_lowest_and_highest_price(items) -> None:
     stats = RecentFills()
     for qty, px, at in items:
-        stats.add(qty, px, at, 300)
+        stats.add(qty, px, at, HALF_LIFE)
     prices = [px for _, px, _ in items]
     vwap = stats.vwap()
-    if vwap is None:  # every weight decayed to nothing (fills hours apart)
-        assert stats.quantity == 0
-        return
-    assert min(prices) * (1 - 1e-9) <= vwap <= max(prices) * (1 + 1e-9)
+    assert vwap is not None
+    slack = Decimal("1e-15")
+    assert min(prices) * (1 - slack) <= vwap <= max(prices) * (1 + slack)
 
 
 @given(fills)
 def test_fills_at_one_moment_give_the_plain_vwap_mean_and_count(items) -> None:
     stats = RecentFills()
     for qty, px, _ in items:
-        stats.add(qty, px, 0.0, 300)
+        stats.add(qty, px, Decimal(0), HALF_LIFE)
     quantity = sum(qty for qty, _, _ in items)
     assert stats.samples == len(items)
-    assert math.isclose(stats.vwap() or 0, sum(q * p for q, p, _ in items) / quantity, rel_tol=1e-9)
-    assert math.isclose(stats.average_qty() or 0, quantity / len(items), rel_tol=1e-9)
+    assert close(stats.vwap(), sum(q * p for q, p, _ in items) / quantity)
+    assert close(stats.average_qty(), quantity / len(items))
 
 
 @given(fills, st.randoms(use_true_random=False))
 def test_the_order_fills_arrive_in_does_not_matter(items, rng: random.Random) -> None:
     in_order, shuffled = RecentFills(), RecentFills()
     for qty, px, at in sorted(items, key=lambda item: item[2]):
-        in_order.add(qty, px, at, 300)
+        in_order.add(qty, px, at, HALF_LIFE)
     mixed = list(items)
     rng.shuffle(mixed)
     for qty, px, at in mixed:
-        shuffled.add(qty, px, at, 300)
+        shuffled.add(qty, px, at, HALF_LIFE)
     assert in_order.as_of == shuffled.as_of
     for name in ("samples", "quantity", "notional"):
-        assert math.isclose(
-            getattr(in_order, name), getattr(shuffled, name), rel_tol=1e-9, abs_tol=1e-300
-        )
+        assert close(getattr(in_order, name), getattr(shuffled, name), rel="1e-12")
 
 
-@given(st.floats(min_value=1, max_value=1e5), st.floats(min_value=1, max_value=86_400))
-def test_a_fill_counts_half_after_one_half_life(qty: float, half_life: float) -> None:
+@given(
+    st.decimals(min_value=1, max_value=100_000, places=2),
+    st.decimals(min_value=1, max_value=86_400, places=3),
+)
+def test_a_fill_counts_half_after_one_half_life(qty: Decimal, half_life: Decimal) -> None:
     stats = RecentFills()
-    stats.add(qty, 10.0, 0.0, half_life)
-    assert math.isclose(stats.samples_at(half_life, half_life), 0.5)
-    assert stats.samples_at(0.0, half_life) == 1.0  # an earlier time does not undo decay
-    stats.add(qty, 20.0, half_life, half_life)
-    assert math.isclose(stats.samples, 1.5)
-    assert math.isclose(stats.vwap() or 0, (0.5 * 10 + 20) / 1.5)
+    stats.add(qty, Decimal(10), Decimal(0), half_life)
+    assert close(stats.samples_at(half_life, half_life), Decimal("0.5"))
+    assert stats.samples_at(Decimal(0), half_life) == 1  # an earlier time does not undo decay
+    stats.add(qty, Decimal(20), half_life, half_life)
+    assert close(stats.samples, Decimal("1.5"))
+    assert close(stats.vwap(), (Decimal("0.5") * 10 + 20) / Decimal("1.5"))
 
 
 @given(fills)
 def test_stored_statistics_read_back_exactly(items) -> None:
     stats = RecentFills()
     for qty, px, at in items:
-        stats.add(qty, px, at, 300)
+        stats.add(qty, px, at, HALF_LIFE)
     assert RecentFills.from_dict(orjson.loads(orjson.dumps(stats.to_dict()))) == stats
 
 
@@ -210,22 +216,22 @@ def test_a_correction_is_judged_like_a_trade() -> None:
 
 
 @given(
-    st.floats(min_value=0.0001, max_value=1e6),
-    st.floats(min_value=1, max_value=1e6),
+    st.decimals(min_value="0.0001", max_value=1_000_000, places=4),
+    st.decimals(min_value=1, max_value=1_000_000, places=2),
     st.integers(min_value=20, max_value=200),
 )
 @settings(max_examples=200)
 def test_one_fat_finger_moves_the_vwap_at_most_four_bands_times_its_share(
-    px: float, qty: float, count: int
+    px: Decimal, qty: Decimal, count: int
 ) -> None:
     symbol, account = warmed(count)
-    vwap_before = symbol.vwap() or 0
-    observe(fill(repr(qty), repr(px)), symbol, account, RULES)
+    vwap_before = symbol.vwap() or Decimal(0)
+    observe(fill(str(qty), str(px)), symbol, account, RULES)
     learned_qty = min(qty, RULES.size_factor * 100)
     share = learned_qty / (count * 100 + learned_qty)
-    moved = abs((symbol.vwap() or 0) - vwap_before)
+    moved = abs((symbol.vwap() or Decimal(0)) - vwap_before)
     bound = vwap_before * RULES.price_band_bps / 10_000 * LEARN_BANDS * share
-    assert moved <= bound * (1 + 1e-9)
+    assert moved <= bound + vwap_before * Decimal("1e-17")  # the statistics' rounding
 
 
 def test_a_lasting_price_move_stops_being_flagged_within_two_and_a_half_half_lives() -> None:
@@ -237,7 +243,7 @@ def test_a_lasting_price_move_stops_being_flagged_within_two_and_a_half_half_liv
         for n in range(1200)
     ]
     first_clear = flags.index(False)
-    assert RULES.half_life_s < first_clear < 2.5 * RULES.half_life_s, first_clear
+    assert RULES.half_life_s < first_clear < Decimal("2.5") * RULES.half_life_s, first_clear
     assert not any(flags[first_clear:])
 
 
