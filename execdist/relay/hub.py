@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from mode import Service
 
 from execdist.codecs.input import InputDecoder
@@ -256,13 +256,18 @@ class RelayClient:
     fed: bool = False
     """Whether a record was queued since the hub's last heartbeat tick."""
     quiet_ticks: int = 0
-    direct: Callable[[Frame], bool] | None = None
-    """Writes a frame to the client at once, if it can take it now (its connection's buffer
-    is not backed up); ``False`` otherwise. Set by a sender that can write without waiting
-    (the WebSocket one); then a frame with nothing before it is written as it is offered,
-    with no queue and no task switch, and only a backlog goes through the queue."""
+    direct: Callable[[list[Frame]], bool] | None = None
+    """Writes frames to the client at once, in one write, if it can take them now (its
+    connection's buffer is not backed up); ``False`` otherwise. Set by a sender that can
+    write without waiting (the WebSocket one); then frames with nothing before them are
+    written as they are offered, with no queue and no task switch, and only a backlog goes
+    through the queue."""
     sending: bool = False
     """The sender holds frames taken from the queue that are not written yet."""
+    held: list[Frame] | None = None
+    """While the shared reader hands over one fetched batch (:meth:`hold`): the frames to
+    write directly once it is over (:meth:`write_held`), so a client gets the records of one
+    fetch in one write, not a write (a system call) per record."""
 
     def offer(
         self,
@@ -283,13 +288,37 @@ class RelayClient:
         if shared is None or self.position != shared_position:
             shared = Frame(format_cursor(self.position), value)
         self.fed = True
-        direct = self.direct
-        if direct is not None and not self.sending and self.queue.empty() and direct(shared):
-            return
+        if self.direct is not None and not self.sending and self.queue.empty():
+            held = self.held
+            if held is not None:
+                held.append(shared)
+                return
+            if self.direct([shared]):
+                return
+        self._enqueue(shared)
+
+    def _enqueue(self, frame: Frame) -> None:
         try:
-            self.queue.put_nowait(shared)
+            self.queue.put_nowait(frame)
         except asyncio.QueueFull:
             self.give_up()
+
+    def hold(self) -> None:
+        """The shared reader starts handing over a fetched batch: keep the frames that
+        would be written at once until :meth:`write_held`."""
+        self.held = []
+
+    def write_held(self) -> None:
+        """Write the frames kept since :meth:`hold` in one write, or queue them, in order, if
+        the connection is backed up (or the sender went away) meanwhile."""
+        held, self.held = self.held, None
+        if not held:
+            return
+        direct = self.direct
+        if direct is not None and not self.sending and self.queue.empty() and direct(held):
+            return
+        for frame in held:
+            self._enqueue(frame)
 
     def give_up(self) -> None:
         """Mark the client too slow and wake its sender so it notices and closes."""
@@ -477,14 +506,29 @@ class SubscriptionReader:
         assert self._consumer is not None
         while True:
             batch = await self._consumer.getmany(timeout_ms=500, max_records=READ_BATCH)
-            for tp, records in batch.items():
-                for record in records:
-                    value = await self.as_json(record.value)
-                    self._append(tp.partition, record.offset, value)
+            if batch:
+                await self._hand_over(batch)
             for tp in self._tps:
                 # transaction markers move the position without a record
                 self.position[tp.partition] = await self._consumer.position(tp)
             await self._let_clients_drain()
+
+    async def _hand_over(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, bytes]]]
+    ) -> None:
+        """Offer a fetched batch to the clients: each client in step gets its frames of the
+        batch in one write."""
+        holding = tuple(self.clients)
+        for client in holding:
+            client.hold()
+        try:
+            for tp, records in batch.items():
+                for record in records:
+                    value = await self.as_json(record.value)
+                    self._append(tp.partition, record.offset, value)
+        finally:
+            for client in holding:
+                client.write_held()
 
     async def _let_clients_drain(self) -> None:
         """Give the clients' senders time to catch up before the next batch.

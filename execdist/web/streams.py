@@ -281,11 +281,15 @@ async def _pump_websocket(
         client.direct = None
 
 
-def _write_now(transport: asyncio.Transport, frame: Frame) -> bool:
-    """Write ``frame`` unless the connection is backed up (then it waits in the queue)."""
+def _write_now(transport: asyncio.Transport, frames: list[Frame]) -> bool:
+    """Write ``frames`` in one write unless the connection is backed up (then they wait in
+    the queue)."""
     if transport.is_closing() or transport.get_write_buffer_size() > WRITE_BACKLOG:
         return False
-    transport.write(frame.websocket_wire())
+    if len(frames) == 1:
+        transport.write(frames[0].websocket_wire())
+    else:
+        transport.write(b"".join([frame.websocket_wire() for frame in frames]))
     return True
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 import pytest
+from aiokafka import ConsumerRecord, TopicPartition
 
 from execdist.codecs.input import InputDecoder
 from execdist.metrics import Metrics
@@ -169,9 +171,9 @@ async def test_a_client_in_step_is_written_at_once_and_a_backlog_keeps_the_order
     written: list[bytes] = []
     accepting = True
 
-    def direct(frame: Frame) -> bool:
+    def direct(frames: list[Frame]) -> bool:
         if accepting:
-            written.append(frame.websocket_wire())
+            written.append(b"".join(frame.websocket_wire() for frame in frames))
         return accepting
 
     client = RelayClient(position={0: 0})
@@ -188,3 +190,61 @@ async def test_a_client_in_step_is_written_at_once_and_a_backlog_keeps_the_order
     client.sending = True  # the sender holds them: later frames still queue behind
     client.offer(0, 3, b'{"n":3}')
     assert len(written) == 1 and client.queue.qsize() == 1
+
+
+async def test_a_fetched_batch_goes_to_a_client_in_step_in_one_write_and_in_order() -> None:
+    writes: list[list[bytes]] = []
+    accepting = True
+
+    def direct(frames: list[Frame]) -> bool:
+        if accepting:
+            writes.append([frame.value for frame in frames])
+        return accepting
+
+    client = RelayClient(position={0: 0})
+    client.direct = direct
+    client.hold()
+    for n in range(3):
+        client.offer(0, n, b'{"n":%d}' % n)
+    assert writes == [] and client.queue.empty()  # held until the batch is handed over
+    client.write_held()
+    assert writes == [[b'{"n":0}', b'{"n":1}', b'{"n":2}']]
+    client.write_held()  # nothing held: nothing written
+    assert len(writes) == 1
+    # the connection backs up during the next batch: its frames queue, in order, and later
+    # frames wait behind them
+    client.hold()
+    client.offer(0, 3, b'{"n":3}')
+    client.offer(0, 4, b'{"n":4}')
+    accepting = False
+    client.write_held()
+    accepting = True
+    client.offer(0, 5, b'{"n":5}')
+    assert len(writes) == 1
+    batch = await client.next_batch(10)
+    assert [frame.value for frame in batch] == [b'{"n":3}', b'{"n":4}', b'{"n":5}']
+
+
+async def test_the_shared_reader_writes_each_client_its_frames_of_a_fetch_at_once() -> None:
+    reader = SubscriptionReader(Settings(), "execdist.sub.s1", 1, InputDecoder(None))
+    writes: dict[str, list[int]] = {"a": [], "b": []}
+
+    def direct_for(name: str) -> Callable[[list[Frame]], bool]:
+        def direct(frames: list[Frame]) -> bool:
+            writes[name].append(len(frames))
+            return True
+
+        return direct
+
+    first, second = RelayClient(position={0: 0}), RelayClient(position={0: 2})
+    first.direct, second.direct = direct_for("a"), direct_for("b")
+    reader.clients = {first, second}
+    fetched = {
+        TopicPartition("execdist.sub.s1", 0): [
+            ConsumerRecord("execdist.sub.s1", 0, n, 0, 0, None, b'{"n":%d}' % n, None, 0, 0, [])
+            for n in range(4)
+        ]
+    }
+    await reader._hand_over(fetched)
+    assert writes == {"a": [4], "b": [2]}  # one write each; the second had two already
+    assert first.held is None and second.held is None
