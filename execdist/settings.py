@@ -72,6 +72,11 @@ class Settings:
     """How often each partition is checked for timeouts and expiry."""
     session_timeout: timedelta = timedelta(seconds=10)
     """How long the group waits for a silent worker before its partitions move elsewhere."""
+    commit_interval: timedelta = timedelta(0)
+    """The least time between two commits of a worker's transaction. 0 (the default) commits
+    each batch as soon as it is processed, latency first; more puts the records of that long
+    into one transaction (Kafka Streams' ``commit.interval.ms``), which costs a quiet worker
+    far less CPU and its records up to that much latency."""
     backfill_slice: timedelta = timedelta(milliseconds=50)
     """Time each partition's tick may spend on subscription backfills."""
     anomaly_price_band_bps: Decimal = Decimal(500)
@@ -125,6 +130,9 @@ class Settings:
             order_retention=reader.seconds("ORDER_RETENTION_S", defaults.order_retention),
             tick_interval=reader.seconds("TICK_INTERVAL_S", defaults.tick_interval),
             session_timeout=reader.seconds("SESSION_TIMEOUT_S", defaults.session_timeout),
+            commit_interval=timedelta(
+                milliseconds=float(reader.number("COMMIT_INTERVAL_MS", Decimal(0), 0, 1000))
+            ),
             backfill_slice=reader.seconds("BACKFILL_SLICE_S", defaults.backfill_slice),
             anomaly_price_band_bps=reader.number(
                 "ANOMALY_PRICE_BAND_BPS", defaults.anomaly_price_band_bps, 0, 1_000_000

@@ -8,6 +8,8 @@
   every output, changelog record and input offset of the batch, for all the worker's
   partitions, in one transaction of the worker's one producer (:mod:`.transaction`,
   :mod:`.commit`). A record waits for nothing it does not need: no linger, no record count.
+  Unless a commit interval is set (``EXECDIST_COMMIT_INTERVAL_MS``): then the batches
+  processed within that time since the last commit started share one transaction.
 * While a batch commits, the loop polls and processes the next one: its outputs are held and
   its table writes kept apart until the commit has finished, then they begin the next
   transaction. If the commit fails, the batch built on it is dropped with it.
@@ -78,6 +80,15 @@ COMMITTED_WAIT_S = 5.0
 
 
 @dataclass
+class _Processed:
+    """Batches processed and not yet committed: the next input offsets to commit with them,
+    and when the first of them started (``time.perf_counter``)."""
+
+    offsets: dict[tuple[str, int], int]
+    started: float
+
+
+@dataclass
 class _InFlight:
     """A batch whose transaction is committing on the producer's thread."""
 
@@ -123,6 +134,12 @@ class Engine(Service):
         self._producing: ThreadPoolExecutor | None = None
         self._in_flight: _InFlight | None = None
         """The commit running on the producer's thread while the next batch is processed."""
+        self._processed: _Processed | None = None
+        """What the next commit takes: with no commit interval, the one batch just processed;
+        with one, every batch since the last commit started."""
+        self._commit_interval = settings.commit_interval.total_seconds()
+        self._last_commit = 0.0
+        """When the last commit started (``time.perf_counter``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticks: Producer | None = None
@@ -136,6 +153,11 @@ class Engine(Service):
         self.assigned_once = False
         self._lag_children: dict[tuple[str, int], Any] = {}
         """The lag gauge's child of each partition reported, kept rather than looked up."""
+        self._group_metadata: object | None = None
+        """The consumer's group metadata (member id and generation) as of the last rebalance:
+        asking librdkafka for it is a round trip to its main thread, with the interpreter
+        lock held, so it is asked once per generation, not once per commit. A stale one is
+        refused by the broker (the commit fails and is rolled back), never trusted."""
         self._rebalances = LabelledChildren(metrics.rebalances)
         self._record_wait = LabelledChildren(metrics.record_wait_seconds)
 
@@ -252,7 +274,7 @@ class Engine(Service):
                 try:
                     # wait for input only when there is nothing else to do
                     idle = not self._pending and self._in_flight is None
-                    polled = await self._blocking(self._poll, idle)
+                    polled = await self._blocking(self._poll, self._poll_wait() if idle else 0.0)
                 except KafkaException as exc:
                     log.warning("polling the inputs failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_S)
@@ -263,9 +285,10 @@ class Engine(Service):
                 self._pending.extend(polled)
             try:
                 # the next batch is processed while the previous one commits
-                batch = await self._batch() if self._pending else None
-                if await self._settle() and batch is not None:
-                    self._start_commit(*batch)
+                if self._pending:
+                    await self._batch()
+                if await self._settle() and self._processed is not None and self._commit_due():
+                    self._start_commit()
             except (KafkaException, CommitFailed) as exc:
                 # Kafka refused a record or the transaction outside any one record's processing
                 # (a record's own failures are caught per record and end in the DLQ)
@@ -274,7 +297,7 @@ class Engine(Service):
                 )
                 await self._rollback()
                 await asyncio.sleep(RETRY_S)
-        await self._settle()
+        await self._commit_processed()
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         """Anything else the loop cannot handle stops the worker, visibly, rather than leave it
@@ -286,23 +309,33 @@ class Engine(Service):
         assert error is not None
         self._loop_failure = asyncio.ensure_future(self.crash(error))
 
-    def _poll(self, wait: bool) -> list[InputRecord]:
-        """On the Kafka thread: what is fetched already; if nothing and ``wait``, wait for the
-        first record."""
+    def _poll_wait(self) -> float:
+        """How long an idle loop may wait for input: until what is processed is due to
+        commit, if anything is."""
+        if self._processed is None:
+            return POLL_TIMEOUT_S
+        due = self._last_commit + self._commit_interval - time.perf_counter()
+        return min(max(due, 0.0), POLL_TIMEOUT_S)
+
+    def _commit_due(self) -> bool:
+        return time.perf_counter() - self._last_commit >= self._commit_interval
+
+    def _poll(self, wait: float) -> list[InputRecord]:
+        """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
+        seconds for the first record."""
         consumer = self._consumer
         assert consumer is not None
         messages = consumer.consume(MAX_POLL, 0)
-        if not messages and wait:
-            first = consumer.poll(POLL_TIMEOUT_S)
+        if not messages and wait > 0:
+            first = consumer.poll(wait)
             if first is None:
                 return []
             messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
         return [record for message in messages if (record := _record(message)) is not None]
 
-    async def _batch(self) -> tuple[dict[tuple[str, int], int], float] | None:
-        """Process waiting records until the time budget is spent; returns the next input
-        offsets to commit with them and when the batch started (``None`` if nothing is to be
-        committed)."""
+    async def _batch(self) -> None:
+        """Process waiting records until the time budget is spent; what is to be committed
+        joins :attr:`_processed`."""
         started = time.perf_counter()
         records = self._pending
         deadline = started + BATCH_BUDGET_S
@@ -327,15 +360,18 @@ class Engine(Service):
                     await self._process(record)
                 except RecordFailed as failed:
                     await self._failed(failed)
-                    return None
+                    return
             offsets[(record.topic, record.partition)] = record.offset + 1
         del records[:taken]
         if not offsets:
-            return None
+            return
         for partition in {p for _, p in offsets}:
             continuity.flush(partition)
         self._metrics.stage_seconds.labels("process").observe(time.perf_counter() - started)
-        return offsets, started
+        if self._processed is None:
+            self._processed = _Processed(offsets, started)
+        else:
+            self._processed.offsets.update(offsets)  # a partition's offsets only grow
 
     async def _process(self, record: InputRecord) -> None:
         processor = self._topology.sources[record.topic]
@@ -381,18 +417,31 @@ class Engine(Service):
         await self._rollback()
         await asyncio.sleep(RETRY_S)
 
-    def _start_commit(self, offsets: dict[tuple[str, int], int], batch_started: float) -> None:
-        """Send the batch's changelogs and start committing it on the producer's thread; what
-        the next batch sends meanwhile is held for the next transaction."""
+    def _start_commit(self) -> None:
+        """Send the changelogs of what is processed and start committing it on the producer's
+        thread; what the next batch sends meanwhile is held for the next transaction."""
         consumer = self._consumer
+        processed, self._processed = self._processed, None
         assert consumer is not None and self._producing is not None and self._loop is not None
+        assert processed is not None
+        offsets, batch_started = processed.offsets, processed.started
+        self._last_commit = time.perf_counter()
         self._committer.send_changelogs()
-        group_metadata = consumer.consumer_group_metadata()
+        group_metadata = self._group_metadata
+        if group_metadata is None:
+            group_metadata = self._group_metadata = consumer.consumer_group_metadata()
         self._transaction.hold()
         future = self._loop.run_in_executor(
             self._producing, self._committer.commit, offsets, group_metadata
         )
         self._in_flight = _InFlight(future, offsets, batch_started, time.perf_counter())
+
+    async def _commit_processed(self, *, seek: bool = True) -> None:
+        """Commit what is processed now, not at its interval (partitions are leaving, or the
+        worker stops), and wait for it."""
+        if await self._settle(seek=seek) and self._processed is not None:
+            self._start_commit()
+        await self._settle(seek=seek)
 
     async def _settle(self, *, seek: bool = True) -> bool:
         """Wait for the commit in flight, if there is one, and apply it locally; then what
@@ -406,6 +455,7 @@ class Engine(Service):
             sent = await in_flight.future
         except CommitFailed as exc:
             self._transaction.discard()
+            self._group_metadata = None  # a new generation, maybe
             log.warning("the commit failed (%s); resuming from the last commit", exc)
             if exc.aborted:
                 await self._resume_from_commit(seek=seek)
@@ -446,6 +496,7 @@ class Engine(Service):
         """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
         uncommitted writes and caches and seeking the inputs back is enough."""
         self._pending.clear()
+        self._processed = None
         self._ownership.forget_uncommitted()
         if seek:
             await self._seek(self._ownership.resume_positions())
@@ -456,6 +507,7 @@ class Engine(Service):
         what did commit (in a rebalance callback, only drop what is uncommitted: the
         partitions are leaving, and the next assignment restores what it is given)."""
         self._pending.clear()
+        self._processed = None
         while not self._stopping:
             try:
                 await self._producer_call(self._transaction.close)
@@ -487,6 +539,7 @@ class Engine(Service):
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self._rebalances("assigned").inc()
+        self._group_metadata = None  # the generation the assignment comes with is asked anew
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
         committed = _settled_offsets(consumer, assigned) if assigned else []
@@ -525,9 +578,9 @@ class Engine(Service):
         return positioned
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
-        # the partitions' last batch commits (or not) before they go: the consumer polls
+        # the partitions' last batches commit (or not) before they go: the consumer polls
         # only between a batch's start of commit and the next batch
-        await self._settle(seek=False)
+        await self._commit_processed(seek=False)
         self.rebalancing = True
         self._pending.clear()
         # with the eager protocol every partition is revoked before the next assignment

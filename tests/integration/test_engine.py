@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -59,6 +60,7 @@ class Forward:
         self._output = output
         self._join = join
         self.attempts: list[int] = []
+        self.forwarded: list[bytes] = []
 
     async def process(self, record: InputRecord) -> None:
         if record.value == POISON:
@@ -66,6 +68,7 @@ class Forward:
             raise ValueError("this record cannot be processed")
         if record.topic != topics.TICKS:
             self._out.send(self._output, record.key, record.value)
+            self.forwarded.append(record.value or b"")
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
         await self._join.set_aside(record, error)
@@ -165,3 +168,76 @@ async def test_a_topic_new_to_a_transaction_does_not_hold_up_the_others() -> Non
     assert sorted(r.value for r in records) == sorted(
         [b"before", b"first", *(b"queued-%d" % n for n in range(5))]
     )
+
+
+async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transaction(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """EXECDIST_COMMIT_INTERVAL_MS: records arriving within the interval share a transaction
+    (far fewer commits than records), each record still arrives once and in order, and what
+    is processed but not yet due commits when the worker stops."""
+    await delete_topics(CONTRACT_TOPICS)
+    run = uuid.uuid4().hex[:8]
+    interval = timedelta(milliseconds=400)
+    settings = Settings(
+        broker=BROKER,
+        data_dir=tmp_path,
+        app_id=f"execdist-runtime-{run}",
+        commit_interval=interval,
+    )
+    output = f"execdist-test-out-{run}"
+    await ensure_topics(settings)
+    await create_topic(settings, output, 1)
+    rocks = RocksTables(tmp_path / "tables", table_specs(settings.app_id), 8 * 1024 * 1024)
+    transaction = WorkerTransaction(settings, f"{settings.app_id}-test")
+    timers = PartitionedState(rocks, rocks.specs[TIMERS])
+    metrics = Metrics()
+    forward = Forward(transaction, output, join=None)  # type: ignore[arg-type]
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, forward),
+        tables=[timers],
+        continuity=InputContinuity(timers),
+    )
+    engine = Engine(settings, topology, rocks, transaction, metrics)
+    key = f"K-{run}".encode()
+    mine = lambda records: [r.value for r in records if r.key == key]  # noqa: E731
+    commits = lambda: metrics.registry.get_sample_value("execdist_transaction_records_count") or 0  # noqa: E731
+
+    await engine.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not engine.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert engine.ready, "the engine got its partitions"
+        # 40 records 20 ms apart: 0.8 s, so about two intervals' worth of commits
+        values = [b"v-%d" % n for n in range(40)]
+        before, started = commits(), time.monotonic()
+        for value in values:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+            await asyncio.sleep(0.02)
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=30, settle=1
+        )
+        made, elapsed = commits() - before, time.monotonic() - started
+        assert mine(forwarded) == values, "each record once, in order"
+        # at most one commit per interval (and the first at once); without the interval,
+        # about one per record
+        assert made <= elapsed / interval.total_seconds() + 2, (made, elapsed)
+        assert made < len(values) / 2, made
+
+        # processed, not yet due: committed by the stop
+        tail = [b"last-%d" % n for n in range(3)]
+        for value in tail:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        deadline = time.monotonic() + 10
+        while forward.forwarded[-3:] != tail and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        assert forward.forwarded[-3:] == tail
+        stopping = time.monotonic()
+    finally:
+        await engine.stop()
+    assert time.monotonic() - stopping < 5
+    forwarded = await read_committed(
+        [output], lambda got: len(mine(got)) >= len(values) + 3, timeout=15, settle=1
+    )
+    assert mine(forwarded) == values + tail

@@ -17,6 +17,7 @@ def test_defaults_work_without_any_variable() -> None:
     assert settings.broker_url == "kafka://127.0.0.1:9092"
     assert settings.topic_partitions == 4
     assert settings.gap_timeout == timedelta(seconds=10)
+    assert settings.commit_interval == timedelta(0)  # latency first
     assert settings.anomaly_rules == AnomalyRules()  # the documented defaults
 
 
@@ -34,6 +35,7 @@ def test_variables_are_read_and_converted() -> None:
             "EXECDIST_ANOMALY_SIZE_FACTOR": "0",
             "EXECDIST_ANOMALY_HALF_LIFE_S": "60",
             "EXECDIST_ANOMALY_MIN_SAMPLES": "5",
+            "EXECDIST_COMMIT_INTERVAL_MS": "2.5",
         }
     )
     assert settings.bootstrap_servers == ["k1:9092", "k2:9093"]
@@ -41,6 +43,7 @@ def test_variables_are_read_and_converted() -> None:
     assert settings.data_dir == Path("/var/lib/execdist")
     assert settings.topic_partitions == 12
     assert settings.orphan_timeout == timedelta(seconds=2.5)
+    assert settings.commit_interval == timedelta(microseconds=2500)
     assert settings.canonical_url == "http://worker-3:7000"
     assert settings.anomaly_rules == AnomalyRules(
         price_band_bps=250.5, size_factor=0, half_life_s=60, min_samples=5
@@ -63,6 +66,8 @@ def test_variables_are_read_and_converted() -> None:
         ("EXECDIST_ANOMALY_SIZE_FACTOR", "big", "number from 0 to 1000000"),
         ("EXECDIST_ANOMALY_MIN_SAMPLES", "nan", "number from 0 to 1000000"),
         ("EXECDIST_ANOMALY_HALF_LIFE_S", "0", "greater than 0"),
+        ("EXECDIST_COMMIT_INTERVAL_MS", "-1", "number from 0 to 1000"),
+        ("EXECDIST_COMMIT_INTERVAL_MS", "5000", "number from 0 to 1000"),
     ],
 )
 def test_bad_values_name_the_variable_and_what_is_allowed(
