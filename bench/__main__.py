@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.ceilings import CeilingPlan, broker_ceiling, eos_floor_at, floor_ceilings, relay_ceiling
 from bench.common import RESULTS, say
-from bench.pipeline import PipelinePlan, run_worker_count
+from bench.pipeline import PipelinePlan, quiet_worker_with_interval, run_worker_count
 from bench.report import write_results
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -60,6 +60,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         ),
         "configurations": [(1, [1, 100, 1000]), (2, [1, 100, 1000])],
         "pipeline_budget_s": 960,
+        # a quiet worker trading latency for CPU: EXECDIST_COMMIT_INTERVAL_MS at 100/s
+        "commit_intervals": [(100.0, 15.0, 100)],
     },
 }
 
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             ceilings["relay_transactional"] = tx
     saturations: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    interval_runs: list[dict[str, Any]] = []
     if args.only in (None, "pipeline"):
         pipeline: PipelinePlan = profile["pipeline"]
         deadline = time.monotonic() + profile["pipeline_budget_s"]
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             saturations += measured_saturations
             runs += measured_runs
+        for rate, seconds, interval_ms in profile.get("commit_intervals", []):
+            interval_runs.append(
+                quiet_worker_with_interval(rate, seconds, interval_ms, RESULTS / "logs")
+            )
         if runs:
             ceilings["eos_floor_at_pipeline_rates"] = floor_at_pipeline_rates(runs, pipeline)
     settings = {
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "configurations": profile["configurations"],
         "seconds": round(time.time() - began, 1),
     }
-    paths = write_results(settings, ceilings, saturations, runs)
+    paths = write_results(settings, ceilings, saturations, runs, interval_runs)
     say("done: " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -73,6 +73,8 @@ class WorkerProcess:
     workdir: Path
     web_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Settings of this run beyond the bench's own (``EXECDIST_COMMIT_INTERVAL_MS``, say)."""
 
     @property
     def url(self) -> str:
@@ -93,6 +95,7 @@ class WorkerProcess:
             "EXECDIST_GRPC_PORT": str(free_port()),
             "EXECDIST_WORKER_ID": f"bench-{self.web_port}",
             "EXECDIST_LOG_LEVEL": "warning",
+            **self.env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -138,10 +141,12 @@ class WorkerProcess:
 class Cluster:
     """The W workers of one configuration."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, env: dict[str, str] | None = None) -> None:
         self.app_id = f"bench-{uuid.uuid4().hex[:8]}"
         self.workdir = Path(tempfile.mkdtemp(prefix="execdist-bench-"))
-        self.workers = [WorkerProcess(self.app_id, self.workdir) for _ in range(workers)]
+        self.workers = [
+            WorkerProcess(self.app_id, self.workdir, env=dict(env or {})) for _ in range(workers)
+        ]
 
     def start(self, timeout: float = 120.0) -> float:
         started = time.monotonic()
@@ -453,3 +458,43 @@ def find_saturation(
             break
         events = min(max(int(eps * plan.target_seconds), events * 2), plan.max_events)
     return eps
+
+
+def quiet_worker_with_interval(
+    rate: float, seconds: float, interval_ms: int, logs: Path
+) -> dict[str, Any]:
+    """One worker with one subscription and ``EXECDIST_COMMIT_INTERVAL_MS=interval_ms``,
+    open-loop at ``rate`` executions/s: its cores and its latency, to set beside the default
+    (latency first, one transaction per batch) at the same rate in the same run."""
+    label = f"1w/1s, commit interval {interval_ms} ms"
+    record: dict[str, Any] = {"commit_interval_ms": interval_ms, "rate_eps": rate}
+    asyncio.run(reset_topics())
+    cluster = Cluster(1, env={"EXECDIST_COMMIT_INTERVAL_MS": str(interval_ms)})
+    try:
+        cluster.start()
+        sub_topics = asyncio.run(create_subscriptions(cluster.workers[0].url, 0, 1))
+        time.sleep(2.0)
+        run = f"Q{uuid.uuid4().hex[:7]}"
+        say(f"{label}: {rate:,.0f} executions/s for {seconds:g}s")
+        meter = CpuMeter(cluster.pids()).start()
+        result = measure(
+            LoadSpec(run=run, events=max(int(rate * seconds), 1), rate=rate, accounts=1),
+            CheckSpec(run=run, topics=sub_topics),
+            timeout_s=seconds + 60,
+            grace_s=20,
+            label=label,
+            alive=cluster.alive,
+        )
+        cpu, wall = meter.stop()
+        record.update({**result.summary(), "worker_cores": round(cpu / wall, 3)})
+        say(
+            f"{label}: {record['worker_cores']} worker cores, p50 {record['p50_ms']} ms, "
+            f"p99 {record['p99_ms']} ms; lost {record['lost']}, duplicates "
+            f"{record['duplicates']}"
+        )
+    except RuntimeError as exc:
+        record["error"] = str(exc)
+        say(f"{label}: failed: {exc}")
+    finally:
+        cluster.stop(keep_logs=logs / f"interval-{interval_ms}")
+    return record

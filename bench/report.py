@@ -144,6 +144,7 @@ def write_results(
     ceilings: dict[str, Any],
     saturations: list[dict[str, Any]],
     runs: list[dict[str, Any]],
+    interval_runs: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -163,6 +164,7 @@ def write_results(
         "saturation_eps": saturation_by_workers(saturations),
         "saturation": saturations,
         "runs": runs,
+        "commit_interval_runs": interval_runs or [],
         "per_core": per_core(ceilings, saturations),
     }
     json_path = RESULTS / "latest.json"
@@ -429,8 +431,8 @@ def generated_section(result: dict[str, Any]) -> str:
             f"pipeline: 1 worker, {fewest} subscription(s))",
             "",
             "| offered/s | floor p50 ms | floor p99 ms | floor p99.9 ms | pipeline p50 ms | "
-            "pipeline p99 ms | floor lost | floor dup |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "pipeline p99 ms | floor cores | pipeline worker cores | floor lost | floor dup |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for f in at_rates:
             same = next(
@@ -441,10 +443,36 @@ def generated_section(result: dict[str, Any]) -> str:
                 ),
                 {},
             )
+            floor_cpu = f.get("cpu_us_per_record")
+            floor_cores = floor_cpu * f["rate_eps"] / 1e6 if floor_cpu is not None else None
             lines.append(
                 f"| {_fmt(f['rate_eps'])} | {_fmt(f['p50_ms'])} | {_fmt(f['p99_ms'])} | "
                 f"{_fmt(f['p999_ms'])} | {_fmt(same.get('p50_ms'))} | {_fmt(same.get('p99_ms'))} "
+                f"| {_fmt(floor_cores, 3)} | {_fmt(same.get('worker_cores'), 2)} "
                 f"| {_fmt(f['lost'])} | {_fmt(f['duplicates'])} |"
+            )
+        lines += [
+            "",
+            "Floor cores: the hop's CPU per record (all its threads, from its first record to "
+            "its last commit) times the rate. At low rates both commit about one transaction "
+            "per record.",
+        ]
+    quiet = [q for q in result.get("commit_interval_runs", []) if q.get("p50_ms") is not None]
+    if quiet:
+        lines += [
+            "",
+            "### A quiet worker with a commit interval (`EXECDIST_COMMIT_INTERVAL_MS`; 1 worker, "
+            "1 subscription)",
+            "",
+            "| commit interval ms | offered/s | worker cores | p50 ms | p99 ms | delivered | "
+            "lost | dup |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for q in quiet:
+            lines.append(
+                f"| {q['commit_interval_ms']} | {_fmt(q['rate_eps'])} | "
+                f"{_fmt(q['worker_cores'], 3)} | {_fmt(q['p50_ms'])} | {_fmt(q['p99_ms'])} | "
+                f"{_fmt(q['delivered'])} | {_fmt(q['lost'])} | {_fmt(q['duplicates'])} |"
             )
     p = result["per_core"]
     if p:
