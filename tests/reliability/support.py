@@ -13,6 +13,20 @@ from tests.reliability.verifier import Feed, OutputTail, log
 QUIET = {"EXECDIST_LOG_LEVEL": "warning"}
 """Worker environment for scenarios: the pipeline's own logging off the shared cores."""
 
+COMMIT_INTERVALS_MS = ["0", "100"]
+"""``EXECDIST_COMMIT_INTERVAL_MS`` of the crash and scaling scenarios: latency first (a commit
+per batch), and batches sharing a transaction for 100 ms, whose processed-but-uncommitted
+records must commit when partitions leave and be redone after a kill."""
+
+
+def commit_interval_id(interval_ms: str) -> str:
+    return "latency-first" if interval_ms == "0" else f"commit-interval-{interval_ms}ms"
+
+
+def scenario(name: str, interval_ms: str) -> str:
+    """A scenario's name in the results, with its commit interval when it has one."""
+    return name if interval_ms == "0" else f"{name}, commit interval {interval_ms} ms"
+
 
 async def ready(worker: Worker, timeout: float = 120.0) -> None:
     await asyncio.to_thread(worker.wait_ready, timeout)

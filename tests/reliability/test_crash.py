@@ -12,15 +12,24 @@ import pytest
 
 from execdist import topics
 from tests.integration.helpers import subscribe
-from tests.reliability.support import QUIET, crash_and_restart, state_mismatches
+from tests.reliability.support import (
+    COMMIT_INTERVALS_MS,
+    QUIET,
+    commit_interval_id,
+    crash_and_restart,
+    scenario,
+    state_mismatches,
+)
 from tests.reliability.verifier import Fault, Feed, OutputTail, log, stream, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability_quick]
 
 
-async def test_sigkill_three_times_loses_and_duplicates_nothing(cluster) -> None:
-    worker_a = cluster(**QUIET)
-    worker_b = cluster(**QUIET)
+@pytest.mark.parametrize("interval_ms", COMMIT_INTERVALS_MS, ids=commit_interval_id)
+async def test_sigkill_three_times_loses_and_duplicates_nothing(cluster, interval_ms: str) -> None:
+    env = {**QUIET, "EXECDIST_COMMIT_INTERVAL_MS": interval_ms}
+    worker_a = cluster(**env)
+    worker_b = cluster(**env)
     feed = Feed.seeded("KILL", seed=2024)
     subscription = await subscribe(worker_b, accounts=["ACC-EQ-01", "ACC-HF-07"])
     sub_topic = str(subscription["topic"])
@@ -30,7 +39,9 @@ async def test_sigkill_three_times_loses_and_duplicates_nothing(cluster) -> None
     name = f"SIGKILL worker {worker_a.web_port}, restart"
     faults = [Fault(at, name, lambda: crash_and_restart(worker_a)) for at in (0.2, 0.4, 0.6)]
     schedule = await stream(feed, faults)
-    verdict = await verify("sigkill x3", feed, tail, schedule, {sub_topic: wanted})
+    verdict = await verify(
+        scenario("sigkill x3", interval_ms), feed, tail, schedule, {sub_topic: wanted}
+    )
 
     sample = list(feed.expected)[:: max(len(feed.expected) // 40, 1)]
     wrong, unanswered = await state_mismatches([worker_a, worker_b], feed, sample)

@@ -9,15 +9,25 @@ import pytest
 
 from execdist import topics
 from tests.integration.conftest import Worker
-from tests.reliability.support import QUIET, completed_orders, ready, state_mismatches
+from tests.reliability.support import (
+    COMMIT_INTERVALS_MS,
+    QUIET,
+    commit_interval_id,
+    completed_orders,
+    ready,
+    scenario,
+    state_mismatches,
+)
 from tests.reliability.verifier import Fault, Feed, OutputTail, log, stream, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability_quick]
 
 
-async def test_scale_out_and_in_while_streaming(cluster) -> None:
-    first = cluster(**QUIET)
-    second = cluster(start=False, **QUIET)
+@pytest.mark.parametrize("interval_ms", COMMIT_INTERVALS_MS, ids=commit_interval_id)
+async def test_scale_out_and_in_while_streaming(cluster, interval_ms: str) -> None:
+    env = {**QUIET, "EXECDIST_COMMIT_INTERVAL_MS": interval_ms}
+    first = cluster(**env)
+    second = cluster(start=False, **env)
     feed = Feed.seeded("SCALE", seed=5)
     tail = await OutputTail([topics.CONFIRMATIONS]).start()
     wrong: list[str] = []
@@ -55,7 +65,7 @@ async def test_scale_out_and_in_while_streaming(cluster) -> None:
         Fault(0.7, f"scale in: SIGTERM worker {second.web_port}", scale_in),
     ]
     schedule = await stream(feed, faults, between=every_so_often)
-    verdict = await verify("scale 1 -> 2 -> 1", feed, tail, schedule)
+    verdict = await verify(scenario("scale 1 -> 2 -> 1", interval_ms), feed, tail, schedule)
     second.start()
     await ready(second)
     await query([first, second])
