@@ -70,17 +70,31 @@ def table_keys(data_dir: Path) -> Counter[str]:
     for path in sorted(data_dir.glob("*/tables/*.db")):
         if not (path / "CURRENT").exists():
             continue  # not created yet
-        db = rocksdict.Rdict(
-            str(path),
-            options=rocksdict.Options(raw_mode=True),
-            access_type=rocksdict.AccessType.read_only(),
-        )
+        table = path.name.rsplit("-", 1)[0]  # execdist-order-state-3.db -> its table
+        total[table] += _count_keys(path)
+    return total
+
+
+def _count_keys(path: Path, attempts: int = 5) -> int:
+    """Keys of one database, read-only. The worker flushes and compacts meanwhile: a file the
+    view's manifest names may be gone before the view opens it, so it is opened afresh."""
+    for attempt in range(attempts):
         try:
-            table = path.name.rsplit("-", 1)[0]  # execdist-order-state-3.db -> its table
-            total[table] += sum(1 for _ in db.keys())  # noqa: SIM118 - Rdict iterates items
+            db = rocksdict.Rdict(
+                str(path),
+                options=rocksdict.Options(raw_mode=True),
+                access_type=rocksdict.AccessType.read_only(),
+            )
+        except Exception:  # rocksdict raises a bare Exception ("Corruption: ... No such file")
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+            continue
+        try:
+            return sum(1 for _ in db.keys())  # noqa: SIM118 - Rdict iterates items
         finally:
             db.close()
-    return total
+    raise AssertionError("unreachable")
 
 
 def level(series: list[float]) -> tuple[float, float]:
@@ -194,7 +208,7 @@ async def test_bounded_soak(cluster) -> None:
     )
     verdict.record()
     verdict.assert_clean()
-    assert rss_end <= rss_mid * 1.25, "RSS keeps growing"
+    assert rss_end <= rss_mid * 1.05, "RSS keeps growing"  # the engine issue's bound
     assert table_end <= table_mid * 1.25 + 200, "the tables keep growing"
     minutes = list(p99.values())
     if len(minutes) >= 4:
