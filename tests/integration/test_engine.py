@@ -77,19 +77,32 @@ class Forward:
         return None
 
 
-async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on(
-    tmp_path: Path, producer: AIOKafkaProducer
-) -> None:
+async def fresh_runtime(
+    tmp_path: Path, **overrides: object
+) -> tuple[Settings, str, RocksTables, WorkerTransaction, PartitionedState]:
+    """Empty contract topics, an app of its own with an output topic, its tables and its
+    transaction: (settings, output topic, tables, transaction, timers)."""
     await delete_topics(CONTRACT_TOPICS)
     run = uuid.uuid4().hex[:8]
-    settings = Settings(broker=BROKER, data_dir=tmp_path, app_id=f"execdist-runtime-{run}")
+    settings = Settings(
+        broker=BROKER,
+        data_dir=tmp_path,
+        app_id=f"execdist-runtime-{run}",
+        **overrides,  # type: ignore[arg-type]
+    )
     output = f"execdist-test-out-{run}"
     await ensure_topics(settings)
     await create_topic(settings, output, 1)
-
     rocks = RocksTables(tmp_path / "tables", table_specs(settings.app_id), 8 * 1024 * 1024)
     transaction = WorkerTransaction(settings, f"{settings.app_id}-test")
     timers = PartitionedState(rocks, rocks.specs[TIMERS])
+    return settings, output, rocks, transaction, timers
+
+
+async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    settings, output, rocks, transaction, timers = await fresh_runtime(tmp_path)
     states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
     history = PartitionedState(rocks, rocks.specs[HISTORY])
     metrics = Metrics()
@@ -111,7 +124,7 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
     attempts = forward.attempts
 
-    key = f"K-{run}".encode()
+    key = f"K-{settings.app_id}".encode()
     values = [b"before-1", b"before-2", POISON, b"after-1", b"after-2"]
     await pipeline.start()
     try:
@@ -176,21 +189,10 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
     """EXECDIST_COMMIT_INTERVAL_MS: records arriving within the interval share a transaction
     (far fewer commits than records), each record still arrives once and in order, and what
     is processed but not yet due commits when the worker stops."""
-    await delete_topics(CONTRACT_TOPICS)
-    run = uuid.uuid4().hex[:8]
     interval = timedelta(milliseconds=400)
-    settings = Settings(
-        broker=BROKER,
-        data_dir=tmp_path,
-        app_id=f"execdist-runtime-{run}",
-        commit_interval=interval,
+    settings, output, rocks, transaction, timers = await fresh_runtime(
+        tmp_path, commit_interval=interval
     )
-    output = f"execdist-test-out-{run}"
-    await ensure_topics(settings)
-    await create_topic(settings, output, 1)
-    rocks = RocksTables(tmp_path / "tables", table_specs(settings.app_id), 8 * 1024 * 1024)
-    transaction = WorkerTransaction(settings, f"{settings.app_id}-test")
-    timers = PartitionedState(rocks, rocks.specs[TIMERS])
     metrics = Metrics()
     forward = Forward(transaction, output, join=None)  # type: ignore[arg-type]
     topology = Topology(
@@ -199,7 +201,7 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
         continuity=InputContinuity(timers),
     )
     engine = Engine(settings, topology, rocks, transaction, metrics)
-    key = f"K-{run}".encode()
+    key = f"K-{settings.app_id}".encode()
     mine = lambda records: [r.value for r in records if r.key == key]  # noqa: E731
     commits = lambda: metrics.registry.get_sample_value("execdist_transaction_records_count") or 0  # noqa: E731
 
