@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from execdist.settings import Settings
 from execdist.tables.declarations import MAX_VALUE_BYTES
@@ -156,6 +157,33 @@ def scan_consumer(settings: Settings, purpose: str) -> Consumer:
             "queued.max.messages.kbytes": 8 * 1024,
         }
     )
+
+
+def live_reader(settings: Settings) -> Consumer:
+    """The relay's one reader of every subscriber topic with clients on this worker
+    (:mod:`execdist.relay.live_feed`): ``read_committed``, assigned partitions, no group and
+    nothing committed. The broker answers a fetch as soon as a record (or a commit marker) is
+    there, so the wait bounds only idle polling and how soon a newly added topic is fetched."""
+    return Consumer(
+        {
+            **_common(settings, f"{settings.worker_id}-relay"),
+            "group.id": f"{settings.app_id}-relay-unused",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.wait.max.ms": 100,
+            "fetch.min.bytes": 1,
+            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
+            # what is fetched ahead of the clients: a reader that pauses its partitions drops
+            # its part of it and fetches it again on resuming
+            "queued.max.messages.kbytes": 16 * 1024,
+        }
+    )
+
+
+def offsets_admin(settings: Settings) -> AdminClient:
+    """Asks for topics' last stable offsets (where the relay's live reading starts)."""
+    return AdminClient(_common(settings, f"{settings.worker_id}-relay-offsets"))
 
 
 def plain_producer(settings: Settings, client_id: str) -> Producer:

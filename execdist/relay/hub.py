@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from execdist.codecs.input import InputDecoder
@@ -32,6 +32,7 @@ from execdist.codecs.output import encode_json
 from execdist.domain.errors import ExecDistError
 from execdist.infra import clients
 from execdist.metrics import Metrics
+from execdist.relay.live_feed import LiveFeed, LiveRecord
 from execdist.relay.snapshot import take_snapshot
 from execdist.settings import Settings
 from execdist.topics import SUBSCRIBER_PREFIX
@@ -48,12 +49,13 @@ DRAIN_GRACE_S = 1.0
 """How long the shared reader waits for a lagging client before dropping it as too slow."""
 READ_BATCH = 100
 """Records the shared reader hands out before it lets the clients' senders run."""
+INBOX_LIMIT = 2_000
+"""Records a reader may have waiting for its clients before it pauses its partitions in the
+shared feed."""
 HEARTBEAT_S = 5
 """Seconds without a record after which a client's sender is woken to send a heartbeat."""
 FETCH_WAIT_MS = 500
-"""Longest a reader's fetch waits at the broker for data. Every subscription with clients
-has its own reader; with a short wait, idle readers polling the broker were most of the
-relay's cost at a hundred subscriptions."""
+"""Longest the fetch of a client's own catch-up reader waits at the broker for data."""
 
 
 class InvalidCursor(ExecDistError):
@@ -459,13 +461,20 @@ def _order_key(value: bytes) -> bytes:
 
 
 class SubscriptionReader:
-    """The one shared reader of a subscription topic on this worker."""
+    """The one shared reader of a subscription topic on this worker: its records come from the
+    worker's :class:`~.live_feed.LiveFeed`."""
 
     def __init__(
-        self, settings: Settings, topic: str, partitions: int, decoder: InputDecoder
+        self,
+        settings: Settings,
+        topic: str,
+        partitions: int,
+        decoder: InputDecoder,
+        feed: LiveFeed | None = None,
     ) -> None:
         self._settings = settings
         self._decoder = decoder
+        self._feed = feed
         self.topic = topic
         self.partitions = partitions
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -473,59 +482,68 @@ class SubscriptionReader:
         self.ring_start: Position = {}
         self.position: Position = {}
         self.clients: set[RelayClient] = set()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._inbox: deque[LiveRecord] = deque()
+        self._arrived = asyncio.Event()
+        self._paused = False
         self._task: asyncio.Task[None] | None = None
         self.idle_since: float | None = None
         self.started = asyncio.Event()
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        # one fetch per reader per FETCH_WAIT_MS while idle
+        # a client's own reader while it catches up to the shared ring
         return clients.relay_reader(self._settings, FETCH_WAIT_MS)
 
     async def start(self) -> None:
-        self._consumer = self._new_consumer()
-        await self._consumer.start()
-        self._consumer.assign(self._tps)
-        ends = await self._consumer.end_offsets(self._tps)
-        for tp in self._tps:
-            self._consumer.seek(tp, ends[tp])
-            self.position[tp.partition] = ends[tp]
-            self.ring_start[tp.partition] = ends[tp]
+        assert self._feed is not None
+        ends = await self._feed.end_offsets(self.topic, self.partitions)
+        for partition in range(self.partitions):
+            self.position[partition] = ends[partition]
+            self.ring_start[partition] = ends[partition]
         self._task = asyncio.create_task(self._read())
+        self._feed.add(self.topic, dict(self.position), self._receive)
         self.started.set()
 
     async def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.remove(self.topic)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+
+    def _receive(self, records: list[LiveRecord]) -> None:
+        """Records of this topic from the feed, in offset order (on the event loop)."""
+        self._inbox.extend(records)
+        self._arrived.set()
+        if not self._paused and len(self._inbox) > INBOX_LIMIT and self._feed is not None:
+            self._paused = True  # the clients are behind: fetch nothing more meanwhile
+            self._feed.pause(self.topic)
 
     async def _read(self) -> None:
-        assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500, max_records=READ_BATCH)
-            if batch:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._inbox:
+                batch = [self._inbox.popleft() for _ in range(min(READ_BATCH, len(self._inbox)))]
                 await self._hand_over(batch)
-            for tp in self._tps:
-                # transaction markers move the position without a record
-                self.position[tp.partition] = await self._consumer.position(tp)
-            await self._let_clients_drain()
+                await self._let_clients_drain()
+            if self._paused and self._feed is not None:
+                self._paused = False
+                self._feed.resume(self.topic)
 
-    async def _hand_over(
-        self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, bytes]]]
-    ) -> None:
-        """Offer a fetched batch to the clients: each client in step gets its frames of the
-        batch in one write."""
+    async def _hand_over(self, batch: list[LiveRecord]) -> None:
+        """Offer a batch of records to the clients: each client in step gets its frames of the
+        batch in one write. A record the reader already has (read again after a pause) is
+        skipped."""
         holding = tuple(self.clients)
         for client in holding:
             client.hold()
         try:
-            for tp, records in batch.items():
-                for record in records:
-                    value = await self.as_json(record.value)
-                    self._append(tp.partition, record.offset, value)
+            for partition, offset, raw in batch:
+                if offset < self.position.get(partition, 0):
+                    continue
+                value = await self.as_json(raw)
+                self._append(partition, offset, value)
         finally:
             for client in holding:
                 client.write_held()
@@ -630,6 +648,7 @@ class RelayHub(Service):
         self._settings = settings
         self._decoder = decoder
         self._metrics = metrics
+        self._feed = LiveFeed(settings)
         self._readers: dict[str, SubscriptionReader] = {}
         self._clients: dict[RelayClient, str] = {}
         """Every connected client, with the topic it reads."""
@@ -644,6 +663,7 @@ class RelayHub(Service):
                 client.give_up()
             await reader.stop()
         self._readers.clear()
+        await self._feed.stop()
 
     @Service.timer(1.0)
     async def _heartbeats(self) -> None:
@@ -696,7 +716,9 @@ class RelayHub(Service):
         async with self._starting.setdefault(topic, asyncio.Lock()):
             reader = self._readers.get(topic)
             if reader is None:
-                reader = SubscriptionReader(self._settings, topic, partitions, self._decoder)
+                reader = SubscriptionReader(
+                    self._settings, topic, partitions, self._decoder, self._feed
+                )
                 await reader.start()
                 self._readers[topic] = reader
             return reader

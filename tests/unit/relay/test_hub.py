@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
 
 from execdist.codecs.input import InputDecoder
 from execdist.metrics import Metrics
 from execdist.relay.hub import (
     HEARTBEAT_S,
+    INBOX_LIMIT,
     Frame,
     RelayClient,
     RelayHub,
@@ -20,6 +20,7 @@ from execdist.relay.hub import (
     format_cursor,
     websocket_text_frame,
 )
+from execdist.relay.live_feed import LiveFeed
 from execdist.settings import Settings
 from execdist.topics import subscriber_topic
 
@@ -239,12 +240,58 @@ async def test_the_shared_reader_writes_each_client_its_frames_of_a_fetch_at_onc
     first, second = RelayClient(position={0: 0}), RelayClient(position={0: 2})
     first.direct, second.direct = direct_for("a"), direct_for("b")
     reader.clients = {first, second}
-    fetched = {
-        TopicPartition("execdist.sub.s1", 0): [
-            ConsumerRecord("execdist.sub.s1", 0, n, 0, 0, None, b'{"n":%d}' % n, None, 0, 0, [])
-            for n in range(4)
-        ]
-    }
-    await reader._hand_over(fetched)
+    reader.position = {0: 0}
+    await reader._hand_over([(0, n, b'{"n":%d}' % n) for n in range(4)])
     assert writes == {"a": [4], "b": [2]}  # one write each; the second had two already
     assert first.held is None and second.held is None
+    # a record read again (the feed resumes after the last record it polled) is not repeated
+    await reader._hand_over([(0, 3, b'{"n":3}'), (0, 4, b'{"n":4}')])
+    assert writes == {"a": [4, 1], "b": [2, 1]}
+
+
+class RecordingFeed(LiveFeed):
+    """The shared feed, with what readers ask of it recorded instead of sent to a consumer."""
+
+    def __init__(self) -> None:
+        super().__init__(Settings())
+        self.asked: list[tuple[str, str]] = []
+
+    def pause(self, topic: str) -> None:
+        self.asked.append(("pause", topic))
+
+    def resume(self, topic: str) -> None:
+        self.asked.append(("resume", topic))
+
+
+async def test_a_reader_whose_clients_are_behind_pauses_its_topic_until_they_catch_up() -> None:
+    feed = RecordingFeed()
+    topic = "execdist.sub.s1"
+    reader = SubscriptionReader(Settings(), topic, 1, InputDecoder(None), feed)
+    reader.position = {0: 0}
+    written: list[bytes] = []
+
+    def direct(frames: list[Frame]) -> bool:
+        written.extend(frame.value for frame in frames)
+        return True
+
+    fed = RelayClient(position={0: 0})
+    fed.direct = direct
+    reader.clients = {fed}
+    arrived = INBOX_LIMIT + 50
+    reader._receive([(0, n, b'{"n":%d}' % n) for n in range(arrived)])
+    assert feed.asked == [("pause", topic)]  # more waiting than the clients may be handed
+    reading = asyncio.create_task(reader._read())
+    try:
+        async with asyncio.timeout(10):
+            while feed.asked[-1][0] != "resume":
+                await asyncio.sleep(0.01)
+        assert feed.asked == [("pause", topic), ("resume", topic)]
+        assert written == [b'{"n":%d}' % n for n in range(arrived)]  # each once, in order
+        # records of the topic read again after the resume are not repeated
+        reader._receive([(0, arrived - 1, b"{}"), (0, arrived, b'{"n":%d}' % arrived)])
+        async with asyncio.timeout(10):
+            while len(written) == arrived:
+                await asyncio.sleep(0.01)
+        assert written[arrived:] == [b'{"n":%d}' % arrived]
+    finally:
+        reading.cancel()
