@@ -203,9 +203,10 @@ def plain_producer(settings: Settings, client_id: str) -> Producer:
 #
 # The worker's other Kafka clients stay on aiokafka, where it is still the better choice: they
 # live on the event loop beside the web views and carry little traffic (the subscription and
-# worker-report followers, the relay's readers, the status producer, topic administration).
-# A librdkafka client starts a thread per broker of its own plus a main thread, and the relay
-# opens readers per subscription; an aiokafka client is a few coroutines.
+# worker-report followers, a relay client's own catch-up reader, the status producer, topic
+# administration), and some are opened per request; a librdkafka client starts a thread per
+# broker of its own plus a main thread, an aiokafka client is a few coroutines. The relay's
+# live reading, which carries every frame, is one librdkafka consumer (``live_reader``).
 
 
 def follower(
@@ -238,9 +239,9 @@ def webhook_reader(settings: Settings, group_id: str) -> AIOKafkaConsumer:
 
 
 def relay_reader(settings: Settings, fetch_max_wait_ms: int) -> AIOKafkaConsumer:
-    """Reads subscriber topics for the real-time relay: ``read_committed``, no group. A long
-    poll: the broker answers as soon as a record (or a commit marker) is there, so the wait
-    bounds only idle polling."""
+    """Reads a subscriber topic for one relay client that starts behind what the shared ring
+    holds, until it catches up: ``read_committed``, no group. A long poll: the broker answers
+    as soon as a record (or a commit marker) is there, so the wait bounds only idle polling."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,

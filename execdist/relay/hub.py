@@ -2,8 +2,9 @@
 
 Every transport (WebSocket, SSE, gRPC) reads a subscription through :class:`RelayHub`. The hub
 reads the subscription's own topic (``read_committed``, so only confirmations whose transaction
-committed), keeps the most recent records in a ring, and copies each record into the bounded
-queue of every client attached to it. A client that does not keep up overflows its queue and
+committed; one consumer, :class:`~.live_feed.LiveFeed`, for all of them), keeps the most recent
+records in a ring, and copies each record into the bounded queue of every client attached to
+it. A client that does not keep up overflows its queue and
 is dropped, without ever slowing the reader, the other clients or the pipeline.
 
 Cursors are positions in the subscription topic: for each partition the next offset to read,
