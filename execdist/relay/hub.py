@@ -471,7 +471,7 @@ class SubscriptionReader:
         topic: str,
         partitions: int,
         decoder: InputDecoder,
-        feed: LiveFeed | None = None,
+        feed: LiveFeed,
     ) -> None:
         self._settings = settings
         self._decoder = decoder
@@ -495,7 +495,6 @@ class SubscriptionReader:
         return clients.relay_reader(self._settings, FETCH_WAIT_MS)
 
     async def start(self) -> None:
-        assert self._feed is not None
         ends = await self._feed.end_offsets(self.topic, self.partitions)
         for partition in range(self.partitions):
             self.position[partition] = ends[partition]
@@ -505,8 +504,7 @@ class SubscriptionReader:
         self.started.set()
 
     async def stop(self) -> None:
-        if self._feed is not None:
-            self._feed.remove(self.topic)
+        self._feed.remove(self.topic)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -516,7 +514,7 @@ class SubscriptionReader:
         """Records of this topic from the feed, in offset order (on the event loop)."""
         self._inbox.extend(records)
         self._arrived.set()
-        if not self._paused and len(self._inbox) > INBOX_LIMIT and self._feed is not None:
+        if not self._paused and len(self._inbox) > INBOX_LIMIT:
             self._paused = True  # the clients are behind: fetch nothing more meanwhile
             self._feed.pause(self.topic)
 
@@ -528,7 +526,7 @@ class SubscriptionReader:
                 batch = [self._inbox.popleft() for _ in range(min(READ_BATCH, len(self._inbox)))]
                 await self._hand_over(batch)
                 await self._let_clients_drain()
-            if self._paused and self._feed is not None:
+            if self._paused:
                 self._paused = False
                 self._feed.resume(self.topic)
 

@@ -119,7 +119,7 @@ def test_lag_per_subscription_is_its_furthest_behind_client_and_leaves_with_them
     metrics = Metrics()
     hub = RelayHub(Settings(), InputDecoder(None), metrics)
     topic = subscriber_topic("sub-1")
-    reader = SubscriptionReader(Settings(), topic, 2, InputDecoder(None))
+    reader = SubscriptionReader(Settings(), topic, 2, InputDecoder(None), LiveFeed(Settings()))
     reader.position = {0: 100, 1: 50}
     hub._readers[topic] = reader
     in_step, behind = client({0: 100, 1: 50}), client({0: 90, 1: 45})
@@ -227,7 +227,9 @@ async def test_a_fetched_batch_goes_to_a_client_in_step_in_one_write_and_in_orde
 
 
 async def test_the_shared_reader_writes_each_client_its_frames_of_a_fetch_at_once() -> None:
-    reader = SubscriptionReader(Settings(), "execdist.sub.s1", 1, InputDecoder(None))
+    reader = SubscriptionReader(
+        Settings(), "execdist.sub.s1", 1, InputDecoder(None), LiveFeed(Settings())
+    )
     writes: dict[str, list[int]] = {"a": [], "b": []}
 
     def direct_for(name: str) -> Callable[[list[Frame]], bool]:
