@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -58,8 +59,10 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 RESULTS = Path(__file__).parent / "results"
 BROKER = os.environ.get("EXECDIST_BROKER", "127.0.0.1:9092")
@@ -95,6 +98,45 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShares:
+    """Cores each part of the run kept busy over a measurement: the worker, the broker, the
+    client processes and this process (the generator and the broker-floor reader). On a
+    shared 2-core machine the latencies mean little without them."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts
+        self.started: dict[str, float] = {}
+        self.wall = 0.0
+
+    def _now(self) -> dict[str, float]:
+        used = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.parts.items()}
+        times = os.times()
+        used["bench (generator, broker floor)"] = times.user + times.system
+        return used
+
+    def start(self) -> None:
+        self.started = self._now()
+        self.wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        return {
+            name: round((value - self.started[name]) / wall, 3)
+            for name, value in self._now().items()
+        }
+
+
+def broker_pid() -> int | None:
+    """The broker started by ``scripts/infra.sh`` for this run, if it says where."""
+    folder = os.environ.get("EXECDIST_INFRA_DIR")
+    if not folder:
+        return None
+    try:
+        return int((Path(folder) / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def stamp(epoch: float) -> str:
@@ -368,34 +410,44 @@ def order_and_execution(exec_id: str, account: str, at: float) -> tuple[dict, di
 
 
 class Feed:
-    """Writes one record for subscription ``index`` in the way ``mode`` asks."""
+    """Writes one record for subscription ``index`` in the way ``mode`` asks.
+
+    librdkafka (confluent-kafka), not aiokafka: ``produce`` only queues the record, and the
+    sending happens in librdkafka's own threads, so the schedule does not wait on a Python
+    client (aiokafka cost about five times the CPU per record here, and the generator fell
+    hundreds of milliseconds behind at 2,000 records/s)."""
 
     def __init__(self, mode: str, run: str, subscriptions: list[dict[str, Any]]) -> None:
         self.mode = mode
         self.run = run
         self.subscriptions = subscriptions
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=BROKER, linger_ms=0, enable_idempotence=True
+        self.producer = Producer(
+            {"bootstrap.servers": BROKER, "linger.ms": 5, "enable.idempotence": True}
         )
 
     async def __aenter__(self) -> Feed:
-        await self.producer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.producer.stop()
+        await self.flush()
 
-    async def send(self, exec_id: str, index: int, at: float) -> None:
+    async def flush(self) -> None:
+        remaining = await asyncio.to_thread(self.producer.flush, 30.0)
+        if remaining:
+            raise RuntimeError(f"{remaining} records not delivered within 30 s")
+
+    def send(self, exec_id: str, index: int, at: float) -> None:
         account = account_of(self.run, index)
         key = exec_id.encode()
         if self.mode == "relay":
             topic = self.subscriptions[index]["topic"]
             value = orjson.dumps(confirmation(exec_id, account, at))
-            await self.producer.send(topic, value, key=key)
+            self.producer.produce(topic, value, key)
         else:
             order, execution = order_and_execution(exec_id, account, at)
-            await self.producer.send("orders", orjson.dumps(order), key=key)
-            await self.producer.send("executions", orjson.dumps(execution), key=key)
+            self.producer.produce("orders", orjson.dumps(order), key)
+            self.producer.produce("executions", orjson.dumps(execution), key)
+        self.producer.poll(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,8 +509,8 @@ async def warm_up(
                 say(f"warm-up incomplete after {timeout:g} s: {progress.line()}")
                 return False
             for index in range(len(subscriptions)):
-                await feed.send(f"WARM-{mode}-{run}-{round_}-{index}", index, time.time())
-            await feed.producer.flush()
+                feed.send(f"WARM-{mode}-{run}-{round_}-{index}", index, time.time())
+            await feed.flush()
             round_ += 1
             say(f"warm-up round {round_} ({mode}): {progress.line()}")
             step_end = time.monotonic() + (1.0 if mode == "relay" else 3.0)
@@ -479,9 +531,13 @@ async def measure(
     expected_total: int,
     drain_s: float,
     worker_pid: int,
+    shares: CpuShares,
+    steady_s: float = 0.0,
 ) -> dict[str, Any]:
     """Open-loop production; returns what was sent per subscription and how far behind
-    schedule the producer ever was."""
+    schedule the producer ever was. The first ``steady_s`` seconds at the rate are warm-up
+    records, not measured: a freshly started broker compiles its hot paths (the JVM's JIT)
+    in its first minute of load, and the figure is of the steady state."""
     total = int(rate * seconds)
     per_subscription = [0] * len(subscriptions)
     behind_max = 0.0
@@ -489,10 +545,20 @@ async def measure(
     say(f"{mode}: producing {total} records at {rate:g}/s for {seconds:g} s")
     floor: BrokerFloor | None = None
     if mode == "relay":
-        floor = BrokerFloor([s["topic"] for s in subscriptions], f"M-{mode}-{run}-")
+        floor = BrokerFloor([s["topic"] for s in subscriptions[:FLOOR_TOPICS]], f"M-{mode}-{run}-")
         await floor.start()
     async with Feed(mode, run, subscriptions) as feed:
+        if steady_s > 0:
+            say(f"{mode}: {steady_s:g} s at {rate:g}/s before measuring (warm-up, not counted)")
+            start = time.time()
+            for n in range(int(rate * steady_s)):
+                delay = start + n / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                feed.send(f"WARM-{mode}-{run}-steady-{n}", n % len(subscriptions), time.time())
+            await feed.flush()
         cpu_start, wall_start = cpu_seconds(worker_pid), time.monotonic()
+        shares.start()
         start = time.time()
         next_report = time.monotonic() + 2
         for n in range(total):
@@ -503,7 +569,7 @@ async def measure(
             else:
                 behind_max = max(behind_max, -delay)
             index = n % len(subscriptions)
-            await feed.send(f"M-{mode}-{run}-{n:08d}", index, intended)
+            feed.send(f"M-{mode}-{run}-{n:08d}", index, intended)
             per_subscription[index] += 1
             if time.monotonic() > next_report:
                 next_report = time.monotonic() + 2
@@ -512,7 +578,7 @@ async def measure(
                     f"{progress.total(FRAMES) - frames_before} (of {expected_total} expected "
                     f"in all); {progress.line()}"
                 )
-        await feed.producer.flush()
+        await feed.flush()
     # let the last records arrive: stop when all are in, or nothing moved for a while
     say(f"{mode}: all sent; draining")
     deadline = time.monotonic() + drain_s
@@ -528,7 +594,10 @@ async def measure(
         await asyncio.sleep(0.1)
     cpu = cpu_seconds(worker_pid) - cpu_start
     wall = time.monotonic() - wall_start
-    floor_latencies = await floor.stop(total) if floor is not None else []
+    cores = shares.stop()
+    floor_latencies = (
+        await floor.stop(sum(per_subscription[:FLOOR_TOPICS])) if floor is not None else []
+    )
     say(f"{mode}: frames received {progress.total(FRAMES) - frames_before} of {expected_total}")
     return {
         "per_subscription": per_subscription,
@@ -538,69 +607,80 @@ async def measure(
         "wall_s": round(wall, 2),
         "load_average": os.getloadavg(),
         "broker_floor_latencies": floor_latencies,
+        "cores": cores,
     }
+
+
+FLOOR_TOPICS = 10
+"""The broker floor reads this many of the subscription topics: enough for its percentiles,
+few enough that its fetches (librdkafka has no incremental fetch sessions, so each carries
+every partition it reads) add little to the broker's work."""
 
 
 class BrokerFloor:
     """The broker's own produce -> read_committed fetch latency, measured in the same run: one
-    plain consumer of every subscription topic (no group, read_committed, the relay's fetch
-    settings) stamping each measured record on receipt against its intended send time, as
-    the clients do. What the relay adds is the clients' latency above this."""
+    plain librdkafka consumer of some subscription topics (no group, read_committed, as the
+    relay's live feed reads) in a thread of its own, stamping each measured record on receipt
+    against its intended send time, as the clients do. What the relay adds is the clients'
+    latency above this."""
 
     def __init__(self, topic_names: list[str], prefix: str) -> None:
         self.topic_names = topic_names
         self.prefix = prefix.encode()
         self.latencies: list[float] = []
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=BROKER,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=500,
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": BROKER,
+                "group.id": f"fanout-floor-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 500,
+            }
         )
-        self.task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="broker-floor", daemon=True)
 
     async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=BROKER)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(self.topic_names)
-        finally:
-            await admin.close()
-        tps = [
-            TopicPartition(topic["topic"], partition["partition"])
-            for topic in described
-            for partition in topic["partitions"]
-        ]
-        await self.consumer.start()
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
-        self.task = asyncio.create_task(self._read())
+        def assign_at_end() -> None:
+            metadata = self.consumer.list_topics(timeout=30)
+            tps = []
+            for name in self.topic_names:
+                for partition in metadata.topics[name].partitions:
+                    tp = KafkaTopicPartition(name, partition)
+                    _, high = self.consumer.get_watermark_offsets(tp, timeout=30)
+                    tps.append(KafkaTopicPartition(name, partition, high))
+            self.consumer.assign(tps)
 
-    async def _read(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
+        await asyncio.to_thread(assign_at_end)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stopping.is_set():
+            # what is fetched already, else wait for the first record (``consume`` with a
+            # timeout would hold what it has until it is full or the timeout passes)
+            messages = self.consumer.consume(1000, 0)
+            if not messages:
+                first = self.consumer.poll(0.2)
+                messages = [] if first is None else [first]
             now = time.time()
-            for records in batch.values():
-                for record in records:
-                    if record.key is None or not record.key.startswith(self.prefix):
-                        continue
-                    sent = datetime.strptime(
-                        orjson.loads(record.value)["exec_time"], "%Y-%m-%dT%H:%M:%S.%fZ"
-                    ).replace(tzinfo=UTC)
-                    self.latencies.append((now - sent.timestamp()) * 1000)
+            for message in messages:
+                key = message.key()
+                if message.error() is not None or key is None or not key.startswith(self.prefix):
+                    continue
+                value = message.value()
+                assert value is not None
+                sent = datetime.strptime(
+                    orjson.loads(value)["exec_time"], "%Y-%m-%dT%H:%M:%S.%fZ"
+                ).replace(tzinfo=UTC)
+                self.latencies.append((now - sent.timestamp()) * 1000)
 
     async def stop(self, expected: int, wait_s: float = 10.0) -> list[float]:
         deadline = time.monotonic() + wait_s
         while len(self.latencies) < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await self.consumer.stop()
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join)
+        self.consumer.close()
         return self.latencies
 
 
@@ -655,6 +735,7 @@ def summarize(
             round(sent["worker_cpu_s"] * 1e6 / received, 1) if received else None
         ),
         "load_average_after": [round(x, 2) for x in sent["load_average"]],
+        "cores_busy": sent.get("cores"),
         "latency_ms": {
             "samples": len(ordered),
             "mean": round(sum(ordered) / len(ordered), 2) if ordered else None,
@@ -708,6 +789,15 @@ def show(result: dict[str, Any]) -> str:
                 f"({floor['samples']} samples)"
             ]
             if (floor := result.get("broker_floor_ms"))
+            else []
+        )
+        + (
+            [
+                "   cores busy  "
+                + ", ".join(f"{name} {value:.2f}" for name, value in cores.items())
+                + f" (of {os.cpu_count()})"
+            ]
+            if (cores := result.get("cores_busy"))
             else []
         )
     )
@@ -782,12 +872,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(args.clients)
         ]
         for slot in range(args.processes):
+            share = targets[slot :: args.processes]
             process = ctx.Process(
                 target=client_process,
                 args=(
                     slot,
                     port,
-                    targets[slot :: args.processes],
+                    share,
                     progress_array,
                     stop,
                     results,
@@ -798,6 +889,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             process.start()
             processes.append(process)
         say(f"{args.clients} clients connecting from {args.processes} processes")
+
+        broker = broker_pid()
+        shares = CpuShares(
+            {
+                "worker": [worker.pid],
+                "broker": [] if broker is None else [broker],
+                "clients": [p.pid for p in processes if p.pid is not None],
+            }
+        )
 
         async def phases() -> None:
             await wait_until(
@@ -829,6 +929,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     expected_total,
                     args.drain,
                     worker.pid,
+                    shares,
+                    args.steady,
                 )
                 if profiler is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -892,6 +994,12 @@ def main(argv: list[str] | None = None) -> int:
         help="longest wait for the last frames after the last record",
     )
     parser.add_argument("--warmup-timeout", type=float, default=90.0)
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=15.0,
+        help="seconds at the measured rate before measuring (warm-up records, not counted)",
+    )
     parser.add_argument("--web-port", type=int, default=None)
     parser.add_argument(
         "--profile",
