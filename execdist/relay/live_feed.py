@@ -134,7 +134,7 @@ class LiveFeed:
             try:
                 while not self._commands.empty():
                     self._commands.get_nowait()(consumer)
-                messages = consumer.consume(POLL_BATCH, POLL_WAIT_S)
+                messages = _take(consumer)
             except (KafkaException, RuntimeError) as exc:
                 if self._stopping.is_set():
                     return
@@ -166,3 +166,17 @@ class LiveFeed:
             receiver = self._receivers.get(topic)
             if receiver is not None:
                 receiver(records)
+
+
+def _take(consumer: Consumer) -> Sequence[object]:
+    """What is fetched already, at once; if nothing is, wait up to :data:`POLL_WAIT_S` for the
+    first record and take it with whatever came alongside. (``consume`` with a timeout holds
+    what it has until it has a full batch or the timeout passes: every record would wait up
+    to the whole wait.)"""
+    messages = consumer.consume(POLL_BATCH, 0)
+    if messages:
+        return messages
+    first = consumer.poll(POLL_WAIT_S)
+    if first is None:
+        return []
+    return [first, *consumer.consume(POLL_BATCH - 1, 0)]
