@@ -31,7 +31,7 @@ def read_to_end(consumer: Consumer, ends: dict[int, int], deadline: float) -> It
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        for message in consumer.consume(num_messages=BATCH, timeout=min(left, POLL_S)):
+        for message in _take(consumer, min(left, POLL_S)):
             partition = message.partition()
             error = message.error()
             if partition is None or partition not in ends:
@@ -53,6 +53,20 @@ def read_to_end(consumer: Consumer, ends: dict[int, int], deadline: float) -> It
             if offset >= ends[partition] - 1:
                 del ends[partition]
             yield message
+
+
+def _take(consumer: Consumer, wait: float) -> list[Message]:
+    """What is fetched already; if nothing is, the first record (or end of partition) within
+    ``wait`` seconds with whatever came alongside. (``consume`` with a timeout holds what it
+    has until it has a full batch or the timeout passes, so the last short batch of every scan
+    would wait out the whole timeout.)"""
+    messages = consumer.consume(BATCH, 0)
+    if messages:
+        return messages
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(BATCH - 1, 0)]
 
 
 def header_sub_seq(headers: object) -> int | None:
