@@ -21,9 +21,10 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from execdist.infra import clients
@@ -37,6 +38,7 @@ POLL_WAIT_S = 0.05
 """Longest a poll waits for records: also how soon a new topic is assigned or a pause is
 carried out."""
 OFFSETS_TIMEOUT_S = 10.0
+OFFSETS_RETRY_S = 0.1
 
 LiveRecord = tuple[int, int, bytes]
 """``(partition, offset, value)`` of a record read live."""
@@ -73,15 +75,24 @@ class LiveFeed:
             self._admin = clients.offsets_admin(self._settings)
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         asked = {TopicPartition(topic, p): latest for p in range(partitions)}
-        futures = self._admin.list_offsets(
-            asked,
-            isolation_level=IsolationLevel.READ_COMMITTED,
-            request_timeout=OFFSETS_TIMEOUT_S,
-        )
-        ends: dict[int, int] = {}
-        for tp, future in futures.items():
-            ends[tp.partition] = (await asyncio.wrap_future(future)).offset
-        return ends
+        deadline = time.monotonic() + OFFSETS_TIMEOUT_S
+        while True:
+            futures = self._admin.list_offsets(
+                asked,
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=OFFSETS_TIMEOUT_S,
+            )
+            try:
+                ends: dict[int, int] = {}
+                for tp, future in futures.items():
+                    ends[tp.partition] = (await asyncio.wrap_future(future)).offset
+                return ends
+            except KafkaException as exc:
+                # a topic created a moment ago may not have its leaders known yet
+                if not _leaders_unknown(exc.args[0]) or time.monotonic() > deadline:
+                    raise
+                log.info("asking %s for its end offsets again: %s", topic, exc)
+                await asyncio.sleep(OFFSETS_RETRY_S)
 
     def add(self, topic: str, position: dict[int, int], receiver: Receiver) -> None:
         """Read ``topic`` from ``position`` on, handing its records to ``receiver``."""
@@ -180,3 +191,13 @@ def _take(consumer: Consumer) -> Sequence[object]:
     if first is None:
         return []
     return [first, *consumer.consume(POLL_BATCH - 1, 0)]
+
+
+def _leaders_unknown(error: KafkaError) -> bool:
+    """The broker or librdkafka does not know the partitions' leaders (yet): asking again
+    shortly may succeed."""
+    return error.retriable() or error.code() in (
+        KafkaError._NOENT,  # librdkafka: "No leaders found"
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+    )

@@ -62,3 +62,26 @@ async def test_a_record_is_handed_over_as_it_arrives_not_after_the_poll_wait(
     finally:
         await feed.stop()
         await delete_topics([topic])
+
+
+async def test_end_offsets_wait_for_a_topic_whose_leaders_are_not_known_yet() -> None:
+    """A subscription's topic created a moment ago may not have its partition leaders known
+    yet (the broker answers "not leader" or "unknown topic"): the reader's start offsets are
+    asked for again until they are, instead of failing the client that connected."""
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(broker=BROKER, app_id=f"execdist-feed-{run}")
+    topic = f"execdist-test-feed-late-{run}"
+    feed = LiveFeed(settings)
+
+    async def create_later() -> None:
+        await asyncio.sleep(1.0)
+        await create_topic(settings, topic, 2)
+
+    try:
+        creating = asyncio.create_task(create_later())
+        ends = await feed.end_offsets(topic, 2)
+        await creating
+        assert ends == {0: 0, 1: 0}
+    finally:
+        await feed.stop()
+        await delete_topics([topic])
