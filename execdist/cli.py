@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -195,8 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     sys.argv = ["execdist", *faust_args]
     tune_garbage_collector()
+    dump_stacks_on_sigquit()
     app.main()
     return 0
+
+
+def dump_stacks_on_sigquit() -> None:
+    """``kill -QUIT <pid>`` writes every thread's Python stack to the worker's stderr and the
+    worker goes on, as a JVM's thread dump does: for a worker that seems stuck. Written from
+    the signal handler itself, so it works while the event loop or the GIL is held up (SIGUSR1
+    and SIGUSR2 are Faust's, and need a running loop)."""
+    faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
 
 
 GC_YOUNG_THRESHOLD = 50_000

@@ -12,8 +12,8 @@ The supervisor only starts the children and keeps them together:
   ``<worker id>-<i>``; :func:`plan_children` lays this out and refuses ranges that overlap or
   leave the port space, and :func:`busy_ports` finds what is taken before anything starts;
 * SIGTERM, SIGINT and SIGHUP stop every child (SIGHUP as SIGTERM: a closed terminal should
-  stop the workers cleanly); SIGUSR1/SIGUSR2 are passed on. The supervisor then waits for all
-  of them and exits 0 if each stopped cleanly;
+  stop the workers cleanly); SIGUSR1, SIGUSR2 and SIGQUIT (a stack dump) are passed on. The
+  supervisor then waits for all of them and exits 0 if each stopped cleanly;
 * if a child exits on its own, the others are stopped (killed if they take longer than
   :data:`STOP_GRACE_S`) and the supervisor exits 1 naming the child: a host that silently
   runs fewer workers than it was asked for hides a fault until the lag shows it;
@@ -50,7 +50,7 @@ A worker stops in a few seconds; a stop still running after this is hung, and th
 manager is waiting on the supervisor to restart it."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PASSED_ON = (signal.SIGUSR1, signal.SIGUSR2)
+PASSED_ON = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT)
 """Faust's diagnostics (stack dump, debugger). Their default action would kill the
 supervisor, and with it every child, when someone sends them to the pid they know."""
 

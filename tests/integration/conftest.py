@@ -105,6 +105,9 @@ class Worker:
     grpc_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    peers: list[Worker] = field(default_factory=list)
+    """The workers of its cluster (itself included): when one is not ready in time, every
+    running one dumps its threads' stacks into its log, for the failure to show why."""
 
     @property
     def url(self) -> str:
@@ -148,7 +151,24 @@ class Worker:
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
+        raise AssertionError(f"worker not ready within {timeout}s:\n{self.stack_dumps()}")
+
+    def stack_dumps(self) -> str:
+        """SIGQUIT to every running worker of the cluster (each writes its threads' stacks to
+        its log and goes on), then their log tails, this worker's first."""
+        running = [
+            worker
+            for worker in [self, *(peer for peer in self.peers if peer is not self)]
+            if worker.process is not None and worker.process.poll() is None
+        ]
+        for worker in running:
+            worker.signal(signal.SIGQUIT)
+        time.sleep(1.0)
+        return "\n\n".join(
+            f"--- worker {worker.web_port}{' (this one)' if worker is self else ''}:\n"
+            f"{worker.log_tail(150)}"
+            for worker in running
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
@@ -188,6 +208,7 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             data_dir=tmp_path / f"data-{index}",
             log_path=tmp_path / f"worker-{index}.log",
             extra_env=env,
+            peers=workers,
         )
         workers.append(worker)
         if start:

@@ -44,6 +44,8 @@ def worker_pair(
         )
         for i in range(2)
     ]
+    for worker in pair:
+        worker.peers = pair
     start_all(pair)
     yield pair
     for worker in pair:

@@ -121,3 +121,22 @@ def test_two_processes_become_ready_and_stop_together(tmp_path: Path) -> None:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait(10)
+
+
+def test_sigquit_dumps_every_threads_stack_and_the_worker_goes_on(cluster) -> None:
+    """``kill -QUIT`` on a worker that seems stuck writes each thread's Python stack to its
+    log (as a JVM's thread dump does) and leaves it running."""
+    worker = cluster()
+    size = worker.log_path.stat().st_size
+    worker.signal(signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    dump = ""
+    while time.monotonic() < deadline and "execdist" not in dump:
+        time.sleep(0.1)
+        with worker.log_path.open(errors="replace") as log:
+            log.seek(size)
+            dump = log.read()
+    assert "Current thread" in dump or "Thread 0x" in dump, dump[-2000:]
+    assert "execdist" in dump, "the stacks name the worker's own code"
+    assert worker.process is not None and worker.process.poll() is None, "still running"
+    assert httpx.get(f"{worker.url}/health/live", timeout=5).status_code == 200
