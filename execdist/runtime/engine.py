@@ -428,7 +428,7 @@ class Engine(Service):
         self._last_commit = time.perf_counter()
         self._committer.send_changelogs()
         group_metadata = self._group_metadata
-        if group_metadata is None:
+        if group_metadata is None:  # not assigned yet: nothing can be processed before that
             group_metadata = self._group_metadata = consumer.consumer_group_metadata()
         self._transaction.hold()
         future = self._loop.run_in_executor(
@@ -455,7 +455,6 @@ class Engine(Service):
             sent = await in_flight.future
         except CommitFailed as exc:
             self._transaction.discard()
-            self._group_metadata = None  # a new generation, maybe
             log.warning("the commit failed (%s); resuming from the last commit", exc)
             if exc.aborted:
                 await self._resume_from_commit(seek=seek)
@@ -539,12 +538,16 @@ class Engine(Service):
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self._rebalances("assigned").inc()
-        self._group_metadata = None  # the generation the assignment comes with is asked anew
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
         committed = _settled_offsets(consumer, assigned) if assigned else []
         positioned = self._on_loop(self._assigned(committed))
         consumer.assign(positioned)
+        # the generation this assignment comes with, which every commit until the next
+        # assignment names; asked here, on the consumer's thread, because the call waits for
+        # librdkafka's own thread and holds the GIL meanwhile: on the event loop it would
+        # hold up everything else, at the moment of a rebalance
+        self._group_metadata = consumer.consumer_group_metadata()
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._rebalances("revoked").inc()
