@@ -190,6 +190,11 @@ class Worker:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            # a worker that ignores SIGTERM is stuck: its stacks say where, before it is killed
+            sys.stderr.write(
+                f"worker {self.web_port} did not stop within {timeout:g} s of SIGTERM; "
+                f"its stacks and log:\n{self.stack_dumps()}\n"
+            )
             self.process.kill()
             return self.process.wait(10)
 
