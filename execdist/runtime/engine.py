@@ -69,6 +69,8 @@ YIELD_EVERY = 32
 """Records processed between two yields to the event loop (heartbeat-free, but the relay and
 HTTP requests share the loop)."""
 POLL_TIMEOUT_S = 0.1
+WATERMARKS_EVERY_S = 0.5
+"""How often the Kafka thread notes the inputs' high watermarks (the lag gauge's source)."""
 RETRY_S = 1.0
 MAX_ATTEMPTS = 3
 """Times a record whose processing raises is tried, each from the last commit, before it is
@@ -152,6 +154,8 @@ class Engine(Service):
         self.rebalancing = True
         self.assigned_once = False
         self._lag_children: dict[tuple[str, int], Any] = {}
+        self._high_watermarks: dict[tuple[str, int], int] = {}
+        self._watermarks_noted = 0.0
         """The lag gauge's child of each partition reported, kept rather than looked up."""
         self._group_metadata: object | None = None
         """The consumer's group metadata (member id and generation) as of the last rebalance:
@@ -181,23 +185,13 @@ class Engine(Service):
 
     def partition_lag(self) -> dict[tuple[str, int], int]:
         """Input records not yet committed, per owned input partition, as of the consumer's
-        last fetch (no request to the broker)."""
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        lag = {}
-        for (topic, partition), position in self.committed.items():
-            if topic not in (topics.ORDERS, topics.EXECUTIONS):
-                continue
-            try:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
-                )
-            except KafkaException:
-                continue
-            if high >= 0:
-                lag[(topic, partition)] = max(high - position, 0)
-        return lag
+        high watermarks last noted on the Kafka thread (no request to the broker)."""
+        highs = self._high_watermarks
+        return {
+            tp: max(highs[tp] - position, 0)
+            for tp, position in self.committed.items()
+            if tp in highs
+        }
 
     def _export_lag(self) -> None:
         """Set the per-partition lag gauge; partitions no longer owned leave it, so that a
@@ -328,10 +322,30 @@ class Engine(Service):
         messages = consumer.consume(MAX_POLL, 0)
         if not messages and wait > 0:
             first = consumer.poll(wait)
-            if first is None:
-                return []
-            messages = [first, *consumer.consume(MAX_POLL - 1, 0)]
+            messages = [] if first is None else [first, *consumer.consume(MAX_POLL - 1, 0)]
+        if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
+            self._note_watermarks(consumer)
         return [record for message in messages if (record := _record(message)) is not None]
+
+    def _note_watermarks(self, consumer: Consumer) -> None:
+        """On the Kafka thread: each owned input partition's high watermark as of the last
+        fetch, for :meth:`partition_lag`. Never asked on the event loop: while this thread
+        is in a rebalance callback (which waits for the loop), librdkafka holds the locks
+        that call waits for, and the two threads would wait for each other for good."""
+        highs = {}
+        for topic, partition in list(self._ownership.positions):
+            if topic not in (topics.ORDERS, topics.EXECUTIONS):
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                highs[(topic, partition)] = high
+        self._high_watermarks = highs
+        self._watermarks_noted = time.monotonic()
 
     async def _batch(self) -> None:
         """Process waiting records until the time budget is spent; what is to be committed
