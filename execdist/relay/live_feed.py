@@ -200,4 +200,6 @@ def _leaders_unknown(error: KafkaError) -> bool:
         KafkaError._NOENT,  # librdkafka: "No leaders found"
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError.LEADER_NOT_AVAILABLE,
+        # the broker's answer to list_offsets comes without librdkafka's retriable mark
+        KafkaError.NOT_LEADER_FOR_PARTITION,
     )
