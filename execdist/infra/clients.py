@@ -291,3 +291,17 @@ def admin(settings: Settings, request_timeout_ms: int = 40_000) -> AIOKafkaAdmin
     return AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=request_timeout_ms
     )
+
+
+def take_fetched(consumer: Consumer, limit: int, wait: float) -> list[Message]:
+    """Up to ``limit`` records the consumer has fetched already, at once; if it has none, wait
+    up to ``wait`` seconds for the first and take it with whatever came alongside.
+    (``consume`` with a timeout holds what it has until it has ``limit`` records or the
+    timeout passes, so every record of a short batch would wait out the whole timeout.)"""
+    messages = consumer.consume(limit, 0)
+    if messages or wait <= 0:
+        return messages
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]

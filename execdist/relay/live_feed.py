@@ -145,7 +145,7 @@ class LiveFeed:
             try:
                 while not self._commands.empty():
                     self._commands.get_nowait()(consumer)
-                messages = _take(consumer)
+                messages = clients.take_fetched(consumer, POLL_BATCH, POLL_WAIT_S)
             except (KafkaException, RuntimeError) as exc:
                 if self._stopping.is_set():
                     return
@@ -177,20 +177,6 @@ class LiveFeed:
             receiver = self._receivers.get(topic)
             if receiver is not None:
                 receiver(records)
-
-
-def _take(consumer: Consumer) -> Sequence[object]:
-    """What is fetched already, at once; if nothing is, wait up to :data:`POLL_WAIT_S` for the
-    first record and take it with whatever came alongside. (``consume`` with a timeout holds
-    what it has until it has a full batch or the timeout passes: every record would wait up
-    to the whole wait.)"""
-    messages = consumer.consume(POLL_BATCH, 0)
-    if messages:
-        return messages
-    first = consumer.poll(POLL_WAIT_S)
-    if first is None:
-        return []
-    return [first, *consumer.consume(POLL_BATCH - 1, 0)]
 
 
 def _leaders_unknown(error: KafkaError) -> bool:

@@ -319,10 +319,7 @@ class Engine(Service):
         seconds for the first record."""
         consumer = self._consumer
         assert consumer is not None
-        messages = consumer.consume(MAX_POLL, 0)
-        if not messages and wait > 0:
-            first = consumer.poll(wait)
-            messages = [] if first is None else [first, *consumer.consume(MAX_POLL - 1, 0)]
+        messages = clients.take_fetched(consumer, MAX_POLL, wait)
         if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
             self._note_watermarks(consumer)
         return [record for message in messages if (record := _record(message)) is not None]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import rocksdict
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from execdist.infra import clients
 from execdist.settings import Settings
@@ -66,7 +66,7 @@ def restore(
             if now > deadline:
                 raise RestoreFailed(f"restoring {sorted(pending)} took over {RESTORE_TIMEOUT_S} s")
             writes: dict[tuple[str, int], rocksdict.WriteBatch] = {}
-            for message in _next_messages(consumer):
+            for message in clients.take_fetched(consumer, BATCH, 0.5):
                 where = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
                 if error is not None:
@@ -94,13 +94,3 @@ def restore(
         f"in {time.monotonic() - started:.2f} s"
     )
     return applied
-
-
-def _next_messages(consumer: Consumer) -> list[Message]:
-    """What is fetched already, or wait for the first message (``consume`` with a timeout
-    would wait all of it for a full batch)."""
-    messages = consumer.consume(BATCH, 0)
-    if messages:
-        return messages
-    first = consumer.poll(0.5)
-    return [] if first is None else [first]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from execdist.codecs.output import SUB_SEQ_HEADER
+from execdist.infra import clients
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def read_to_end(consumer: Consumer, ends: dict[int, int], deadline: float) -> It
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        for message in _take(consumer, min(left, POLL_S)):
+        for message in clients.take_fetched(consumer, BATCH, min(left, POLL_S)):
             partition = message.partition()
             error = message.error()
             if partition is None or partition not in ends:
@@ -53,20 +54,6 @@ def read_to_end(consumer: Consumer, ends: dict[int, int], deadline: float) -> It
             if offset >= ends[partition] - 1:
                 del ends[partition]
             yield message
-
-
-def _take(consumer: Consumer, wait: float) -> list[Message]:
-    """What is fetched already; if nothing is, the first record (or end of partition) within
-    ``wait`` seconds with whatever came alongside. (``consume`` with a timeout holds what it
-    has until it has a full batch or the timeout passes, so the last short batch of every scan
-    would wait out the whole timeout.)"""
-    messages = consumer.consume(BATCH, 0)
-    if messages:
-        return messages
-    first = consumer.poll(wait)
-    if first is None:
-        return []
-    return [first, *consumer.consume(BATCH - 1, 0)]
 
 
 def header_sub_seq(headers: object) -> int | None:
