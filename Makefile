@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile fanout reliability reliability-quick soak clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile bench-broker-profile fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -99,6 +99,11 @@ bench-floor: install $(BENCH_STAMP)
 
 bench-profile: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
+
+# Where the broker's CPU goes, by request type (Java Flight Recorder on the bench's broker),
+# with 1 and 1,000 subscriptions. BENCH_BROKER_ARGS go to `python -m bench.broker_profile`.
+bench-broker-profile: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.broker_profile $(BENCH_BROKER_ARGS)
 
 # The fan-out bench runs its own broker and registry on ports of its own (not those of
 # `make run` or `make test`), so it can run beside either; it starts them afresh, because a

@@ -456,7 +456,9 @@ def find_saturation(
             break
         if span >= plan.target_seconds * 0.5 or events >= plan.max_events or eps <= 0:
             break
-        events = min(max(int(eps * plan.target_seconds), events * 2), plan.max_events)
+        # a short drain's rate is rough (its records arrive in a few clumps, one per commit
+        # or per fetch of a batch reader): grow the backlog at most 16-fold on it
+        events = min(max(int(eps * plan.target_seconds), events * 2), events * 16, plan.max_events)
     return eps
 
 
