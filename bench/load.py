@@ -265,10 +265,10 @@ def check(
             for message in messages:
                 if message.error() is not None:
                     continue
-                key = message.key()
-                if key is None or not key.startswith(prefix):
-                    continue
-                value = orjson.loads(message.value())
+                key, raw = message.key(), message.value()
+                if key is None or raw is None or not key.startswith(prefix):
+                    continue  # another run's record, or a tombstone: nothing to count
+                value = orjson.loads(raw)
                 exec_id = value["exec_id"].encode()
                 result.delivered += 1
                 arrivals.append(now)
