@@ -163,13 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cluster.start()
             topics = asyncio.run(create_subscriptions(cluster.workers[0].url, 0, count))
-            accounts = count
             run = f"W{uuid.uuid4().hex[:6]}"
             say(f"{count} subscription(s): warming up for {warmup} s")
             measure(
-                LoadSpec(
-                    run=run, events=int(args.rate * warmup), rate=args.rate, accounts=accounts
-                ),
+                LoadSpec(run=run, events=int(args.rate * warmup), rate=args.rate, accounts=count),
                 CheckSpec(run=run, topics=topics),
                 timeout_s=warmup + 90,
                 grace_s=60,
@@ -186,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{count} subscription(s), {phase}: recording the broker")
                 broker = CpuMeter([pid]).start()
                 path = record(pid, name, args.seconds, RESULTS)
-                spec = LoadSpec(run=run, events=events, rate=args.rate, accounts=accounts)
+                spec = LoadSpec(run=run, events=events, rate=args.rate, accounts=count)
                 if short == "alone":
                     results = CONTEXT.Queue()
                     generator = CONTEXT.Process(target=generator_main, args=(spec, results))

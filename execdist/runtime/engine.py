@@ -154,9 +154,11 @@ class Engine(Service):
         self.rebalancing = True
         self.assigned_once = False
         self._lag_children: dict[tuple[str, int], Any] = {}
-        self._high_watermarks: dict[tuple[str, int], int] = {}
-        self._watermarks_noted = 0.0
         """The lag gauge's child of each partition reported, kept rather than looked up."""
+        self._high_watermarks: dict[tuple[str, int], int] = {}
+        """Each owned input partition's high watermark, noted on the Kafka thread."""
+        self._watermarks_noted = 0.0
+        """When they were last noted (``time.monotonic``)."""
         self._group_metadata: object | None = None
         """The consumer's group metadata (member id and generation) as of the last rebalance:
         asking librdkafka for it is a round trip to its main thread, with the interpreter

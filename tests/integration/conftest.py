@@ -161,14 +161,35 @@ class Worker:
             for worker in [self, *(peer for peer in self.peers if peer is not self)]
             if worker.process is not None and worker.process.poll() is None
         ]
-        for worker in running:
-            worker.signal(signal.SIGQUIT)
-        time.sleep(1.0)
+        # all at once, so that the stacks show one moment of the cluster
+        sizes = [worker.quit() for worker in running]
+        for worker, size in zip(running, sizes, strict=True):
+            worker.dumped_since(size, timeout=5.0)
         return "\n\n".join(
             f"--- worker {worker.web_port}{' (this one)' if worker is self else ''}:\n"
             f"{worker.log_tail(150)}"
             for worker in running
         )
+
+    def quit(self) -> int:
+        """SIGQUIT: the worker writes its threads' stacks to its log and goes on. Returns the
+        log's size before, for :meth:`dumped_since`."""
+        size = self.log_path.stat().st_size
+        self.signal(signal.SIGQUIT)
+        return size
+
+    def dumped_since(self, size: int, timeout: float = 10.0) -> str:
+        """What the log gained after ``size``, once it holds a stack dump naming the worker's
+        own code (or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log_path.open(errors="replace") as log:
+                log.seek(size)
+                written = log.read()
+            dumped = "Current thread" in written or "Thread 0x" in written
+            if (dumped and "execdist" in written) or time.monotonic() > deadline:
+                return written
+            time.sleep(0.1)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()

@@ -127,15 +127,7 @@ def test_sigquit_dumps_every_threads_stack_and_the_worker_goes_on(cluster) -> No
     """``kill -QUIT`` on a worker that seems stuck writes each thread's Python stack to its
     log (as a JVM's thread dump does) and leaves it running."""
     worker = cluster()
-    size = worker.log_path.stat().st_size
-    worker.signal(signal.SIGQUIT)
-    deadline = time.monotonic() + 10
-    dump = ""
-    while time.monotonic() < deadline and "execdist" not in dump:
-        time.sleep(0.1)
-        with worker.log_path.open(errors="replace") as log:
-            log.seek(size)
-            dump = log.read()
+    dump = worker.dumped_since(worker.quit())
     assert "Current thread" in dump or "Thread 0x" in dump, dump[-2000:]
     assert "execdist" in dump, "the stacks name the worker's own code"
     assert worker.process is not None and worker.process.poll() is None, "still running"

@@ -2,58 +2,40 @@
 
 from bench.broker_profile import parse_samples
 
-MARKERS = """
-jdk.ExecutionSample {
-  startTime = 19:01:02.311
-  sampledThread = "data-plane-kafka-request-handler-3" (javaThreadId = 61)
-  state = "STATE_RUNNABLE"
-  stackTrace = [
-    org.apache.kafka.storage.internals.log.LogSegment.append(long, MemoryRecords) line: 135
-    kafka.log.UnifiedLog.append(MemoryRecords, AppendOrigin) line: 800
-    kafka.server.KafkaApis.$anonfun$handleWriteTxnMarkersRequest$7(KafkaApis) line: 24
-    kafka.server.KafkaApis.handleWriteTxnMarkersRequest(RequestChannel$Request) line: 23
-    kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal) line: 190
-    ...
-  ]
-}
-"""
 
-FETCH_THEN_COMPLETED_PRODUCE = """
-jdk.ExecutionSample {
-  startTime = 19:01:02.321
-  sampledThread = "data-plane-kafka-request-handler-0" (javaThreadId = 58)
-  state = "STATE_RUNNABLE"
-  stackTrace = [
-    java.util.HashMap.getNode(Object) line: 568
-    kafka.server.DelayedFetch.tryComplete() line: 90
-    kafka.server.KafkaApis.handleProduceRequest(RequestChannel$Request, RequestLocal) line: 700
-    kafka.server.KafkaApis.handleFetchRequest(RequestChannel$Request) line: 900
-    kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal) line: 160
-  ]
-}
-"""
+def sample(thread: str, *frames: str) -> str:
+    """One ``jdk.ExecutionSample`` as ``jfr print`` writes it, frames innermost first."""
+    stack = "".join(f"    {frame} line: 10\n" for frame in frames)
+    return (
+        "jdk.ExecutionSample {\n"
+        "  startTime = 19:01:02.311\n"
+        f'  sampledThread = "{thread}" (javaThreadId = 61)\n'
+        '  state = "STATE_RUNNABLE"\n'
+        f"  stackTrace = [\n{stack}    ...\n  ]\n}}\n"
+    )
 
-NETWORK = """
-jdk.ExecutionSample {
-  startTime = 19:01:02.331
-  sampledThread = "data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-0" (id 52)
-  state = "STATE_RUNNABLE"
-  stackTrace = [
-    kafka.network.RequestChannel$Request.updateRequestMetrics(long) line: 220
-    kafka.network.Processor.processCompletedSends() line: 1200
-  ]
-}
-"""
 
-EMPTY_STACK = """
-jdk.ExecutionSample {
-  startTime = 19:01:02.341
-  sampledThread = "JFR Periodic Tasks" (javaThreadId = 20)
-  state = "STATE_RUNNABLE"
-  stackTrace = [
-  ]
-}
-"""
+MARKERS = sample(
+    "data-plane-kafka-request-handler-3",
+    "org.apache.kafka.storage.internals.log.LogSegment.append(long, MemoryRecords)",
+    "kafka.server.KafkaApis.$anonfun$handleWriteTxnMarkersRequest$7(KafkaApis)",
+    "kafka.server.KafkaApis.handleWriteTxnMarkersRequest(RequestChannel$Request)",
+    "kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal)",
+)
+FETCH_THEN_COMPLETED_PRODUCE = sample(
+    "data-plane-kafka-request-handler-0",
+    "java.util.HashMap.getNode(Object)",
+    "kafka.server.DelayedFetch.tryComplete()",
+    "kafka.server.KafkaApis.handleProduceRequest(RequestChannel$Request, RequestLocal)",
+    "kafka.server.KafkaApis.handleFetchRequest(RequestChannel$Request)",
+    "kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal)",
+)
+NETWORK = sample(
+    "data-plane-kafka-network-thread-1-ListenerName(PLAINTEXT)-PLAINTEXT-0",
+    "kafka.network.RequestChannel$Request.updateRequestMetrics(long)",
+    "kafka.network.Processor.processCompletedSends()",
+)
+EMPTY_STACK = sample("JFR Periodic Tasks")
 
 
 def test_samples_are_counted_by_thread_request_handler_and_top_frame() -> None:
