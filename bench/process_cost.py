@@ -29,6 +29,7 @@ from execdist import topics
 from execdist.agents.anomalies import AnomalyFlags
 from execdist.agents.backfill import SubscriptionBackfill
 from execdist.agents.join import JoinProcessor
+from execdist.agents.positions import PositionsProcessor
 from execdist.agents.routing import SubscriptionRouter
 from execdist.agents.sequencing import SubscriberSequencer
 from execdist.agents.subscriber_output import SubscriberOutput
@@ -45,6 +46,7 @@ from execdist.tables.declarations import (
     ANOMALY_STATS,
     HISTORY,
     ORDER_STATE,
+    POSITIONS,
     SUB_SEQ,
     TIMERS,
     table_specs,
@@ -117,7 +119,7 @@ async def run(
         rocks = RocksTables(Path(folder), table_specs(settings.app_id), 64 * 1024 * 1024)
         tables = {
             name: PartitionedState(rocks, rocks.specs[name])
-            for name in (ORDER_STATE, TIMERS, HISTORY, SUB_SEQ, ANOMALY_STATS)
+            for name in (ORDER_STATE, TIMERS, HISTORY, SUB_SEQ, ANOMALY_STATS, POSITIONS)
         }
         for name in tables:
             for partition in range(PARTITIONS):
@@ -161,6 +163,9 @@ async def run(
                 else None
             ),
             confirmation_sinks=[router],
+            positions=PositionsProcessor(
+                tables[POSITIONS], out, PARTITIONS, set_aside=_never_set_aside
+            ),
         )
         records = inputs(events, subscriptions)
         profiler = cProfile.Profile() if profile else None

@@ -178,6 +178,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     analytics = Analytics(metrics)
     router = SubscriptionRouter(subscriptions.index, output, backfill, stats, metrics, analytics)
+    positions_processor = PositionsProcessor(
+        positions, transaction, settings.topic_partitions, set_aside=dead_letters.set_aside
+    )
     join = JoinProcessor(
         settings=settings,
         states=states,
@@ -189,8 +192,8 @@ def create_app(settings: Settings) -> faust.App:
         anomalies=AnomalyFlags(anomaly_stats, settings.anomaly_rules, metrics),
         confirmation_sinks=[router],
         punctuators=[backfill.tick],
+        positions=positions_processor,
     )
-    positions_processor = PositionsProcessor(positions, set_aside=dead_letters.set_aside)
     topology = Topology(
         sources={
             topics.ORDERS: join,

@@ -21,6 +21,7 @@ from execdist import topics
 from execdist.agents.anomalies import AnomalyFlags
 from execdist.agents.dead_letters import DeadLetters, origin_of
 from execdist.agents.hot_states import HotStates, approximate_size
+from execdist.agents.positions import PositionsProcessor
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
 from execdist.codecs.input import InputDecoder
 from execdist.codecs.output import encode_json
@@ -100,6 +101,7 @@ class JoinProcessor:
         anomalies: AnomalyFlags | None = None,
         confirmation_sinks: list[ConfirmationSink] | None = None,
         punctuators: list[Punctuator] | None = None,
+        positions: PositionsProcessor | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._settings = settings
@@ -118,6 +120,7 @@ class JoinProcessor:
         self._anomalies = anomalies
         self._confirmation_sinks = list(confirmation_sinks or [])
         self._punctuators = list(punctuators or [])
+        self._positions = positions
         self._records_in = LabelledChildren(metrics.records_in)
         self._confirmed = LabelledChildren(metrics.confirmations)
         self._input_timestamp: float | None = None
@@ -257,12 +260,8 @@ class JoinProcessor:
                 fills_before,
                 state.live_fills,
             )
-            if change is not None:
-                self._out.send(
-                    topics.POSITIONS_BY_ACCOUNT,
-                    change.account.encode(),
-                    orjson.dumps(change.to_dict()),
-                )
+            if change is not None and self._positions is not None:
+                self._positions.change(change)
 
     def release(self, partition: int) -> None:
         """Drop what is cached for ``partition``: its state was restored or rolled back."""

@@ -353,7 +353,8 @@ async def test_state_queries_and_positions(send, worker: Worker) -> None:
         "sold_notional": "1600",
     }
     async with httpx.AsyncClient(base_url=worker.url, headers=headers) as http:
-        # positions follow the confirmations through the repartition topic: one hop later
+        # one worker holds every account, so positions fold in the confirmations' transaction;
+        # queries read RocksDB, written just after that transaction commits
         position = None
         for _ in range(50):
             response = await http.get(f"/api/v1/positions/{account}")
