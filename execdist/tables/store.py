@@ -24,7 +24,7 @@ from typing import Any
 
 import rocksdict
 
-from execdist.tables.declarations import WRITE_BUFFER_BYTES, TableSpec
+from execdist.tables.declarations import ARENA_BLOCK_BYTES, WRITE_BUFFER_BYTES, TableSpec
 
 _DELETED = object()
 
@@ -63,6 +63,7 @@ class RocksTables:
         options.set_write_buffer_size(spec.write_buffer_bytes)
         options.set_max_write_buffer_number(2)
         options.set_write_buffer_manager(self._write_buffers)
+        options.set_arena_block_size(ARENA_BLOCK_BYTES)
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(10, block_based=True)
         table.set_block_cache(self._cache)

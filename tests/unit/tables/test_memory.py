@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from execdist.tables.declarations import HISTORY, ORDER_STATE, table_specs
+from execdist.tables.declarations import (
+    HISTORY,
+    ORDER_STATE,
+    WRITE_BUFFER_BYTES,
+    table_specs,
+)
 from execdist.tables.store import RocksTables
 
 NAMES = [ORDER_STATE, HISTORY]
@@ -44,5 +49,25 @@ def test_a_shared_budget_flushes_memtables_that_would_each_stay_under_their_own(
     unbounded = memtables_after_writing(tmp_path / "unbounded", 1024 * 1024 * 1024)
     bounded = memtables_after_writing(tmp_path / "bounded", 4 * 1024 * 1024)
     assert unbounded >= written * 0.9, "without a budget every database keeps its writes"
-    # RocksDB keeps about one arena block (1 MB here) per database even after a flush
+    # RocksDB keeps about one arena block (64 KB here) per database even after a flush
     assert bounded <= written / 2, f"{bounded} bytes held of {written} written"
+
+
+def test_a_worker_far_under_its_budget_flushes_nothing(tmp_path: Path) -> None:
+    """Every table over four partitions, a few hundred small commits (about 1 MB in all, a
+    sixteenth of the budget): nothing is flushed to a file. Each memtable takes the budget a
+    block at a time; blocks of 1 MB (RocksDB's default here) put two dozen nearly empty
+    memtables past it, and RocksDB then flushed at nearly every commit."""
+    specs = table_specs("flush-test")
+    tables = RocksTables(tmp_path, specs, 8 * 1024 * 1024, WRITE_BUFFER_BYTES)
+    for spec in specs:
+        for p in PARTITIONS:
+            tables.open(spec.name, p, fresh=True)
+    try:
+        for n in range(600):
+            for spec in specs:
+                tables.db(spec.name, n % len(PARTITIONS))[b"key-%03d" % (n % 100)] = b"v" * 300
+        flushed = sorted(path.name for path in tmp_path.rglob("*.sst"))
+        assert flushed == [], f"{len(flushed)} files flushed"
+    finally:
+        tables.close_all()
