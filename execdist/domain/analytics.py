@@ -22,14 +22,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
-from execdist.domain.delivery import LatencyHistogram
-from execdist.domain.fills import add_exact, volume_weighted
+from execdist.domain.delivery import LatencyHistogram, bucket_of
+from execdist.domain.fills import product_exact, sum_exact, volume_weighted
 from execdist.domain.model import Confirmation, ExecType, format_decimal
 
 BUCKET_S: Final = 10
+ADD_DIRECTLY_UP_TO: Final = 4
+"""Confirmations in a commit up to which each is added to the bucket and the day directly:
+cheaper than summing them per key first, which pays for itself only on larger commits."""
 DAY_S: Final = 86_400
 _ZERO = Decimal(0)
-_ONE = Decimal(1)
 
 
 class Dimension(StrEnum):
@@ -48,6 +50,28 @@ class Window(StrEnum):
 WINDOW_SECONDS: Final = {Window.MINUTE: 60, Window.HOUR: 3600}
 
 
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one confirmation adds to the figures of each key it counts under."""
+
+    kind: ExecType
+    quantity: Decimal
+    notional: Decimal
+    latency_ms: float
+    latency_bucket: int
+
+    @classmethod
+    def of(cls, confirmation: Confirmation, latency_ms: float) -> Contribution:
+        qty = confirmation.last_qty
+        return cls(
+            confirmation.exec_type,
+            qty,
+            product_exact(qty, confirmation.last_px),
+            latency_ms,
+            bucket_of(latency_ms),
+        )
+
+
 @dataclass
 class Figures:
     executions: int = 0
@@ -58,21 +82,25 @@ class Figures:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def add(self, confirmation: Confirmation, latency_ms: float) -> None:
-        kind = confirmation.exec_type
+        self.take(Contribution.of(confirmation, latency_ms))
+
+    def take(self, contribution: Contribution) -> None:
+        """Count one confirmation, worked out once for all the keys it counts under."""
+        kind = contribution.kind
         if kind is ExecType.TRADE:
             self.executions += 1
-            self.quantity = add_exact(self.quantity, confirmation.last_qty, _ONE)
-            self.notional = add_exact(self.notional, confirmation.last_qty, confirmation.last_px)
+            self.quantity = sum_exact(self.quantity, contribution.quantity)
+            self.notional = sum_exact(self.notional, contribution.notional)
         elif kind is ExecType.BUST:
             self.busts += 1
         else:
             self.corrections += 1
-        self.latency.observe(latency_ms)
+        self.latency.observe_in(contribution.latency_bucket, contribution.latency_ms)
 
     def merge(self, other: Figures) -> None:
         self.executions += other.executions
-        self.quantity = add_exact(self.quantity, other.quantity, _ONE)
-        self.notional = add_exact(self.notional, other.notional, _ONE)
+        self.quantity = sum_exact(self.quantity, other.quantity)
+        self.notional = sum_exact(self.notional, other.notional)
         self.busts += other.busts
         self.corrections += other.corrections
         self.latency.merge(other.latency)
@@ -159,17 +187,16 @@ class WindowedFigures:
         at: float,
         committed: Iterable[tuple[Confirmation, Iterable[str], float]],
     ) -> None:
-        """Confirmations committed together at ``at``: summed per key first, then added to
-        the bucket and the day once per key (a commit holds hundreds of confirmations over a
-        few dozen keys)."""
-        partial: Keyed = {}
-        for confirmation, subscriptions, latency_ms in committed:
-            for key in keys_of(confirmation, subscriptions):
-                entry = partial.get(key)
-                if entry is None:
-                    entry = partial[key] = Figures()
-                entry.add(confirmation, latency_ms)
-        if not partial:
+        """Confirmations committed together at ``at``. Each confirmation's contribution is
+        worked out once. A commit of a few confirmations adds them to the bucket and the day
+        directly; a larger one is summed per key first, then added to the bucket and the day
+        once per key (under load a commit holds hundreds of confirmations over a few dozen
+        keys)."""
+        rows = [
+            (keys_of(confirmation, subscriptions), Contribution.of(confirmation, latency_ms))
+            for confirmation, subscriptions, latency_ms in committed
+        ]
+        if not rows:
             return
         start = int(at) // BUCKET_S * BUCKET_S
         if not self._buckets or self._buckets[-1][0] < start:
@@ -178,13 +205,30 @@ class WindowedFigures:
         day = int(at) // DAY_S * DAY_S
         if self._day[0] != day:
             self._day = (day, {})
-        for figures in (bucket, self._day[1]):
-            for key, entry in partial.items():
-                total = figures.get(key)
-                if total is None:
-                    figures[key] = Figures.from_figures(entry)
-                else:
-                    total.merge(entry)
+        targets = (bucket, self._day[1])
+        if len(rows) <= ADD_DIRECTLY_UP_TO:
+            for keys, contribution in rows:
+                for key in keys:
+                    for figures in targets:
+                        entry = figures.get(key)
+                        if entry is None:
+                            entry = figures[key] = Figures()
+                        entry.take(contribution)
+        else:
+            partial: Keyed = {}
+            for keys, contribution in rows:
+                for key in keys:
+                    entry = partial.get(key)
+                    if entry is None:
+                        entry = partial[key] = Figures()
+                    entry.take(contribution)
+            for figures in targets:
+                for key, entry in partial.items():
+                    total = figures.get(key)
+                    if total is None:
+                        figures[key] = Figures.from_figures(entry)
+                    else:
+                        total.merge(entry)
         self._prune(at)
 
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:

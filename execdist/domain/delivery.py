@@ -39,14 +39,23 @@ BUCKETS_MS: tuple[float, ...] = (
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
 
 
+def bucket_of(latency_ms: float) -> int:
+    """The first bucket whose upper bound is >= the latency (the last one holds the rest)."""
+    return bisect_left(BUCKETS_MS, latency_ms)
+
+
 @dataclass
 class LatencyHistogram:
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
     max_ms: float = 0.0
 
     def observe(self, latency_ms: float) -> None:
-        # the first bucket whose upper bound is >= the latency (the last one holds the rest)
-        self.counts[bisect_left(BUCKETS_MS, latency_ms)] += 1
+        self.observe_in(bucket_of(latency_ms), latency_ms)
+
+    def observe_in(self, bucket: int, latency_ms: float) -> None:
+        """:meth:`observe` with the bucket found already (:func:`bucket_of`), for a latency
+        counted in several histograms."""
+        self.counts[bucket] += 1
         if latency_ms > self.max_ms:
             self.max_ms = latency_ms
 

@@ -102,6 +102,16 @@ def add_exact(total: Decimal, qty: Decimal, px: Decimal) -> Decimal:
     return _EXACT.add(total, _EXACT.multiply(qty, px))
 
 
+def sum_exact(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b``, exact."""
+    return _EXACT.add(a, b)
+
+
+def product_exact(qty: Decimal, px: Decimal) -> Decimal:
+    """``qty * px``, exact."""
+    return _EXACT.multiply(qty, px)
+
+
 def _average(notional: Decimal, cum_qty: Decimal) -> Decimal:
     if cum_qty == 0:
         return _ZERO

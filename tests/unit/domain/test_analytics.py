@@ -67,6 +67,31 @@ def test_the_hour_sums_trades_exactly_and_counts_busts_and_corrections(fills) ->
         assert got.corrections == sum(1 for f in mine if f[1] is ExecType.CORRECT)
 
 
+@settings(max_examples=80, deadline=None)
+@given(_fills, st.lists(st.integers(min_value=1, max_value=12), min_size=1))
+def test_commits_of_any_size_count_as_their_confirmations_one_by_one(fills, sizes) -> None:  # type: ignore[no-untyped-def]
+    """A commit of a few confirmations is added directly, a larger one summed per key first:
+    the figures are the same as those of its confirmations added one by one at its time."""
+    rows = [
+        (confirmation(symbol, kind, qty, px), ["s-1", f"s-{ago % 3}"], ago / 7)
+        for symbol, kind, qty, px, ago in fills
+    ]
+    one_by_one, in_commits = WindowedFigures(), WindowedFigures()
+    start, turn = 0, 0
+    while start < len(rows):
+        commit = rows[start : start + sizes[turn % len(sizes)]]
+        at = NOW - 3 * turn  # commits a few seconds apart: they share buckets and the day
+        in_commits.add_all(at, commit)
+        for c, subscriptions, ms in commit:
+            one_by_one.add(at, c, subscriptions, ms)
+        start, turn = start + len(commit), turn + 1
+    for by in Dimension:
+        for window in Window:
+            assert {k: v.to_dict() for k, v in in_commits.window(by, window, NOW).items()} == {
+                k: v.to_dict() for k, v in one_by_one.window(by, window, NOW).items()
+            }
+
+
 def test_windows_leave_out_what_is_older() -> None:
     figures = WindowedFigures()
     figures.add(NOW - 3000, confirmation("AAPL", ExecType.TRADE, Decimal(100), Decimal(10)), [], 1)
