@@ -48,5 +48,24 @@ def key_partition(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+class KeyPartitions:
+    """:func:`key_partition` of text keys, remembered: computing it costs some 4 µs of Python
+    per record otherwise. Bounded whatever the number of keys."""
+
+    LIMIT = 100_000
+
+    def __init__(self, partitions: int) -> None:
+        self._partitions = partitions
+        self._known: dict[str, int] = {}
+
+    def of(self, key: str) -> int:
+        partition = self._known.get(key)
+        if partition is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            partition = self._known[key] = key_partition(key.encode(), self._partitions)
+        return partition
+
+
 TP = TopicPartition
 """A topic partition (topic, partition): which partition's transaction a record belongs to."""

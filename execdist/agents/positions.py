@@ -24,12 +24,9 @@ from execdist.domain.positions import PositionChange, apply_change
 from execdist.runtime.records import InputRecord
 from execdist.runtime.transaction import RecordSink
 from execdist.tables.store import PartitionedState
-from execdist.topics import POSITIONS_BY_ACCOUNT, key_partition
+from execdist.topics import POSITIONS_BY_ACCOUNT, KeyPartitions
 
 SetAside = Callable[[InputRecord, str], Awaitable[None]]
-
-_REMEMBERED_ACCOUNTS = 100_000
-"""Accounts whose partition is remembered (bounded whatever the number of accounts)."""
 
 _CACHED_ACCOUNTS = 10_000
 """Accounts whose positions are kept decoded, per partition (bounded likewise)."""
@@ -47,9 +44,8 @@ class PositionsProcessor:
     ) -> None:
         self._positions = positions
         self._out = out
-        self._partitions = partitions
         self._set_aside = set_aside
-        self._account_partitions: dict[str, int] = {}
+        self._account_partitions = KeyPartitions(partitions)
         self._cache: dict[int, dict[bytes, dict[str, dict[str, str]]]] = {}
         """Each partition's positions as of the open transaction, decoded (a cache of the
         table, so an account that trades all day is not decoded and encoded at every fill)."""
@@ -58,12 +54,7 @@ class PositionsProcessor:
         """Take one change from the join: folded now if this worker holds its account, else
         sent to the worker that does."""
         key = change.account.encode()
-        partition = self._account_partitions.get(change.account)
-        if partition is None:
-            if len(self._account_partitions) >= _REMEMBERED_ACCOUNTS:
-                self._account_partitions.clear()
-            partition = key_partition(key, self._partitions)
-            self._account_partitions[change.account] = partition
+        partition = self._account_partitions.of(change.account)
         if self._positions.holds(partition):
             self._fold(partition, key, change)
         else:

@@ -36,7 +36,7 @@ from execdist.domain.routing import SubscriptionIndex
 from execdist.runtime.records import InputRecord
 from execdist.runtime.transaction import RecordSink
 from execdist.tables.store import PartitionedState
-from execdist.topics import SUBSCRIBER_ROUTE, key_partition
+from execdist.topics import SUBSCRIBER_ROUTE, KeyPartitions
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,6 @@ class SubscriberSequencer:
         self.counters = counters
         self._out = out
         self._index = index
-        self._partitions = partitions
         self._set_aside = set_aside
         self._last: dict[int, dict[str, int]] = {}
         """Each route partition's counters as of the open transaction (a cache of the table)."""
@@ -92,20 +91,13 @@ class SubscriberSequencer:
         self._awaiting: dict[int, bytes] = {}
         """Route partition -> the token of the last record this worker routed there itself:
         reading it back makes the partition local."""
-        self._route_partitions: dict[str, int] = {}
+        self._route_partitions = KeyPartitions(partitions)
         self._instance = uuid.uuid4().hex.encode()
         self._tokens = itertools.count(1)
 
     def route_partition(self, subscription_id: str) -> int:
-        """The route partition of a subscription (murmur2, remembered: computing it costs
-        some 4 µs of Python per record otherwise)."""
-        partition = self._route_partitions.get(subscription_id)
-        if partition is None:
-            if len(self._route_partitions) > 100_000:  # bounded whatever the churn
-                self._route_partitions.clear()
-            partition = key_partition(subscription_id.encode(), self._partitions)
-            self._route_partitions[subscription_id] = partition
-        return partition
+        """The route partition of a subscription (murmur2 of its id)."""
+        return self._route_partitions.of(subscription_id)
 
     def deliver(self, subscription_id: str, topic: str, key: bytes, value: bytes) -> None:
         """Write one subscriber record (its value encoded, not yet numbered): numbered now if
