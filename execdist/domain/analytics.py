@@ -25,6 +25,7 @@ from typing import Final
 from execdist.domain.delivery import LatencyHistogram, bucket_of
 from execdist.domain.fills import product_exact, sum_exact, volume_weighted
 from execdist.domain.model import Confirmation, ExecType, format_decimal
+from execdist.domain.values import quick_init
 
 BUCKET_S: Final = 10
 ADD_DIRECTLY_UP_TO: Final = 4
@@ -50,6 +51,7 @@ class Window(StrEnum):
 WINDOW_SECONDS: Final = {Window.MINUTE: 60, Window.HOUR: 3600}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Contribution:
     """What one confirmation adds to the figures of each key it counts under."""
@@ -156,13 +158,13 @@ Keyed = dict[tuple[Dimension, str], Figures]
 
 def keys_of(
     confirmation: Confirmation, subscriptions: Iterable[str]
-) -> list[tuple[Dimension, str]]:
-    return [
+) -> tuple[tuple[Dimension, str], ...]:
+    return (
         (Dimension.SYMBOL, confirmation.symbol),
         (Dimension.VENUE, confirmation.venue),
         (Dimension.ACCOUNT, confirmation.account),
         *((Dimension.SUBSCRIPTION, subscription) for subscription in subscriptions),
-    ]
+    )
 
 
 class WindowedFigures:
@@ -215,13 +217,22 @@ class WindowedFigures:
                             entry = figures[key] = Figures()
                         entry.take(contribution)
         else:
-            partial: Keyed = {}
+            # summed per set of keys first (under load most confirmations share their symbol,
+            # venue, account and subscriptions), then per key
+            by_keys: dict[tuple[tuple[Dimension, str], ...], Figures] = {}
             for keys, contribution in rows:
+                entry = by_keys.get(keys)
+                if entry is None:
+                    entry = by_keys[keys] = Figures()
+                entry.take(contribution)
+            partial: Keyed = {}
+            for keys, entry in by_keys.items():
                 for key in keys:
-                    entry = partial.get(key)
-                    if entry is None:
-                        entry = partial[key] = Figures()
-                    entry.take(contribution)
+                    total = partial.get(key)
+                    if total is None:
+                        partial[key] = Figures.from_figures(entry)
+                    else:
+                        total.merge(entry)
             for figures in targets:
                 for key, entry in partial.items():
                     total = figures.get(key)

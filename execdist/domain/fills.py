@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from execdist.domain.model import OrderStatus
+from execdist.domain.values import quick_init
 
 __all__ = [
     "AVG_PX_PLACES",
@@ -52,6 +53,7 @@ class Fill(NamedTuple):
     px: Decimal
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FillSummary:
     """An order's fill state after applying its live fills."""

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
+from execdist.domain.values import quick_init
+
 __all__ = [
     "Anomaly",
     "AnomalyRule",
@@ -274,6 +276,7 @@ def _stored_int(data: Mapping[str, object], key: str) -> int:
     return value
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Order:
     """An order from the order management system, as of one version."""
@@ -327,6 +330,7 @@ class Order:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Execution:
     """One execution report for an order: a trade, a correction or a bust.
@@ -379,6 +383,7 @@ class Execution:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Confirmation:
     """A trade confirmation: one applied execution joined with its order and fill state."""

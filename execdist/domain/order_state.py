@@ -36,6 +36,7 @@ from execdist.domain.model import (
     parse_stored_decimal,
     parse_stored_time,
 )
+from execdist.domain.values import quick_init
 
 __all__ = [
     "STATE_FORMAT",
@@ -114,6 +115,7 @@ def _plainly_json(value: object) -> bool:
     return kind is float and math.isfinite(cast(float, value))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HeldExecution:
     """An execution waiting for its order or for an earlier seq."""
@@ -124,6 +126,7 @@ class HeldExecution:
     held_since: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SeenExecution:
     """What dedup needs to remember about an exec_id that was held, applied or refused."""

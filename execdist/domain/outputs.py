@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from execdist.domain.model import Confirmation, RejectReason, StatusType
+from execdist.domain.values import quick_init
 
 __all__ = ["Confirmed", "DropKind", "Dropped", "Output", "Rejected", "StatusNotice"]
 
@@ -30,6 +31,7 @@ class DropKind(StrEnum):
     """An order whose version is at or below the one held (a replay)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Confirmed:
     """An execution was applied; publish its confirmation."""
@@ -37,6 +39,7 @@ class Confirmed:
     confirmation: Confirmation
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """An execution cannot be applied; send the original record to the DLQ.
@@ -53,6 +56,7 @@ class Rejected:
     """The execution refused, when the record could be read as one (for the log)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StatusNotice:
     """Something operators must hear about; publish as a StatusEvent of this type.
@@ -64,6 +68,7 @@ class StatusNotice:
     details: dict[str, object]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Dropped:
     """An input was an expected repeat and produced nothing; count it."""

@@ -14,10 +14,12 @@ from decimal import Decimal
 
 from execdist.domain.fills import Fill, fill_totals
 from execdist.domain.model import Side, format_decimal
+from execdist.domain.values import quick_init
 
 ZERO = Decimal(0)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PositionChange:
     """How one order's live fills moved in one step of the join."""

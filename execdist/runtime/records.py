@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from execdist.domain.values import quick_init
 from execdist.topics import EXECUTIONS, ORDERS, TP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class InputRecord:
     """One record of an input topic, as the pipeline's consumer read it."""
