@@ -17,10 +17,14 @@ reader has seen.
 Each order's records keep their order across both ways. Records routed before this worker
 took a route partition, or took the partitions of some orders, may still wait unread in the
 route topic; numbering that partition at once could put an order's new record before its older
-one. So after every assignment or rollback a route partition is numbered at once only when the
-worker has read back the last record it routed there itself: the previous owners' records
-(settled before the assignment, KIP-447) and its own all come before that one. Until then its
-records take the route topic too, and wait their turn.
+one. So after every assignment or rollback a route partition is numbered at once only once the
+worker has read back a record it routed there itself since: the previous owners' records
+(settled before the assignment, KIP-447) all come before that one. Until then its records take
+the route topic too, and wait their turn. From then on only the worker's own routed records
+can still be unread, and it knows their orders: a record is numbered at once unless its order
+(for that subscription) still has a record on the way, which it then follows. So the
+partition turns local as soon as its first routed record returns, even while a backlog keeps
+the worker busy, and each order's records still go out in the order they were made.
 """
 
 from __future__ import annotations
@@ -87,10 +91,13 @@ class SubscriberSequencer:
         self._last: dict[int, dict[str, int]] = {}
         """Each route partition's counters as of the open transaction (a cache of the table)."""
         self._local: set[int] = set()
-        """Route partitions numbered here at once."""
-        self._awaiting: dict[int, bytes] = {}
-        """Route partition -> the token of the last record this worker routed there itself:
-        reading it back makes the partition local."""
+        """Route partitions numbered here at once (but for orders with a record on the way)."""
+        self._unread: dict[int, dict[bytes, tuple[str, bytes]]] = {}
+        """Route partition -> token -> (subscription id, key) of each record this worker routed
+        there itself since the partition's last release and has not read back yet."""
+        self._on_the_way: dict[int, dict[tuple[str, bytes], int]] = {}
+        """Route partition -> how many of those unread records each (subscription id, key)
+        has: a record of such an order is routed too, behind them."""
         self._route_partitions = KeyPartitions(partitions)
         self._instance = uuid.uuid4().hex.encode()
         self._tokens = itertools.count(1)
@@ -103,13 +110,18 @@ class SubscriberSequencer:
         """Write one subscriber record (its value encoded, not yet numbered): numbered now if
         this worker may, else routed to the worker that numbers the subscription."""
         partition = self.route_partition(subscription_id)
+        order = (subscription_id, key)
         if partition in self._local:
-            self._number(partition, subscription_id, topic, key, value)
-            return
+            on_the_way = self._on_the_way.get(partition)
+            if not on_the_way or order not in on_the_way:
+                self._number(partition, subscription_id, topic, key, value)
+                return
         token = b""
         if self.counters.holds(partition):
             token = b"%s:%d" % (self._instance, next(self._tokens))
-            self._awaiting[partition] = token
+            self._unread.setdefault(partition, {})[token] = order
+            on_the_way = self._on_the_way.setdefault(partition, {})
+            on_the_way[order] = on_the_way.get(order, 0) + 1
         self._out.send(
             SUBSCRIBER_ROUTE,
             subscription_id.encode(),
@@ -118,19 +130,29 @@ class SubscriberSequencer:
         )
 
     async def process(self, record: InputRecord) -> None:
-        """Number one routed record; the last one this worker routed here itself makes the
-        partition local."""
+        """Number one routed record; the first one this worker routed here itself since the
+        partition's last release makes the partition local."""
         if record.key is None or record.value is None:
             return  # internal topic: only workers write it, always with key and value
         token, topic, key, value = unpack_routed(record.value)
         subscription_id = record.key.decode()
+        partition = record.partition
         if self._index.get(subscription_id) is not None:
-            self._number(record.partition, subscription_id, topic, key, value)
+            self._number(partition, subscription_id, topic, key, value)
         else:
             log.debug("subscription %s is gone; a record routed to it is dropped", subscription_id)
-        if token and self._awaiting.get(record.partition) == token:
-            del self._awaiting[record.partition]
-            self._local.add(record.partition)
+        if not token:
+            return
+        order = self._unread.get(partition, {}).pop(token, None)
+        if order is None:
+            return  # another worker's, or routed before a release
+        self._local.add(partition)
+        on_the_way = self._on_the_way[partition]
+        left = on_the_way[order] - 1
+        if left:
+            on_the_way[order] = left
+        else:
+            del on_the_way[order]
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
         """A routed record that cannot be numbered goes the join's dead-letter way."""
@@ -141,7 +163,8 @@ class SubscriberSequencer:
         from the table again, and it is local again only after a routed record read back."""
         self._last.pop(partition, None)
         self._local.discard(partition)
-        self._awaiting.pop(partition, None)
+        self._unread.pop(partition, None)
+        self._on_the_way.pop(partition, None)
 
     def last_sub_seq(self, subscription_id: str) -> int | None:
         """The last committed ``sub_seq`` of a subscription numbered here (``None`` if this

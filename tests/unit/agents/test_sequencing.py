@@ -211,3 +211,56 @@ async def test_a_record_routed_to_a_deleted_subscription_is_dropped(setup) -> No
     )
     await sequencer.process(routed)
     assert out.take() == []
+
+
+async def test_under_a_steady_flow_the_partition_turns_local_with_its_first_record_back(
+    setup,
+) -> None:
+    """A worker with a backlog routes a record in every batch before it reads back the ones
+    routed earlier: the partition must not wait for a moment with nothing on the way."""
+    sequencer, _, out, ours, _ = setup
+    topic = f"execdist.sub.{ours}"
+    sequencer.deliver(ours, topic, b"ORD-1", b'{"n":1}')
+    sequencer.deliver(ours, topic, b"ORD-2", b'{"n":2}')
+    first, second = out.take()
+    assert first[0] == second[0] == SUBSCRIBER_ROUTE
+
+    await sequencer.process(_routed_back(first, 0))  # everything before it has been read
+    assert _numbered(out.take()) == [(b"ORD-1", 1, 1)]
+    # ORD-2 still has a record on the way: its next one follows it through the route topic
+    sequencer.deliver(ours, topic, b"ORD-2", b'{"n":3}')
+    (third,) = out.take()
+    assert third[0] == SUBSCRIBER_ROUTE
+    # ORD-1 and ORD-3 have nothing on the way: numbered at once, while ORD-2's are unread
+    sequencer.deliver(ours, topic, b"ORD-1", b'{"n":4}')
+    sequencer.deliver(ours, topic, b"ORD-3", b'{"n":5}')
+    assert _numbered(out.take()) == [(b"ORD-1", 2, 2), (b"ORD-3", 3, 3)]
+
+    await sequencer.process(_routed_back(second, 1))
+    await sequencer.process(_routed_back(third, 2))
+    assert _numbered(out.take()) == [(b"ORD-2", 4, 4), (b"ORD-2", 5, 5)]
+    sequencer.deliver(ours, topic, b"ORD-2", b'{"n":6}')
+    assert _numbered(out.take()) == [(b"ORD-2", 6, 6)], "nothing of ORD-2 on the way any more"
+
+
+async def test_a_record_routed_before_a_release_does_not_make_the_partition_local(setup) -> None:
+    sequencer, _, out, ours, _ = setup
+    topic = f"execdist.sub.{ours}"
+    sequencer.deliver(ours, topic, b"ORD-1", b"{}")
+    (before,) = out.take()
+    sequencer.release(0)  # a rollback: what comes back from before proves nothing
+    sequencer.deliver(ours, topic, b"ORD-2", b"{}")
+    (after,) = out.take()
+
+    await sequencer.process(_routed_back(before, 0))
+    out.take()
+    sequencer.deliver(ours, topic, b"ORD-3", b"{}")
+    (routed,) = out.take()
+    assert routed[0] == SUBSCRIBER_ROUTE, "not local: the record routed since is unread"
+
+    await sequencer.process(_routed_back(after, 1))
+    await sequencer.process(_routed_back(routed, 2))
+    out.take()
+    sequencer.deliver(ours, topic, b"ORD-4", b"{}")
+    ((sent_topic, *_),) = out.take()
+    assert sent_topic == topic
