@@ -12,7 +12,11 @@
   processed within that time since the last commit started share one transaction.
 * While a batch commits, the loop polls and processes the next one: its outputs are held and
   its table writes kept apart until the commit has finished, then they begin the next
-  transaction. If the commit fails, the batch built on it is dropped with it.
+  transaction. If the commit fails, the batch built on it is dropped with it. The next batch
+  goes on past its time budget for as long as the commit runs (and input is there), so a
+  commit's wait is spent processing, never idle: the slower commits get (a loaded broker, many
+  subscriber topics in each transaction), the more each transaction holds, as a group commit
+  does, without holding any record longer than the commit before it takes.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
   of its previous owner to settle (the consumer's committed-offset fetch is stable, KIP-447).
@@ -65,6 +69,9 @@ MAX_POLL = 2000
 BATCH_BUDGET_S = 0.05
 """Processing time after which a batch is committed even if more records are waiting: the
 first record of a batch waits for the last one's processing, so a batch stays short."""
+MAX_BATCH_S = 0.5
+"""Processing time after which a batch stops even while the commit before it still runs (a
+commit that hangs must not gather input without bound)."""
 YIELD_EVERY = 32
 """Records processed between two yields to the event loop (heartbeat-free, but the relay and
 HTTP requests share the loop)."""
@@ -279,10 +286,14 @@ class Engine(Service):
                 # in order (and after the records still waiting from the last poll)
                 polled.sort(key=lambda r: (r.partition, rank[r.topic]))
                 self._pending.extend(polled)
+            else:
+                polled = []
             try:
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
+                if polled and self._committing():
+                    continue  # more input may be fetched: take it while the commit runs
                 if await self._settle() and self._processed is not None and self._commit_due():
                     self._start_commit()
             except (KafkaException, CommitFailed) as exc:
@@ -315,6 +326,10 @@ class Engine(Service):
 
     def _commit_due(self) -> bool:
         return time.perf_counter() - self._last_commit >= self._commit_interval
+
+    def _committing(self) -> bool:
+        """Whether a commit is running on the producer's thread (and not finished yet)."""
+        return self._in_flight is not None and not self._in_flight.future.done()
 
     def _poll(self, wait: float) -> list[InputRecord]:
         """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
@@ -352,6 +367,7 @@ class Engine(Service):
         started = time.perf_counter()
         records = self._pending
         deadline = started + BATCH_BUDGET_S
+        last_call = started + MAX_BATCH_S
         offsets: dict[tuple[str, int], int] = {}
         continuity = self._topology.continuity
         owned = self._ownership.owned
@@ -361,7 +377,8 @@ class Engine(Service):
         for index, record in enumerate(records):
             if index and index % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-                if time.perf_counter() > deadline:
+                now = time.perf_counter()
+                if now > deadline and (not self._committing() or now > last_call):
                     taken = index
                     break
             if record.partition not in owned:
