@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +101,32 @@ async def fresh_runtime(
     return settings, output, rocks, transaction, timers
 
 
+def forwarding_engine(
+    settings: Settings,
+    rocks: RocksTables,
+    transaction: WorkerTransaction,
+    timers: PartitionedState,
+    forward: Forward,
+) -> tuple[Engine, Metrics]:
+    """An engine whose one processor is ``forward``, with the timers table alone."""
+    metrics = Metrics()
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, forward),
+        tables=[timers],
+        continuity=InputContinuity(timers),
+    )
+    return Engine(settings, topology, rocks, transaction, metrics), metrics
+
+
+def transactions_committed(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("execdist_transaction_records_count") or 0
+
+
+def keyed(key: bytes) -> Callable[[list[ConsumerRecord]], list[bytes | None]]:
+    """The values of the records with ``key``, in the order read."""
+    return lambda records: [r.value for r in records if r.key == key]
+
+
 async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on(
     tmp_path: Path, producer: AIOKafkaProducer
 ) -> None:
@@ -131,7 +158,7 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
     try:
         for value in values:
             await producer.send_and_wait(topics.ORDERS, value, key=key)
-        mine = lambda records: [r.value for r in records if r.key == key]  # noqa: E731
+        mine = keyed(key)
         forwarded = await read_committed(
             [output], lambda got: len(mine(got)) >= 4, timeout=60, settle=2
         )
@@ -194,17 +221,10 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
     settings, output, rocks, transaction, timers = await fresh_runtime(
         tmp_path, commit_interval=interval
     )
-    metrics = Metrics()
     forward = Forward(transaction, output, join=None)  # type: ignore[arg-type]
-    topology = Topology(
-        sources=dict.fromkeys(SOURCES, forward),
-        tables=[timers],
-        continuity=InputContinuity(timers),
-    )
-    engine = Engine(settings, topology, rocks, transaction, metrics)
+    engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
-    mine = lambda records: [r.value for r in records if r.key == key]  # noqa: E731
-    commits = lambda: metrics.registry.get_sample_value("execdist_transaction_records_count") or 0  # noqa: E731
+    mine = keyed(key)
 
     await engine.start()
     try:
@@ -214,14 +234,14 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
         assert engine.ready, "the engine got its partitions"
         # 40 records 20 ms apart: 0.8 s, so about two intervals' worth of commits
         values = [b"v-%d" % n for n in range(40)]
-        before, started = commits(), time.monotonic()
+        before, started = transactions_committed(metrics), time.monotonic()
         for value in values:
             await producer.send_and_wait(topics.ORDERS, value, key=key)
             await asyncio.sleep(0.02)
         forwarded = await read_committed(
             [output], lambda got: len(mine(got)) >= len(values), timeout=30, settle=1
         )
-        made, elapsed = commits() - before, time.monotonic() - started
+        made, elapsed = transactions_committed(metrics) - before, time.monotonic() - started
         assert mine(forwarded) == values, "each record once, in order"
         # at most one commit per interval (and the first at once); without the interval,
         # about one per record
@@ -279,17 +299,10 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
     still arrives once and in order."""
     settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
     transaction = SlowCommits(settings, f"{settings.app_id}-slow", delay=0.3)
-    metrics = Metrics()
     forward = SlowForward(transaction, output, cost=0.002)
-    topology = Topology(
-        sources=dict.fromkeys(SOURCES, forward),
-        tables=[timers],
-        continuity=InputContinuity(timers),
-    )
-    engine = Engine(settings, topology, rocks, transaction, metrics)
+    engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
-    mine = lambda records: [r.value for r in records if r.key == key]  # noqa: E731
-    commits = lambda: metrics.registry.get_sample_value("execdist_transaction_records_count") or 0  # noqa: E731
+    mine = keyed(key)
 
     values = [b"v-%03d" % n for n in range(300)]
     for value in values:  # the backlog is there before the engine starts
@@ -301,7 +314,7 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
             [output], lambda got: len(mine(got)) >= len(values), timeout=60, settle=1
         )
         assert mine(forwarded) == values, "each record once, in order"
-        made = commits()
+        made = transactions_committed(metrics)
         assert made <= 6, f"{made} transactions for 0.6 s of records and 0.3 s commits"
     finally:
         await engine.stop()
