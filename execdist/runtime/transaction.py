@@ -123,16 +123,7 @@ class WorkerTransaction:
         if self._held is not None:
             self._held.append((topic, key, value, headers, partition))
             return
-        producer = self._begun()
-        target = UNASSIGNED if partition is None else partition
-        extra: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=target, headers=extra)
-                break
-            except BufferError:
-                # librdkafka's queue is full: let it send before queueing more
-                producer.poll(0.05)
+        _produce(self._begun(), topic, key, value, headers, partition)
         self.records += 1
 
     # ---- overlapping a commit with the next batch (on the event loop) --------------------
@@ -144,8 +135,12 @@ class WorkerTransaction:
     def release(self) -> None:
         """The commit has finished: begin the next transaction with what was held."""
         held, self._held = self._held, None
-        for topic, key, value, headers, partition in held or ():
-            self.send(topic, key, value, headers=headers, partition=partition)
+        if not held:
+            return
+        producer = self._begun()
+        for topic, key, value, headers, partition in held:
+            _produce(producer, topic, key, value, headers, partition)
+        self.records += len(held)
 
     def discard(self) -> None:
         """The commit failed: what was held was built on it, and is dropped with it."""
@@ -198,3 +193,23 @@ class WorkerTransaction:
             return CommitFailed(f"commit failed and was aborted: {detail}", aborted=True)
         # fatal (fenced) or unknown: this producer can no longer be trusted with a transaction
         return CommitFailed(f"commit failed, outcome unknown: {detail}", aborted=False)
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    partition: int | None,
+) -> None:
+    """Queue one record in the producer's open transaction."""
+    target = UNASSIGNED if partition is None else partition
+    extra: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
+    while True:
+        try:
+            producer.produce(topic, value, key, partition=target, headers=extra)
+            return
+        except BufferError:
+            # librdkafka's queue is full: let it send before queueing more
+            producer.poll(0.05)
