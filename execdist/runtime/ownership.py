@@ -99,5 +99,8 @@ class Ownership:
         outcome is unknown); returns the positions to resume from."""
         owned = sorted(self.owned)
         assigned = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+        # every uncommitted write goes, the failed commit's included: released one partition
+        # at a time, its writes would stay sealed and the next commit could not begin
+        self.forget_uncommitted()
         self.release()
         return await self.take(assigned) if owned else []

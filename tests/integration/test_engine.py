@@ -30,7 +30,7 @@ from execdist.metrics import Metrics
 from execdist.runtime.engine import MAX_ATTEMPTS, Engine
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
-from execdist.runtime.transaction import WorkerTransaction
+from execdist.runtime.transaction import CommitFailed, WorkerTransaction
 from execdist.settings import Settings
 from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
@@ -316,5 +316,65 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
         assert mine(forwarded) == values, "each record once, in order"
         made = transactions_committed(metrics)
         assert made <= 6, f"{made} transactions for 0.6 s of records and 0.3 s commits"
+    finally:
+        await engine.stop()
+
+
+class UnknownOutcomeOnce(WorkerTransaction):
+    """The worker's transaction, whose first commit with records fails with its outcome
+    unknown (as when the broker times the transaction out), without committing it."""
+
+    def __init__(self, settings: Settings, transactional_id: str) -> None:
+        super().__init__(settings, transactional_id)
+        self.failed = False
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
+        if not self.failed and self.records:
+            self.failed = True
+            raise CommitFailed("simulated: commit failed, outcome unknown", aborted=False)
+        return super().commit(offsets, group_metadata)
+
+
+class TableForward(Forward):
+    """Forwards, and writes each record to a table as well (so a commit has table writes)."""
+
+    def __init__(self, out: WorkerTransaction, output: str, table: PartitionedState) -> None:
+        super().__init__(out, output, join=None)  # type: ignore[arg-type]
+        self._table = table
+
+    async def process(self, record: InputRecord) -> None:
+        self._table.put(record.partition, b"last", record.value or b"")
+        await super().process(record)
+
+
+async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """The worker's producer is re-created, the tables restored from what did commit and the
+    inputs read again from there: each record arrives once, in order, and the engine goes on
+    committing (the failed commit's sealed table writes are dropped with the rest)."""
+    settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
+    transaction = UnknownOutcomeOnce(settings, f"{settings.app_id}-unknown")
+    forward = TableForward(transaction, output, timers)
+    engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+
+    values = [b"v-%02d" % n for n in range(20)]
+    await engine.start()
+    try:
+        for value in values[:10]:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        deadline = time.monotonic() + 30
+        while not transaction.failed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert transaction.failed, "the first commit with records failed"
+        for value in values[10:]:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=60, settle=1
+        )
+        assert mine(forwarded) == values, "each record once, in order"
+        assert transactions_committed(metrics) >= 1
     finally:
         await engine.stop()
