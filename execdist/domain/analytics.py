@@ -191,9 +191,9 @@ class WindowedFigures:
     ) -> None:
         """Confirmations committed together at ``at``. Each confirmation's contribution is
         worked out once. A commit of a few confirmations adds them to the bucket and the day
-        directly; a larger one is summed per key first, then added to the bucket and the day
-        once per key (under load a commit holds hundreds of confirmations over a few dozen
-        keys)."""
+        directly; a larger one is summed per set of keys first, then added to the bucket and
+        the day once per key of each set (under load a commit holds hundreds of confirmations
+        over a few sets of keys)."""
         rows = [
             (keys_of(confirmation, subscriptions), Contribution.of(confirmation, latency_ms))
             for confirmation, subscriptions, latency_ms in committed
@@ -218,28 +218,21 @@ class WindowedFigures:
                         entry.take(contribution)
         else:
             # summed per set of keys first (under load most confirmations share their symbol,
-            # venue, account and subscriptions), then per key
+            # venue, account and subscriptions), then added once per key of each set
             by_keys: dict[tuple[tuple[Dimension, str], ...], Figures] = {}
             for keys, contribution in rows:
                 entry = by_keys.get(keys)
                 if entry is None:
                     entry = by_keys[keys] = Figures()
                 entry.take(contribution)
-            partial: Keyed = {}
             for keys, entry in by_keys.items():
                 for key in keys:
-                    total = partial.get(key)
-                    if total is None:
-                        partial[key] = Figures.from_figures(entry)
-                    else:
-                        total.merge(entry)
-            for figures in targets:
-                for key, entry in partial.items():
-                    total = figures.get(key)
-                    if total is None:
-                        figures[key] = Figures.from_figures(entry)
-                    else:
-                        total.merge(entry)
+                    for figures in targets:
+                        total = figures.get(key)
+                        if total is None:
+                            figures[key] = Figures.from_figures(entry)
+                        else:
+                            total.merge(entry)
         self._prune(at)
 
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:

@@ -55,12 +55,24 @@ def errors(records: list[ConsumerRecord]) -> list[dict[str, object]]:
 
 
 class Forward:
-    """The test's processor: forwards inputs to ``output``, raises on poison."""
+    """The test's processor: forwards inputs to ``output``, raises on poison. Optionally it
+    takes ``cost`` seconds of the event loop per record (the join's work) and writes each
+    record to ``table`` as well (so that a commit has table writes)."""
 
-    def __init__(self, out: WorkerTransaction, output: str, join: JoinProcessor) -> None:
+    def __init__(
+        self,
+        out: WorkerTransaction,
+        output: str,
+        join: JoinProcessor | None = None,
+        *,
+        cost: float = 0.0,
+        table: PartitionedState | None = None,
+    ) -> None:
         self._out = out
         self._output = output
         self._join = join
+        self._cost = cost
+        self._table = table
         self.attempts: list[int] = []
         self.forwarded: list[bytes] = []
 
@@ -68,11 +80,16 @@ class Forward:
         if record.value == POISON:
             self.attempts.append(record.offset)
             raise ValueError("this record cannot be processed")
+        if self._cost:
+            time.sleep(self._cost)
+        if self._table is not None:
+            self._table.put(record.partition, b"last", record.value or b"")
         if record.topic != topics.TICKS:
             self._out.send(self._output, record.key, record.value)
             self.forwarded.append(record.value or b"")
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
+        assert self._join is not None, "only the poison test sets records aside"
         await self._join.set_aside(record, error)
 
     def release(self, partition: int) -> None:
@@ -221,7 +238,7 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
     settings, output, rocks, transaction, timers = await fresh_runtime(
         tmp_path, commit_interval=interval
     )
-    forward = Forward(transaction, output, join=None)  # type: ignore[arg-type]
+    forward = Forward(transaction, output)
     engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
     mine = keyed(key)
@@ -266,28 +283,30 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
     assert mine(forwarded) == values + tail
 
 
-class SlowCommits(WorkerTransaction):
-    """The worker's transaction on a broker that takes ``delay`` seconds to commit."""
+class ScriptedCommits(WorkerTransaction):
+    """The worker's transaction on a broker that takes ``delay`` seconds to commit and, with
+    ``fail_once``, fails the first commit with records with its outcome unknown (as when the
+    broker times the transaction out), without committing it."""
 
-    def __init__(self, settings: Settings, transactional_id: str, delay: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transactional_id: str,
+        *,
+        delay: float = 0.0,
+        fail_once: bool = False,
+    ) -> None:
         super().__init__(settings, transactional_id)
         self.delay = delay
+        self.to_fail = fail_once
+        self.failed = False
 
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
         time.sleep(self.delay)
+        if self.to_fail and not self.failed and self.records:
+            self.failed = True
+            raise CommitFailed("simulated: commit failed, outcome unknown", aborted=False)
         return super().commit(offsets, group_metadata)
-
-
-class SlowForward(Forward):
-    """Forwards, taking ``cost`` seconds of the event loop per record (the join's work)."""
-
-    def __init__(self, out: WorkerTransaction, output: str, cost: float) -> None:
-        super().__init__(out, output, join=None)  # type: ignore[arg-type]
-        self.cost = cost
-
-    async def process(self, record: InputRecord) -> None:
-        time.sleep(self.cost)
-        await super().process(record)
 
 
 async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_transaction(
@@ -298,8 +317,8 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
     transactions, where batches cut at the 50 ms budget would take a dozen; every record
     still arrives once and in order."""
     settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
-    transaction = SlowCommits(settings, f"{settings.app_id}-slow", delay=0.3)
-    forward = SlowForward(transaction, output, cost=0.002)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-slow", delay=0.3)
+    forward = Forward(transaction, output, cost=0.002)
     engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
     mine = keyed(key)
@@ -320,33 +339,6 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
         await engine.stop()
 
 
-class UnknownOutcomeOnce(WorkerTransaction):
-    """The worker's transaction, whose first commit with records fails with its outcome
-    unknown (as when the broker times the transaction out), without committing it."""
-
-    def __init__(self, settings: Settings, transactional_id: str) -> None:
-        super().__init__(settings, transactional_id)
-        self.failed = False
-
-    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
-        if not self.failed and self.records:
-            self.failed = True
-            raise CommitFailed("simulated: commit failed, outcome unknown", aborted=False)
-        return super().commit(offsets, group_metadata)
-
-
-class TableForward(Forward):
-    """Forwards, and writes each record to a table as well (so a commit has table writes)."""
-
-    def __init__(self, out: WorkerTransaction, output: str, table: PartitionedState) -> None:
-        super().__init__(out, output, join=None)  # type: ignore[arg-type]
-        self._table = table
-
-    async def process(self, record: InputRecord) -> None:
-        self._table.put(record.partition, b"last", record.value or b"")
-        await super().process(record)
-
-
 async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
     tmp_path: Path, producer: AIOKafkaProducer
 ) -> None:
@@ -354,8 +346,8 @@ async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
     inputs read again from there: each record arrives once, in order, and the engine goes on
     committing (the failed commit's sealed table writes are dropped with the rest)."""
     settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
-    transaction = UnknownOutcomeOnce(settings, f"{settings.app_id}-unknown")
-    forward = TableForward(transaction, output, timers)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-unknown", fail_once=True)
+    forward = Forward(transaction, output, table=timers)
     engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
     mine = keyed(key)
