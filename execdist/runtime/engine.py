@@ -56,7 +56,7 @@ from execdist.runtime.commit import Committer
 from execdist.runtime.ownership import Ownership
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
-from execdist.runtime.transaction import CommitFailed, WorkerTransaction
+from execdist.runtime.transaction import CommitFailed, TransactionFailed, WorkerTransaction
 from execdist.settings import Settings
 from execdist.tables.store import RocksTables
 
@@ -69,9 +69,14 @@ MAX_POLL = 2000
 BATCH_BUDGET_S = 0.05
 """Processing time after which a batch is committed even if more records are waiting: the
 first record of a batch waits for the last one's processing, so a batch stays short."""
-MAX_BATCH_S = 0.5
-"""Processing time after which a batch stops even while the commit before it still runs (a
-commit that hangs must not gather input without bound)."""
+MAX_GATHER_S = clients.TRANSACTION_TIMEOUT_MS / 1000 / 5
+"""How long the next transaction may go on taking input while the commit before it runs,
+from the start of its first batch (2 s). Past it the loop waits for that commit: a commit
+slower than the processing must not grow the next transaction without bound, or that one
+commits slower still, the one after it grows more, and at last one outlasts the broker's
+transaction timeout (seen with 1,000 subscriber topics on a loaded broker). A fifth of that
+timeout: under a steady load a commit takes well under a second, so the bound only stops a
+runaway."""
 YIELD_EVERY = 32
 """Records processed between two yields to the event loop (heartbeat-free, but the relay and
 HTTP requests share the loop)."""
@@ -286,17 +291,18 @@ class Engine(Service):
                 # in order (and after the records still waiting from the last poll)
                 polled.sort(key=lambda r: (r.partition, rank[r.topic]))
                 self._pending.extend(polled)
+                more = bool(polled)
             else:
-                polled = []
+                more = True  # enough is waiting already: not polled this time
             try:
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
-                if polled and self._committing():
-                    continue  # more input may be fetched: take it while the commit runs
+                if more and self._committing() and self._may_gather():
+                    continue  # more input may be there: take it while the commit runs
                 if await self._settle() and self._processed is not None and self._commit_due():
                     self._start_commit()
-            except (KafkaException, CommitFailed) as exc:
+            except (KafkaException, CommitFailed, TransactionFailed) as exc:
                 # Kafka refused a record or the transaction outside any one record's processing
                 # (a record's own failures are caught per record and end in the DLQ)
                 log.warning(
@@ -330,6 +336,17 @@ class Engine(Service):
     def _committing(self) -> bool:
         """Whether a commit is running on the producer's thread (and not finished yet)."""
         return self._in_flight is not None and not self._in_flight.future.done()
+
+    def _gather_until(self, now: float) -> float:
+        """Until when (``time.perf_counter``) the open transaction may take input while a
+        commit runs: :data:`MAX_GATHER_S` after its first batch began (``now``, if none has)."""
+        first = now if self._processed is None else self._processed.started
+        return first + MAX_GATHER_S
+
+    def _may_gather(self) -> bool:
+        """Whether the open transaction may take another batch while the commit runs."""
+        now = time.perf_counter()
+        return now < self._gather_until(now)
 
     def _poll(self, wait: float) -> list[InputRecord]:
         """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
@@ -367,7 +384,7 @@ class Engine(Service):
         started = time.perf_counter()
         records = self._pending
         deadline = started + BATCH_BUDGET_S
-        last_call = started + MAX_BATCH_S
+        last_call = self._gather_until(started)
         offsets: dict[tuple[str, int], int] = {}
         continuity = self._topology.continuity
         owned = self._ownership.owned
@@ -424,6 +441,8 @@ class Engine(Service):
             return
         try:
             await processor.process(record)
+        except TransactionFailed:
+            raise  # the transaction's failure, not the record's: the batch is rolled back
         except Exception as exc:
             raise RecordFailed(record) from exc
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -28,6 +29,12 @@ from execdist.settings import Settings
 log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT_S = 60.0
+RETRY_FIRST_S = 0.01
+RETRY_MAX_S = 0.5
+"""Pauses between tries of a transaction call that failed with a retriable error."""
+_TRANSACTION_STATES = (KafkaError._STATE, KafkaError._FENCED)
+"""Errors of ``produce`` that are the transaction's, not the record's: the producer is in an
+abortable error state (the broker aborted the transaction) or fenced."""
 UNASSIGNED = -1
 """librdkafka's "no partition given": the partitioner (murmur2, as Java's) chooses."""
 INIT_TIMEOUT_S = 60.0
@@ -48,6 +55,12 @@ class RecordSink(Protocol):
 
 
 _Send = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None, int | None]
+
+
+class TransactionFailed(Exception):
+    """The open transaction takes no more records: the broker aborted it (it outlasted the
+    transaction timeout, or a record of it was not delivered) or fenced the producer. The
+    batch is rolled back, not the record that was being sent; the cause is chained."""
 
 
 class CommitFailed(Exception):
@@ -158,10 +171,16 @@ class WorkerTransaction:
         sent. Raises :class:`CommitFailed`, after aborting when the error allows it."""
         producer = self._begun()
         sent = self.records
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
         try:
             if offsets:
-                producer.send_offsets_to_transaction(offsets, group_metadata, COMMIT_TIMEOUT_S)
-            producer.commit_transaction(COMMIT_TIMEOUT_S)
+                call_retrying(
+                    lambda left: producer.send_offsets_to_transaction(
+                        offsets, group_metadata, left
+                    ),
+                    deadline,
+                )
+            call_retrying(producer.commit_transaction, deadline)
         except KafkaException as exc:
             raise self._failed(exc) from exc
         self._open = False
@@ -213,3 +232,28 @@ def _produce(
         except BufferError:
             # librdkafka's queue is full: let it send before queueing more
             producer.poll(0.05)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() in _TRANSACTION_STATES or error.fatal() or error.txn_requires_abort():
+                raise TransactionFailed(
+                    f"the transaction takes no more records: {error.str()}"
+                ) from exc
+            raise
+
+
+def call_retrying(call: Callable[[float], None], deadline: float) -> None:
+    """``call(seconds left)`` again while it fails with an error librdkafka calls retriable
+    (``CONCURRENT_TRANSACTIONS`` while the broker still writes the markers of the transaction
+    before), until ``deadline`` (``time.monotonic``); then its last error is raised."""
+    pause = RETRY_FIRST_S
+    while True:
+        try:
+            call(max(deadline - time.monotonic(), 0.0))
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.retriable() or time.monotonic() + pause >= deadline:
+                raise
+            log.info("retrying a transaction call that failed with %s", error.str())
+        time.sleep(pause)
+        pause = min(pause * 2, RETRY_MAX_S)

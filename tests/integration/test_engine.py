@@ -8,6 +8,8 @@ dead-letter path, as in the worker.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from execdist.agents.join import JoinProcessor
 from execdist.codecs.input import InputDecoder
 from execdist.infra.kafka_admin import create_topic, ensure_topics
 from execdist.metrics import Metrics
-from execdist.runtime.engine import MAX_ATTEMPTS, Engine
+from execdist.runtime.engine import MAX_ATTEMPTS, MAX_GATHER_S, Engine
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import CommitFailed, WorkerTransaction
@@ -45,6 +47,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 POISON = b"poison"
+SPOIL = b"spoil"
 SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics.TICKS)
 
 
@@ -75,6 +78,8 @@ class Forward:
         self._table = table
         self.attempts: list[int] = []
         self.forwarded: list[bytes] = []
+        self.processed_at: list[float] = []
+        """When each forwarded record was processed (``time.monotonic``)."""
 
     async def process(self, record: InputRecord) -> None:
         if record.value == POISON:
@@ -87,6 +92,7 @@ class Forward:
         if record.topic != topics.TICKS:
             self._out.send(self._output, record.key, record.value)
             self.forwarded.append(record.value or b"")
+            self.processed_at.append(time.monotonic())
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
         assert self._join is not None, "only the poison test sets records aside"
@@ -301,7 +307,11 @@ class ScriptedCommits(WorkerTransaction):
         self.to_fail = fail_once
         self.failed = False
 
+        self.commits_started: list[float] = []
+        """When each commit began (``time.monotonic``)."""
+
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
+        self.commits_started.append(time.monotonic())
         time.sleep(self.delay)
         if self.to_fail and not self.failed and self.records:
             self.failed = True
@@ -370,3 +380,114 @@ async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
         assert transactions_committed(metrics) >= 1
     finally:
         await engine.stop()
+
+
+async def test_a_slow_commit_is_spent_processing_for_a_bounded_time(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """With commits slower than ``MAX_GATHER_S`` and a backlog waiting, the next transaction
+    takes input for ``MAX_GATHER_S`` of the commit before it, then waits: not idle while
+    input waits, and not for the whole commit (else a slow broker makes each transaction
+    larger than the last, until one outlasts the transaction timeout)."""
+    settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-slower", delay=MAX_GATHER_S * 1.5)
+    forward = Forward(transaction, output, cost=0.002)
+    engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+
+    values = [b"v-%05d" % n for n in range(int(MAX_GATHER_S / 0.002 * 2.5))]
+    for value in values:  # the backlog is there before the engine starts
+        await producer.send(topics.ORDERS, value, key=key)
+    await producer.flush()
+    await engine.start()
+    try:
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=120, settle=1
+        )
+    finally:
+        await engine.stop()
+    assert mine(forwarded) == values, "each record once, in order"
+    # how long each transaction took input, from its first record to its last: what was
+    # processed from one commit's start to the next one's
+    starts, done = transaction.commits_started, forward.processed_at
+    spans = []
+    for begun, ended in itertools.pairwise(starts):
+        taken = [at for at in done if begun < at < ended]
+        if taken:
+            spans.append(taken[-1] - taken[0])
+    # the last transaction is what was left of the backlog
+    assert len(spans) >= 2, spans
+    assert all(MAX_GATHER_S * 0.8 <= span <= MAX_GATHER_S * 1.15 for span in spans[:-1]), spans
+
+
+class Spoiling(Forward):
+    """Forwards like :class:`Forward`, and on the record ``SPOIL`` (its first ``spoils``
+    times) also sends a record the broker refuses (larger than the ``small`` topic takes),
+    so that the transaction fails the way a broker's abort does: the next ``produce`` raises.
+    The record after ``SPOIL`` takes 0.3 s first, so the refusal has come back by then."""
+
+    def __init__(
+        self, out: WorkerTransaction, output: str, join: JoinProcessor, small: str, spoils: int
+    ) -> None:
+        super().__init__(out, output, join)
+        self.small = small
+        self.spoils = spoils
+        self._spoiled = False
+
+    async def process(self, record: InputRecord) -> None:
+        if self._spoiled:
+            self._spoiled = False
+            time.sleep(0.3)
+        if record.value == SPOIL and self.spoils:
+            self.spoils -= 1
+            self._spoiled = True
+            self._out.send(self.small, record.key, os.urandom(4096))  # lz4 cannot shrink it
+        await super().process(record)
+
+
+async def test_a_transaction_the_broker_fails_is_not_counted_against_the_record_being_sent(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """A record is set aside only for its own failures: when the transaction fails under it
+    (``produce`` raises because the broker refused another record of the transaction), the
+    batch is retried from the last commit, however often that happens. Here the transaction
+    fails under the same record more than ``MAX_ATTEMPTS`` times; it is delivered, not
+    dead-lettered."""
+    settings, output, rocks, transaction, timers = await fresh_runtime(tmp_path)
+    small = f"execdist-test-small-{settings.app_id}"
+    await create_topic(settings, small, 1, {"max.message.bytes": "1024"})
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    history = PartitionedState(rocks, rocks.specs[HISTORY])
+    join = JoinProcessor(
+        settings=settings,
+        states=states,
+        timers=timers,
+        history=history,
+        out=transaction,
+        decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
+        metrics=Metrics(),
+    )
+    forward = Spoiling(transaction, output, join, small, spoils=MAX_ATTEMPTS + 1)
+    engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+
+    await engine.start()
+    try:
+        await producer.send_and_wait(topics.ORDERS, b"before", key=key)
+        await read_committed([output], lambda got: bool(mine(got)), timeout=60)
+        # together, in one batch, with no commit in flight
+        values = [b"before", SPOIL, b"victim", b"after"]
+        for value in values[1:]:
+            await producer.send(topics.ORDERS, value, key=key)
+        await producer.flush()
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=60, settle=1
+        )
+        dead = await read_committed([topics.DLQ], lambda got: bool(mine(got)), timeout=5)
+    finally:
+        await engine.stop()
+    assert forward.spoils == 0, "the broker refused a record of the transaction each time"
+    assert mine(forwarded) == values, "each record once, in order"
+    assert mine(dead) == [], "nothing set aside"

@@ -1,0 +1,58 @@
+"""Retrying a transaction call that librdkafka says may be retried."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from execdist.runtime.transaction import call_retrying
+
+
+def concurrent_transactions() -> KafkaException:
+    """What ``send_offsets_to_transaction`` raises while the broker still writes the markers
+    of the transaction before (seen with 1,000 subscriber topics on a loaded broker)."""
+    return KafkaException(
+        KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "concurrent", retriable=True)
+    )
+
+
+def test_a_retriable_failure_is_tried_again_with_the_time_left() -> None:
+    lefts: list[float] = []
+
+    def call(left: float) -> None:
+        lefts.append(left)
+        if len(lefts) < 3:
+            raise concurrent_transactions()
+
+    call_retrying(call, time.monotonic() + 5.0)
+    assert len(lefts) == 3
+    assert 4.0 < lefts[-1] < lefts[0] <= 5.0
+
+
+def test_a_failure_that_is_not_retriable_is_raised_at_once() -> None:
+    calls: list[float] = []
+
+    def call(left: float) -> None:
+        calls.append(left)
+        raise KafkaException(KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True))
+
+    with pytest.raises(KafkaException) as raised:
+        call_retrying(call, time.monotonic() + 5.0)
+    assert raised.value.args[0].code() == KafkaError._STATE
+    assert len(calls) == 1
+
+
+def test_retrying_stops_at_the_deadline_with_the_last_error() -> None:
+    calls: list[float] = []
+
+    def call(left: float) -> None:
+        calls.append(left)
+        raise concurrent_transactions()
+
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as raised:
+        call_retrying(call, started + 0.2)
+    assert raised.value.args[0].code() == KafkaError.CONCURRENT_TRANSACTIONS
+    assert len(calls) >= 2 and time.monotonic() - started < 0.5
