@@ -62,6 +62,12 @@ class Contribution:
     latency_ms: float
     latency_bucket: int
 
+    def ranked(self) -> tuple[int, int, Decimal]:
+        """(confirmations, executions, notional) it adds to the hour's ranking."""
+        if self.kind is ExecType.TRADE:
+            return 1, 1, self.notional
+        return 1, 0, _ZERO
+
     @classmethod
     def of(cls, confirmation: Confirmation, latency_ms: float) -> Contribution:
         qty = confirmation.last_qty
@@ -196,6 +202,10 @@ class _Sum:
         if contribution.latency_ms > self.max_ms:
             self.max_ms = contribution.latency_ms
 
+    def ranked(self) -> tuple[int, int, Decimal]:
+        """(confirmations, executions, notional) it adds to the hour's ranking."""
+        return self.executions + self.busts + self.corrections, self.executions, self.notional
+
     def add_to(self, figures: Figures) -> None:
         figures.executions += self.executions
         figures.quantity = sum_exact(figures.quantity, self.quantity)
@@ -228,6 +238,12 @@ class WindowedFigures:
     def __init__(self) -> None:
         self._buckets: deque[tuple[int, Keyed]] = deque()
         self._day: tuple[int, Keyed] = (0, {})
+        self._hour: dict[tuple[Dimension, str], _Ranked] = {}
+        """Per key, the confirmations, executions and notional of the buckets that began
+        after :attr:`_hour_after`: the last hour's, kept as buckets come and go, so ranking
+        the keys (every 10 s, for Prometheus) is one pass over the keys, not over every
+        bucket of the hour (with 1,000 subscriptions, seconds of the event loop)."""
+        self._hour_after = float("-inf")
 
     def add(
         self,
@@ -257,11 +273,15 @@ class WindowedFigures:
         start = int(at) // BUCKET_S * BUCKET_S
         if not self._buckets or self._buckets[-1][0] < start:
             self._buckets.append((start, {}))
-        bucket = self._buckets[-1][1] if self._buckets[-1][0] <= start else self._find(start)
+        if self._buckets[-1][0] <= start:
+            bucket_start, bucket = self._buckets[-1]
+        else:
+            bucket_start, bucket = self._find(start)
         day = int(at) // DAY_S * DAY_S
         if self._day[0] != day:
             self._day = (day, {})
         targets = (bucket, self._day[1])
+        hour = self._hour if bucket_start > self._hour_after else None
         if len(rows) <= ADD_DIRECTLY_UP_TO:
             for keys, contribution in rows:
                 for key in keys:
@@ -270,22 +290,27 @@ class WindowedFigures:
                         if entry is None:
                             entry = figures[key] = Figures()
                         entry.take(contribution)
+                    if hour is not None:
+                        _rank(hour, key, contribution.ranked())
         else:
             # summed per set of keys first (under load most confirmations share their symbol,
             # venue, account and subscriptions), then added once per key of each set
             by_keys: dict[tuple[tuple[Dimension, str], ...], _Sum] = {}
             for keys, contribution in rows:
-                entry = by_keys.get(keys)
-                if entry is None:
-                    entry = by_keys[keys] = _Sum()
-                entry.take(contribution)
-            for keys, entry in by_keys.items():
+                summed = by_keys.get(keys)
+                if summed is None:
+                    summed = by_keys[keys] = _Sum()
+                summed.take(contribution)
+            for keys, summed in by_keys.items():
+                ranked = summed.ranked()
                 for key in keys:
                     for figures in targets:
                         total = figures.get(key)
                         if total is None:
                             total = figures[key] = Figures()
-                        entry.add_to(total)
+                        summed.add_to(total)
+                    if hour is not None:
+                        _rank(hour, key, ranked)
         self._prune(at)
 
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:
@@ -307,18 +332,73 @@ class WindowedFigures:
                 total.merge(entry)
         return result
 
-    def _find(self, start: int) -> Keyed:
+    def hour_ranking(self, by: Dimension, now: float) -> dict[str, tuple[int, Decimal]]:
+        """Executions and notional per key of ``by`` over the hour as of ``now``: the
+        figures :meth:`window` gives for :attr:`Window.HOUR`, without their latencies.
+        ``now`` does not go back from one call to the next: what left the hour is gone."""
+        self._leave_hour(now - WINDOW_SECONDS[Window.HOUR] - BUCKET_S)
+        return {
+            key: (ranked.executions, ranked.notional)
+            for (dimension, key), ranked in self._hour.items()
+            if dimension is by
+        }
+
+    def _find(self, start: int) -> tuple[int, Keyed]:
         """A bucket that is not the newest (a commit's clock went back a little)."""
         for bucket_start, figures in reversed(self._buckets):
             if bucket_start <= start:
-                return figures
+                return bucket_start, figures
         self._buckets.appendleft((start, {}))
-        return self._buckets[0][1]
+        return self._buckets[0]
 
     def _prune(self, now: float) -> None:
         oldest = now - WINDOW_SECONDS[Window.HOUR] - 2 * BUCKET_S
         while self._buckets and self._buckets[0][0] < oldest:
+            self._leave_hour(self._buckets[0][0])
             self._buckets.popleft()
+
+    def _leave_hour(self, through: float) -> None:
+        """Take the buckets that began at or before ``through`` out of :attr:`_hour`."""
+        if through <= self._hour_after:
+            return
+        for bucket_start, figures in self._buckets:
+            if bucket_start > through:
+                break
+            if bucket_start <= self._hour_after:
+                continue
+            for key, entry in figures.items():
+                ranked = self._hour[key]
+                ranked.confirmations -= entry.executions + entry.busts + entry.corrections
+                ranked.executions -= entry.executions
+                ranked.notional = sum_exact(ranked.notional, -entry.notional)
+                if not ranked.confirmations:
+                    del self._hour[key]
+        self._hour_after = through
+
+
+class _Ranked:
+    """What the hour's ranking keeps of a key's figures."""
+
+    __slots__ = ("confirmations", "executions", "notional")
+
+    def __init__(self) -> None:
+        self.confirmations = 0
+        self.executions = 0
+        self.notional = _ZERO
+
+
+def _rank(
+    hour: dict[tuple[Dimension, str], _Ranked],
+    key: tuple[Dimension, str],
+    add: tuple[int, int, Decimal],
+) -> None:
+    ranked = hour.get(key)
+    if ranked is None:
+        ranked = hour[key] = _Ranked()
+    confirmations, executions, notional = add
+    ranked.confirmations += confirmations
+    ranked.executions += executions
+    ranked.notional = sum_exact(ranked.notional, notional)
 
 
 def merge_windows(answers: Iterable[Mapping[str, Figures]]) -> dict[str, Figures]:

@@ -18,6 +18,7 @@ a series Prometheus keeps, and accounts alone can run to the tens of thousands.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from decimal import Decimal
@@ -28,6 +29,7 @@ import orjson
 from mode import Service
 
 from execdist.domain.analytics import Dimension, Figures, Window, WindowedFigures, merge_windows
+from execdist.domain.fills import sum_exact
 from execdist.domain.model import Confirmation
 from execdist.metrics import Metrics
 from execdist.services.worker_reports import WorkerReports
@@ -83,15 +85,22 @@ class Analytics(Service):
         return self.figures.window(by, window, time.time())
 
     @Service.timer(10.0)
-    async def _export(self) -> None:
+    async def _export_often(self) -> None:
+        self.export()
+
+    def export(self) -> None:
+        """Set the Prometheus series from the last hour's figures."""
+        now = time.time()
         for by in Dimension:
-            figures = self.local(by, Window.HOUR)
-            ranked = sorted(figures, key=lambda key: (-figures[key].notional, key))
+            ranking = self.figures.hour_ranking(by, now)
+            ranked = sorted(ranking, key=lambda key: (-ranking[key][1], key))
             top, rest = ranked[:TOP_N], ranked[TOP_N:]
-            other = merge_windows([{"other": figures[key]} for key in rest])
-            shown = {key: figures[key] for key in top}
-            if other:
-                shown["other"] = other["other"]
+            shown = {key: ranking[key] for key in top}
+            if rest:
+                shown["other"] = (
+                    sum(ranking[key][0] for key in rest),
+                    functools.reduce(sum_exact, (ranking[key][1] for key in rest)),
+                )
             for name, gauge in (
                 ("executions", self._metrics.window_executions),
                 ("notional", self._metrics.window_notional),
@@ -99,8 +108,8 @@ class Analytics(Service):
                 exported = self._exported.setdefault((by.value, name), set())
                 for gone in exported - shown.keys():
                     gauge.remove(by.value, gone)
-                for key, entry in shown.items():
-                    value = entry.executions if name == "executions" else float(entry.notional)
+                for key, (executions, notional) in shown.items():
+                    value = executions if name == "executions" else float(notional)
                     gauge.labels(by.value, key).set(value)
                 self._exported[(by.value, name)] = set(shown)
 

@@ -110,3 +110,65 @@ def test_figures_travel_between_workers_unchanged() -> None:
     figures = Figures()
     figures.add(confirmation("AAPL", ExecType.TRADE, Decimal("1.5"), Decimal("2.25")), 3.0)
     assert Figures.from_dict(figures.to_dict()).to_dict() == figures.to_dict()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["AAPL", "MSFT"]),
+            st.sampled_from(list(ExecType)),
+            st.decimals(min_value=1, max_value=10**6, places=2),
+            st.integers(min_value=-30, max_value=900),  # seconds after the commit before
+            st.integers(min_value=1, max_value=8),  # confirmations in the commit
+        ),
+        min_size=4,
+        max_size=40,
+    ),
+    st.lists(st.integers(min_value=0, max_value=2000), min_size=1, max_size=6),
+)
+def test_the_hour_ranking_is_the_hour_window_without_latencies(commits, queries) -> None:  # type: ignore[no-untyped-def]
+    """Kept as buckets come and go, over more than an hour, with commits of any size, clocks
+    that go back a little, and queries in between: the ranking's executions and notional
+    per key are those of the hour's window."""
+    figures, at, asked, now = WindowedFigures(), NOW, iter(sorted(queries)), NOW
+    for symbol, kind, qty, step, size in commits:
+        at += step
+        rows = [
+            (confirmation(symbol, kind, qty, Decimal("1.5")), [f"s-{n % 3}"], 1.0)
+            for n in range(size)
+        ]
+        figures.add_all(at, rows)
+        query = next(asked, None)
+        if query is not None:
+            now = max(now, at + query / 100)  # the clock of the queries does not go back
+            for by in Dimension:
+                expected = {
+                    key: (f.executions, f.notional)
+                    for key, f in figures.window(by, Window.HOUR, now).items()
+                }
+                assert figures.hour_ranking(by, now) == expected
+    for by in Dimension:
+        later = max(now, at) + 1800
+        expected = {
+            key: (f.executions, f.notional)
+            for key, f in figures.window(by, Window.HOUR, later).items()
+        }
+        assert figures.hour_ranking(by, later) == expected
+
+
+def test_a_commit_older_than_the_hour_ranked_already_stays_out_of_the_ranking() -> None:
+    """A commit whose clock went back past the hour of the last ranking is in no window."""
+    figures = WindowedFigures()
+    trade = confirmation("AAPL", ExecType.TRADE, Decimal(100), Decimal(10))
+    figures.add(NOW, trade, ["s-1"], 1.0)
+    assert figures.hour_ranking(Dimension.SYMBOL, NOW) == {"AAPL": (1, Decimal(1000))}
+    figures.add(NOW - 4000, trade, ["s-1"], 1.0)
+    later = NOW + 5
+    for by in Dimension:
+        expected = {
+            key: (f.executions, f.notional)
+            for key, f in figures.window(by, Window.HOUR, later).items()
+        }
+        assert figures.hour_ranking(by, later) == expected
+    assert figures.hour_ranking(Dimension.SYMBOL, later) == {"AAPL": (1, Decimal(1000))}
