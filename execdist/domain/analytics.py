@@ -94,15 +94,7 @@ class Figures:
 
     def take(self, contribution: Contribution) -> None:
         """Count one confirmation, worked out once for all the keys it counts under."""
-        kind = contribution.kind
-        if kind is ExecType.TRADE:
-            self.executions += 1
-            self.quantity = sum_exact(self.quantity, contribution.quantity)
-            self.notional = sum_exact(self.notional, contribution.notional)
-        elif kind is ExecType.BUST:
-            self.busts += 1
-        else:
-            self.corrections += 1
+        _count(self, contribution)
         self.latency.observe_in(contribution.latency_bucket, contribution.latency_ms)
 
     def merge(self, other: Figures) -> None:
@@ -162,6 +154,19 @@ class Figures:
 Keyed = dict[tuple[Dimension, str], Figures]
 
 
+def _count(figures: Figures | _Sum, contribution: Contribution) -> None:
+    """Add one confirmation's counts and sums (not its latency) to ``figures``."""
+    kind = contribution.kind
+    if kind is ExecType.TRADE:
+        figures.executions += 1
+        figures.quantity = sum_exact(figures.quantity, contribution.quantity)
+        figures.notional = sum_exact(figures.notional, contribution.notional)
+    elif kind is ExecType.BUST:
+        figures.busts += 1
+    else:
+        figures.corrections += 1
+
+
 class _Sum:
     """The contributions of one commit's confirmations that share a set of keys, added to the
     figures of each of those keys at once. Its latencies are kept sparse (bucket -> count): a
@@ -188,15 +193,7 @@ class _Sum:
         self.max_ms = 0.0
 
     def take(self, contribution: Contribution) -> None:
-        kind = contribution.kind
-        if kind is ExecType.TRADE:
-            self.executions += 1
-            self.quantity = sum_exact(self.quantity, contribution.quantity)
-            self.notional = sum_exact(self.notional, contribution.notional)
-        elif kind is ExecType.BUST:
-            self.busts += 1
-        else:
-            self.corrections += 1
+        _count(self, contribution)
         bucket = contribution.latency_bucket
         self.latencies[bucket] = self.latencies.get(bucket, 0) + 1
         if contribution.latency_ms > self.max_ms:

@@ -141,6 +141,35 @@ def forwarding_engine(
     return Engine(settings, topology, rocks, transaction, metrics), metrics
 
 
+def setting_aside(
+    settings: Settings,
+    rocks: RocksTables,
+    transaction: WorkerTransaction,
+    timers: PartitionedState,
+    metrics: Metrics,
+) -> tuple[JoinProcessor, list[PartitionedState]]:
+    """The join, for its dead-letter path (what the engine sets aside), and its tables."""
+    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
+    history = PartitionedState(rocks, rocks.specs[HISTORY])
+    join = JoinProcessor(
+        settings=settings,
+        states=states,
+        timers=timers,
+        history=history,
+        out=transaction,
+        decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
+        metrics=metrics,
+    )
+    return join, [states, timers, history]
+
+
+async def backlog(producer: AIOKafkaProducer, key: bytes, values: list[bytes]) -> None:
+    """``values`` on the orders topic, there before the engine starts."""
+    for value in values:
+        await producer.send(topics.ORDERS, value, key=key)
+    await producer.flush()
+
+
 def transactions_committed(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("execdist_transaction_records_count") or 0
 
@@ -154,22 +183,12 @@ async def test_a_record_that_always_fails_is_set_aside_and_the_partition_goes_on
     tmp_path: Path, producer: AIOKafkaProducer
 ) -> None:
     settings, output, rocks, transaction, timers = await fresh_runtime(tmp_path)
-    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
-    history = PartitionedState(rocks, rocks.specs[HISTORY])
     metrics = Metrics()
-    join = JoinProcessor(
-        settings=settings,
-        states=states,
-        timers=timers,
-        history=history,
-        out=transaction,
-        decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
-        metrics=metrics,
-    )
+    join, tables = setting_aside(settings, rocks, transaction, timers, metrics)
     forward = Forward(transaction, output, join)
     topology = Topology(
         sources=dict.fromkeys(SOURCES, forward),
-        tables=[states, timers, history],
+        tables=tables,
         continuity=InputContinuity(timers),
     )
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
@@ -334,9 +353,7 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
     mine = keyed(key)
 
     values = [b"v-%03d" % n for n in range(300)]
-    for value in values:  # the backlog is there before the engine starts
-        await producer.send(topics.ORDERS, value, key=key)
-    await producer.flush()
+    await backlog(producer, key, values)
     await engine.start()
     try:
         forwarded = await read_committed(
@@ -397,9 +414,7 @@ async def test_a_slow_commit_is_spent_processing_for_a_bounded_time(
     mine = keyed(key)
 
     values = [b"v-%05d" % n for n in range(int(MAX_GATHER_S / 0.002 * 2.5))]
-    for value in values:  # the backlog is there before the engine starts
-        await producer.send(topics.ORDERS, value, key=key)
-    await producer.flush()
+    await backlog(producer, key, values)
     await engine.start()
     try:
         forwarded = await read_committed(
@@ -457,17 +472,7 @@ async def test_a_transaction_the_broker_fails_is_not_counted_against_the_record_
     settings, output, rocks, transaction, timers = await fresh_runtime(tmp_path)
     small = f"execdist-test-small-{settings.app_id}"
     await create_topic(settings, small, 1, {"max.message.bytes": "1024"})
-    states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
-    history = PartitionedState(rocks, rocks.specs[HISTORY])
-    join = JoinProcessor(
-        settings=settings,
-        states=states,
-        timers=timers,
-        history=history,
-        out=transaction,
-        decoder=InputDecoder(AsyncSchemaRegistryClient(url=REGISTRY_URL)),
-        metrics=Metrics(),
-    )
+    join, _ = setting_aside(settings, rocks, transaction, timers, Metrics())
     forward = Spoiling(transaction, output, join, small, spoils=MAX_ATTEMPTS + 1)
     engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
     key = f"K-{settings.app_id}".encode()
