@@ -281,6 +281,7 @@ class WindowedFigures:
         hour = self._hour if bucket_start > self._hour_after else None
         if len(rows) <= ADD_DIRECTLY_UP_TO:
             for keys, contribution in rows:
+                ranked = contribution.ranked()
                 for key in keys:
                     for figures in targets:
                         entry = figures.get(key)
@@ -288,7 +289,7 @@ class WindowedFigures:
                             entry = figures[key] = Figures()
                         entry.take(contribution)
                     if hour is not None:
-                        _rank(hour, key, contribution.ranked())
+                        _rank(hour, key, ranked)
         else:
             # summed per set of keys first (under load most confirmations share their symbol,
             # venue, account and subscriptions), then added once per key of each set
