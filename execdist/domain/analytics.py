@@ -62,12 +62,6 @@ class Contribution:
     latency_ms: float
     latency_bucket: int
 
-    def ranked(self) -> tuple[int, int, Decimal]:
-        """(confirmations, executions, notional) it adds to the hour's ranking."""
-        if self.kind is ExecType.TRADE:
-            return 1, 1, self.notional
-        return 1, 0, _ZERO
-
     @classmethod
     def of(cls, confirmation: Confirmation, latency_ms: float) -> Contribution:
         qty = confirmation.last_qty
@@ -199,10 +193,6 @@ class _Sum:
         if contribution.latency_ms > self.max_ms:
             self.max_ms = contribution.latency_ms
 
-    def ranked(self) -> tuple[int, int, Decimal]:
-        """(confirmations, executions, notional) it adds to the hour's ranking."""
-        return self.executions + self.busts + self.corrections, self.executions, self.notional
-
     def add_to(self, figures: Figures) -> None:
         figures.executions += self.executions
         figures.quantity = sum_exact(figures.quantity, self.quantity)
@@ -235,11 +225,12 @@ class WindowedFigures:
     def __init__(self) -> None:
         self._buckets: deque[tuple[int, Keyed]] = deque()
         self._day: tuple[int, Keyed] = (0, {})
-        self._hour: dict[tuple[Dimension, str], _Ranked] = {}
-        """Per key, the confirmations, executions and notional of the buckets that began
-        after :attr:`_hour_after`: the last hour's, kept as buckets come and go, so ranking
-        the keys (every 10 s, for Prometheus) is one pass over the keys, not over every
-        bucket of the hour (with 1,000 subscriptions, seconds of the event loop)."""
+        self._hour: dict[tuple[Dimension, str], _HourOfKey] = {}
+        """Per key, the figures of the buckets that began after :attr:`_hour_after`: the
+        last hour's, kept as buckets come and go, so the hour's window (an analyst's query)
+        and its ranking (every 10 s, for Prometheus) are one pass over the keys, not a
+        merge of every bucket of the hour (with 1,000 subscriptions, about a second of the
+        event loop)."""
         self._hour_after = float("-inf")
 
     def add(
@@ -281,7 +272,6 @@ class WindowedFigures:
         hour = self._hour if bucket_start > self._hour_after else None
         if len(rows) <= ADD_DIRECTLY_UP_TO:
             for keys, contribution in rows:
-                ranked = contribution.ranked()
                 for key in keys:
                     for figures in targets:
                         entry = figures.get(key)
@@ -289,7 +279,11 @@ class WindowedFigures:
                             entry = figures[key] = Figures()
                         entry.take(contribution)
                     if hour is not None:
-                        _rank(hour, key, ranked)
+                        of_key = hour.get(key)
+                        if of_key is None:
+                            of_key = hour[key] = _HourOfKey()
+                        of_key.figures.take(contribution)
+                        of_key.maxima.add(bucket_start, contribution.latency_ms)
         else:
             # summed per set of keys first (under load most confirmations share their symbol,
             # venue, account and subscriptions), then added once per key of each set
@@ -300,7 +294,6 @@ class WindowedFigures:
                     summed = by_keys[keys] = _Sum()
                 summed.take(contribution)
             for keys, summed in by_keys.items():
-                ranked = summed.ranked()
                 for key in keys:
                     for figures in targets:
                         total = figures.get(key)
@@ -308,12 +301,24 @@ class WindowedFigures:
                             total = figures[key] = Figures()
                         summed.add_to(total)
                     if hour is not None:
-                        _rank(hour, key, ranked)
+                        of_key = hour.get(key)
+                        if of_key is None:
+                            of_key = hour[key] = _HourOfKey()
+                        summed.add_to(of_key.figures)
+                        of_key.maxima.add(bucket_start, summed.max_ms)
         self._prune(at)
 
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:
-        """The figures per key of ``by`` over ``window`` as of ``now``."""
+        """The figures per key of ``by`` over ``window`` as of ``now`` (for the hour, ``now``
+        does not go back from one call to the next: what left the hour is gone)."""
         result: dict[str, Figures] = {}
+        if window is Window.HOUR:
+            self._leave_hour(now - WINDOW_SECONDS[Window.HOUR] - BUCKET_S)
+            return {
+                key: Figures.from_figures(of_key.figures)
+                for (dimension, key), of_key in self._hour.items()
+                if dimension is by
+            }
         if window is Window.DAY:
             day, figures = self._day
             sources = [figures] if day == int(now) // DAY_S * DAY_S else []
@@ -336,8 +341,8 @@ class WindowedFigures:
         ``now`` does not go back from one call to the next: what left the hour is gone."""
         self._leave_hour(now - WINDOW_SECONDS[Window.HOUR] - BUCKET_S)
         return {
-            key: (ranked.executions, ranked.notional)
-            for (dimension, key), ranked in self._hour.items()
+            key: (of_key.figures.executions, of_key.figures.notional)
+            for (dimension, key), of_key in self._hour.items()
             if dimension is by
         }
 
@@ -365,38 +370,77 @@ class WindowedFigures:
             if bucket_start <= self._hour_after:
                 continue
             for key, entry in figures.items():
-                ranked = self._hour[key]
-                ranked.confirmations -= entry.executions + entry.busts + entry.corrections
-                ranked.executions -= entry.executions
-                ranked.notional = sum_exact(ranked.notional, -entry.notional)
-                if not ranked.confirmations:
+                of_key = self._hour[key]
+                if of_key.leave(entry, through):
                     del self._hour[key]
         self._hour_after = through
 
 
-class _Ranked:
-    """What the hour's ranking keeps of a key's figures."""
+class _HourOfKey:
+    """A key's figures over the hour, kept as buckets come and go."""
 
-    __slots__ = ("confirmations", "executions", "notional")
+    __slots__ = ("figures", "maxima")
 
     def __init__(self) -> None:
-        self.confirmations = 0
-        self.executions = 0
-        self.notional = _ZERO
+        self.figures = Figures()
+        self.maxima = _SlidingMax()
+        """The key's largest latency per bucket, so that the hour's maximum can fall when the
+        bucket that held it leaves."""
+
+    def leave(self, bucket: Figures, through: float) -> bool:
+        """Take out ``bucket``'s figures of the key, one of the buckets that began at or
+        before ``through``; True when the key has nothing left in the hour."""
+        figures = self.figures
+        figures.executions -= bucket.executions
+        figures.quantity = sum_exact(figures.quantity, -bucket.quantity)
+        figures.notional = sum_exact(figures.notional, -bucket.notional)
+        figures.busts -= bucket.busts
+        figures.corrections -= bucket.corrections
+        latency = figures.latency
+        latency.counts = [a - b for a, b in zip(latency.counts, bucket.latency.counts, strict=True)]
+        self.maxima.leave(through)
+        latency.max_ms = self.maxima.largest()
+        return not (figures.executions or figures.busts or figures.corrections)
 
 
-def _rank(
-    hour: dict[tuple[Dimension, str], _Ranked],
-    key: tuple[Dimension, str],
-    add: tuple[int, int, Decimal],
-) -> None:
-    ranked = hour.get(key)
-    if ranked is None:
-        ranked = hour[key] = _Ranked()
-    confirmations, executions, notional = add
-    ranked.confirmations += confirmations
-    ranked.executions += executions
-    ranked.notional = sum_exact(ranked.notional, notional)
+class _SlidingMax:
+    """The largest value of the buckets still in a window: (bucket start, largest value)
+    pairs, starts rising and values falling, as a sliding-window maximum keeps them: a value
+    with a larger one in a later bucket can never be the window's largest again."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[int, float]] = deque()
+
+    def add(self, start: int, value: float) -> None:
+        entries = self._entries
+        if entries and start < entries[-1][0]:
+            self._add_earlier(start, value)
+            return
+        while entries and entries[-1][1] <= value:
+            entries.pop()
+        if not entries or entries[-1][0] != start:
+            entries.append((start, value))
+
+    def _add_earlier(self, start: int, value: float) -> None:
+        """A value of a bucket before the newest (a commit's clock went back a little)."""
+        largest: dict[int, float] = dict(self._entries)
+        largest[start] = max(largest.get(start, value), value)
+        kept: list[tuple[int, float]] = []
+        for bucket_start in sorted(largest, reverse=True):
+            if not kept or largest[bucket_start] > kept[-1][1]:
+                kept.append((bucket_start, largest[bucket_start]))
+        self._entries = deque(reversed(kept))
+
+    def leave(self, through: float) -> None:
+        """The buckets that began at or before ``through`` have left the window."""
+        entries = self._entries
+        while entries and entries[0][0] <= through:
+            entries.popleft()
+
+    def largest(self) -> float:
+        return self._entries[0][1] if self._entries else 0.0
 
 
 def merge_windows(answers: Iterable[Mapping[str, Figures]]) -> dict[str, Figures]:

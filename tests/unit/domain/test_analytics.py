@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from execdist.domain import ExecType
-from execdist.domain.analytics import Dimension, Figures, Window, WindowedFigures, merge_windows
+from execdist.domain.analytics import (
+    BUCKET_S,
+    Dimension,
+    Figures,
+    Window,
+    WindowedFigures,
+    merge_windows,
+)
 from tests.unit.domain.test_subscriptions import make_confirmation
 
 NOW = 1_700_000_000.0  # 22:13:20 UTC: the trading day began at 00:00 UTC
@@ -112,6 +119,21 @@ def test_figures_travel_between_workers_unchanged() -> None:
     assert Figures.from_dict(figures.to_dict()).to_dict() == figures.to_dict()
 
 
+def hour_merged_from_buckets(
+    figures: WindowedFigures, by: Dimension, now: float
+) -> dict[str, dict[str, object]]:
+    """The hour's window as the merge of its buckets: those that began within the hour as of
+    ``now`` (a commit whose clock went back counts in the newest bucket begun by then)."""
+    result: dict[str, Figures] = {}
+    for start, keyed in figures._buckets:
+        if start <= now - 3600 - BUCKET_S:
+            continue
+        for (dimension, key), entry in keyed.items():
+            if dimension is by:
+                result.setdefault(key, Figures()).merge(entry)
+    return {key: figures.to_dict() for key, figures in result.items()}
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(
@@ -121,40 +143,70 @@ def test_figures_travel_between_workers_unchanged() -> None:
             st.decimals(min_value=1, max_value=10**6, places=2),
             st.integers(min_value=-30, max_value=900),  # seconds after the commit before
             st.integers(min_value=1, max_value=8),  # confirmations in the commit
+            st.integers(min_value=0, max_value=50_000),  # latency, in 1/10 ms
         ),
         min_size=4,
         max_size=40,
     ),
     st.lists(st.integers(min_value=0, max_value=2000), min_size=1, max_size=6),
 )
-def test_the_hour_ranking_is_the_hour_window_without_latencies(commits, queries) -> None:  # type: ignore[no-untyped-def]
+def test_the_hour_window_and_ranking_are_the_merge_of_its_buckets(commits, queries) -> None:  # type: ignore[no-untyped-def]
     """Kept as buckets come and go, over more than an hour, with commits of any size, clocks
-    that go back a little, and queries in between: the ranking's executions and notional
-    per key are those of the hour's window."""
+    that go back a little, and queries in between: the hour's figures per key (sums, counts,
+    latency histogram and maximum) are the merge of the hour's buckets, and the ranking's
+    executions and notional are the window's."""
     figures, at, asked, now = WindowedFigures(), NOW, iter(sorted(queries)), NOW
-    for symbol, kind, qty, step, size in commits:
+    latest = NOW
+    for symbol, kind, qty, step, size, latency in commits:
         at += step
-        rows = [
-            (confirmation(symbol, kind, qty, Decimal("1.5")), [f"s-{n % 3}"], 1.0)
+        latest = max(latest, at)
+        commit = [
+            (confirmation(symbol, kind, qty, Decimal("1.5")), [f"s-{n % 3}"], (latency + n) / 10)
             for n in range(size)
         ]
-        figures.add_all(at, rows)
+        figures.add_all(at, commit)
         query = next(asked, None)
         if query is not None:
-            now = max(now, at + query / 100)  # the clock of the queries does not go back
+            # the clock of the queries does not go back, nor behind a commit's
+            now = max(now, latest + query / 100)
             for by in Dimension:
-                expected = {
-                    key: (f.executions, f.notional)
-                    for key, f in figures.window(by, Window.HOUR, now).items()
+                window = figures.window(by, Window.HOUR, now)
+                assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(figures, by, now)
+                assert figures.hour_ranking(by, now) == {
+                    key: (f.executions, f.notional) for key, f in window.items()
                 }
-                assert figures.hour_ranking(by, now) == expected
     for by in Dimension:
-        later = max(now, at) + 1800
-        expected = {
-            key: (f.executions, f.notional)
-            for key, f in figures.window(by, Window.HOUR, later).items()
+        later = max(now, latest) + 1800
+        window = figures.window(by, Window.HOUR, later)
+        assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(figures, by, later)
+        assert figures.hour_ranking(by, later) == {
+            key: (f.executions, f.notional) for key, f in window.items()
         }
-        assert figures.hour_ranking(by, later) == expected
+
+
+def test_the_hours_largest_latency_falls_when_the_bucket_that_held_it_leaves() -> None:
+    figures = WindowedFigures()
+    trade = confirmation("AAPL", ExecType.TRADE, Decimal(100), Decimal(10))
+    figures.add(NOW - 3000, trade, ["s-1"], 900.0)
+    figures.add(NOW - 2000, trade, ["s-1"], 40.0)
+    figures.add(NOW - 1000, trade, ["s-1"], 70.0)
+    assert figures.window(Dimension.SYMBOL, Window.HOUR, NOW)["AAPL"].latency.max_ms == 900.0
+    hour = figures.window(Dimension.SYMBOL, Window.HOUR, NOW + 700)["AAPL"]
+    assert (hour.executions, hour.latency.max_ms) == (2, 70.0)
+    hour = figures.window(Dimension.SYMBOL, Window.HOUR, NOW + 2500)["AAPL"]
+    assert (hour.executions, hour.latency.max_ms) == (1, 70.0)
+    assert figures.window(Dimension.SYMBOL, Window.HOUR, NOW + 3700) == {}
+
+
+def test_the_hours_figures_are_the_callers_to_change() -> None:
+    """What the hour's window returns is a copy: merging other workers' answers into it
+    changes nothing kept."""
+    figures = WindowedFigures()
+    trade = confirmation("AAPL", ExecType.TRADE, Decimal(100), Decimal(10))
+    figures.add(NOW, trade, ["s-1"], 5.0)
+    answer = figures.window(Dimension.SYMBOL, Window.HOUR, NOW)["AAPL"]
+    answer.merge(answer)
+    assert figures.window(Dimension.SYMBOL, Window.HOUR, NOW)["AAPL"].executions == 1
 
 
 def test_a_commit_older_than_the_hour_ranked_already_stays_out_of_the_ranking() -> None:
