@@ -171,14 +171,18 @@ def test_the_hour_window_and_ranking_are_the_merge_of_its_buckets(commits, queri
             now = max(now, latest + query / 100)
             for by in Dimension:
                 window = figures.window(by, Window.HOUR, now)
-                assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(figures, by, now)
+                assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(
+                    figures, by, now
+                )
                 assert figures.hour_ranking(by, now) == {
                     key: (f.executions, f.notional) for key, f in window.items()
                 }
     for by in Dimension:
         later = max(now, latest) + 1800
         window = figures.window(by, Window.HOUR, later)
-        assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(figures, by, later)
+        assert {k: f.to_dict() for k, f in window.items()} == hour_merged_from_buckets(
+            figures, by, later
+        )
         assert figures.hour_ranking(by, later) == {
             key: (f.executions, f.notional) for key, f in window.items()
         }
