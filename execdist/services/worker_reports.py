@@ -10,6 +10,7 @@ a record whose transaction is aborted by a crash is counted once too often.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -18,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 from mode import Service
 
 from execdist import topics
@@ -32,6 +34,10 @@ from execdist.settings import Settings
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
+STOP_FLUSH_S = 5.0
+"""How long a stopping worker waits for its last report to be delivered."""
+YIELD_EVERY = 64
+"""Status events queued between two yields to the event loop."""
 STALE_AFTER = timedelta(seconds=10)
 """A worker whose last report is older than this is no longer listed as live."""
 
@@ -55,7 +61,7 @@ class WorkerReports(Service):
         self._status_interval = status_interval
         self.incarnation = uuid.uuid4().hex[:8]
         self.reports: dict[str, dict[str, object]] = {}
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._tp = TopicPartition(topics.WORKERS, 0)
         self._last_total = 0
@@ -69,8 +75,7 @@ class WorkerReports(Service):
         return f"{self._settings.worker_id}/{self.incarnation}"
 
     async def on_start(self) -> None:
-        self._producer = clients.service_producer(self._settings, idempotent=False, linger_ms=5)
-        await self._producer.start()
+        self._producer = clients.status_producer(self._settings)
         self._consumer, self._tp = await follow_from_start(
             self._settings, topics.WORKERS, read_committed=False, fetch_max_wait_ms=200
         )
@@ -79,11 +84,15 @@ class WorkerReports(Service):
         self.add_future(self._status_loop())
 
     async def on_stop(self) -> None:
-        if self._producer is not None:
+        producer = self._producer
+        if producer is not None:
             try:
                 await self._publish_report(stopped=True)
             finally:
-                await self._producer.stop()
+                # the last report says this worker stopped: nothing may follow it (the loops
+                # may still run a turn), and it is waited for (a little)
+                self._producer = None
+                await asyncio.to_thread(producer.flush, STOP_FLUSH_S)
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -134,12 +143,19 @@ class WorkerReports(Service):
         }
 
     async def _publish_report(self, stopped: bool = False) -> None:
-        assert self._producer is not None
         report = self.current_report(stopped)
         self.reports[self.key] = report
-        await self._producer.send_and_wait(
-            topics.WORKERS, orjson.dumps(report), key=self.key.encode()
-        )
+        self._produce(topics.WORKERS, orjson.dumps(report), self.key.encode())
+
+    def _produce(self, topic: str, value: bytes, key: bytes) -> None:
+        """Queue a record (librdkafka sends it from its own threads) and serve the delivery
+        reports of those sent before; a record not delivered is logged, not retried: the next
+        report or status event supersedes it."""
+        producer = self._producer
+        if producer is None:
+            return  # not started, or stopping: the last report is written already
+        producer.produce(topic, value, key, on_delivery=_log_failed_delivery)
+        producer.poll(0)
 
     # ---- status events ------------------------------------------------------------------
 
@@ -153,7 +169,6 @@ class WorkerReports(Service):
         PERFORMANCE, DISTRIBUTION_STATUS) and accompanies no change of state. The events of a
         change are written in the change's transaction (subscriptions: the store's; the
         join's: the engine's)."""
-        assert self._producer is not None
         self._event_seq += 1
         event = status_event(
             event_id=f"{self.key}:{self._event_seq}",
@@ -163,9 +178,7 @@ class WorkerReports(Service):
             time=datetime.now(UTC),
             details=details,
         )
-        await self._producer.send(
-            topics.STATUS, encode_json(event), key=self._settings.worker_id.encode()
-        )
+        self._produce(topics.STATUS, encode_json(event), self._settings.worker_id.encode())
 
     async def _status_loop(self) -> None:
         while not self.should_stop:
@@ -193,7 +206,11 @@ class WorkerReports(Service):
                 "distribution_latency_ms": self._stats.overall.percentiles(),
             },
         )
-        for subscription_id, delivery in list(self._stats.by_subscription.items()):
+        for index, (subscription_id, delivery) in enumerate(
+            list(self._stats.by_subscription.items())
+        ):
+            if index and index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # with many subscriptions, let the engine run between
             await self.publish_status(
                 StatusType.DISTRIBUTION_STATUS,
                 {
@@ -257,3 +274,10 @@ class WorkerReports(Service):
             if isinstance(latency, Mapping):
                 merged.merge(LatencyHistogram.from_dict(latency))
         return merged
+
+
+def _log_failed_delivery(error: KafkaError | None, message: Message) -> None:
+    if error is not None:
+        log.warning(
+            "a report or status event to %s was not delivered: %s", message.topic(), error.str()
+        )
