@@ -99,6 +99,16 @@ class Figures:
         self.corrections += other.corrections
         self.latency.merge(other.latency)
 
+    def take_out(self, other: Figures) -> None:
+        """Undo :meth:`merge` of ``other`` (exactly: integers and decimals), but for the
+        latency maximum, which stays for the caller to set."""
+        self.executions -= other.executions
+        self.quantity = sum_exact(self.quantity, -other.quantity)
+        self.notional = sum_exact(self.notional, -other.notional)
+        self.busts -= other.busts
+        self.corrections -= other.corrections
+        self.latency.take_out(other.latency)
+
     @classmethod
     def from_figures(cls, other: Figures) -> Figures:
         """A copy of ``other`` (its histogram not shared)."""
@@ -279,9 +289,7 @@ class WindowedFigures:
                             entry = figures[key] = Figures()
                         entry.take(contribution)
                     if hour is not None:
-                        of_key = hour.get(key)
-                        if of_key is None:
-                            of_key = hour[key] = _HourOfKey()
+                        of_key = _hour_of(hour, key)
                         of_key.figures.take(contribution)
                         of_key.maxima.add(bucket_start, contribution.latency_ms)
         else:
@@ -301,9 +309,7 @@ class WindowedFigures:
                             total = figures[key] = Figures()
                         summed.add_to(total)
                     if hour is not None:
-                        of_key = hour.get(key)
-                        if of_key is None:
-                            of_key = hour[key] = _HourOfKey()
+                        of_key = _hour_of(hour, key)
                         summed.add_to(of_key.figures)
                         of_key.maxima.add(bucket_start, summed.max_ms)
         self._prune(at)
@@ -311,7 +317,6 @@ class WindowedFigures:
     def window(self, by: Dimension, window: Window, now: float) -> dict[str, Figures]:
         """The figures per key of ``by`` over ``window`` as of ``now`` (for the hour, ``now``
         does not go back from one call to the next: what left the hour is gone)."""
-        result: dict[str, Figures] = {}
         if window is Window.HOUR:
             self._leave_hour(now - WINDOW_SECONDS[Window.HOUR] - BUCKET_S)
             return {
@@ -319,6 +324,7 @@ class WindowedFigures:
                 for (dimension, key), of_key in self._hour.items()
                 if dimension is by
             }
+        result: dict[str, Figures] = {}
         if window is Window.DAY:
             day, figures = self._day
             sources = [figures] if day == int(now) // DAY_S * DAY_S else []
@@ -391,16 +397,19 @@ class _HourOfKey:
         """Take out ``bucket``'s figures of the key, one of the buckets that began at or
         before ``through``; True when the key has nothing left in the hour."""
         figures = self.figures
-        figures.executions -= bucket.executions
-        figures.quantity = sum_exact(figures.quantity, -bucket.quantity)
-        figures.notional = sum_exact(figures.notional, -bucket.notional)
-        figures.busts -= bucket.busts
-        figures.corrections -= bucket.corrections
-        latency = figures.latency
-        latency.counts = [a - b for a, b in zip(latency.counts, bucket.latency.counts, strict=True)]
+        figures.take_out(bucket)
         self.maxima.leave(through)
-        latency.max_ms = self.maxima.largest()
+        figures.latency.max_ms = self.maxima.largest()
         return not (figures.executions or figures.busts or figures.corrections)
+
+
+def _hour_of(
+    hour: dict[tuple[Dimension, str], _HourOfKey], key: tuple[Dimension, str]
+) -> _HourOfKey:
+    of_key = hour.get(key)
+    if of_key is None:
+        of_key = hour[key] = _HourOfKey()
+    return of_key
 
 
 class _SlidingMax:

@@ -63,6 +63,11 @@ class LatencyHistogram:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.max_ms = max(self.max_ms, other.max_ms)
 
+    def take_out(self, other: LatencyHistogram) -> None:
+        """Undo :meth:`merge` of ``other``'s counts; the maximum cannot be undone and stays
+        for the caller to set."""
+        self.counts = [a - b for a, b in zip(self.counts, other.counts, strict=True)]
+
     @property
     def total(self) -> int:
         return sum(self.counts)

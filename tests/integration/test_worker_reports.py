@@ -58,11 +58,8 @@ async def test_a_worker_reports_itself_and_its_subscriptions_and_says_when_it_st
     assert worker.stop() == 0
 
     def reports(records: list) -> list[dict[str, object]]:  # type: ignore[type-arg]
-        return [
-            orjson.loads(record.value)
-            for record in records
-            if record.value is not None and orjson.loads(record.value)["worker_id"] == worker_id
-        ]
+        written = [orjson.loads(record.value) for record in records if record.value is not None]
+        return [report for report in written if report["worker_id"] == worker_id]
 
     written = await read_committed(
         [topics.WORKERS], lambda got: any(r["stopped"] for r in reports(got)), timeout=20
