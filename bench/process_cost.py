@@ -180,8 +180,9 @@ async def run(
             for record in routed:
                 await sequencer.process(record)
             for table in tables.values():
+                topic, tag = table.spec.changelog_topic, table.spec.changelog_tag
                 for partition, key, value in table.pending():
-                    out.send(table.changelog_topic, key, value, partition=partition)
+                    out.send(topic, tag + key, value, partition=partition)
             for table in tables.values():
                 table.committed()
         if profiler:

@@ -54,7 +54,7 @@ from execdist.tables.declarations import (
     POSITIONS,
     SUB_SEQ,
     TIMERS,
-    table_specs,
+    TableSpec,
 )
 from execdist.tables.store import PartitionedState, RocksTables
 from execdist.web.analytics import register_analytics_views
@@ -126,8 +126,9 @@ def describe_worker(pipeline: Engine, metrics: Metrics) -> dict[str, object]:
     }
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the app, its pipeline, tables, services and views from ``settings``."""
+def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
+    """Build the app, its pipeline, tables, services and views from ``settings``; ``tables``
+    as :func:`~execdist.infra.kafka_admin.ensure_topics` found the deployment's changelogs."""
     data_dir = Path(worker_data_dir(settings))
     data_dir.mkdir(parents=True, exist_ok=True)
     app = _App(
@@ -143,7 +144,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=True,
     )
     metrics = Metrics()
-    rocks = RocksTables(data_dir / "tables", table_specs(settings.app_id), BLOCK_CACHE_BYTES)
+    rocks = RocksTables(data_dir / "tables", tables, BLOCK_CACHE_BYTES)
     transaction = WorkerTransaction(settings, transactional_id(settings, data_dir))
     specs = {spec.name: spec for spec in rocks.specs.values()}
     states = PartitionedState(rocks, specs[ORDER_STATE])

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from execdist.infra.kafka_admin import BrokerCheckFailed, ensure_topics
 
     try:
-        asyncio.run(ensure_topics(settings))
+        tables = asyncio.run(ensure_topics(settings))
     except BrokerCheckFailed as exc:
         sys.stderr.write(f"execdist: {exc}\n")
         return 2
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from execdist.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, tables)
     app.conf.Worker = _worker_class(settings)  # type: ignore[assignment]  # faust types it loosely
     faust_args = [
         "worker",

@@ -18,14 +18,21 @@ from execdist import topics
 from execdist.domain.errors import ExecDistError
 from execdist.infra import clients
 from execdist.settings import Settings
-from execdist.tables.declarations import MAX_VALUE_BYTES, table_specs
+from execdist.tables.declarations import (
+    MAX_VALUE_BYTES,
+    TableSpec,
+    has_own_changelogs,
+    table_specs,
+)
 
 
 class BrokerCheckFailed(ExecDistError):
     """The broker cannot be used as configured; the message says what to do."""
 
 
-def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+def required_topics(
+    settings: Settings, tables: list[TableSpec]
+) -> dict[str, tuple[int, dict[str, str]]]:
     """Every topic the worker needs, with its partition count and config."""
     n = settings.topic_partitions
     compacted = {"cleanup.policy": "compact"}
@@ -46,7 +53,7 @@ def required_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         topics.WORKERS: (1, {**compacted, "min.cleanable.dirty.ratio": "0.1"}),
         **{
             spec.changelog_topic: (n, {**compacted, "max.message.bytes": str(MAX_VALUE_BYTES)})
-            for spec in table_specs(settings.app_id)
+            for spec in tables
         },
     }
 
@@ -97,8 +104,10 @@ async def create_topic(
         await admin.close()
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create missing topics and check co-partitioning; :class:`BrokerCheckFailed` if not."""
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TableSpec]:
+    """Create missing topics and check co-partitioning; :class:`BrokerCheckFailed` if not.
+    Returns the tables, with the changelog layout the deployment has: one shared changelog,
+    or a changelog per table for a deployment that began with those."""
     admin = clients.admin(settings, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -108,8 +117,11 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
             "'make up', or point EXECDIST_BROKER at a running one."
         ) from exc
     try:
-        wanted = required_topics(settings)
         existing = set(await admin.list_topics())
+        tables = table_specs(
+            settings.app_id, shared=not has_own_changelogs(settings.app_id, existing)
+        )
+        wanted = required_topics(settings, tables)
         missing = [
             NewTopic(
                 name,
@@ -142,6 +154,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
                 f"{found}. Set EXECDIST_TOPIC_PARTITIONS to the partition count of 'orders' "
                 "and 'executions', or repartition those topics so that they are equal."
             )
+        return tables
     except KafkaError as exc:
         raise BrokerCheckFailed(f"Kafka at {settings.broker} refused a request: {exc!r}") from exc
     finally:

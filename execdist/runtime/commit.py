@@ -2,8 +2,8 @@
 
 The order is quix-streams' checkpoint and Kafka Streams' task commit:
 
-1. each table's uncommitted writes go to its changelog, one record per key (the overlay has
-   coalesced repeated writes of a key since the last commit);
+1. each table's uncommitted writes go to the changelog, one record per key (the overlay has
+   coalesced repeated writes of a key since the last commit), under the table's tag;
 2. the next input offsets are sent with the consumer's group metadata, and the transaction is
    committed; the commit waits for every record of it to be acknowledged;
 3. only then are the writes applied to RocksDB, so the local tables only ever hold what Kafka
@@ -52,9 +52,9 @@ class Committer:
         """Step 1, on the event loop: queue the changelog records; returns how many."""
         sent = 0
         for table in self._tables:
-            topic = table.changelog_topic
+            topic, tag = table.spec.changelog_topic, table.spec.changelog_tag
             for partition, key, value in table.pending():
-                self._transaction.send(topic, key, value, partition=partition)
+                self._transaction.send(topic, tag + key, value, partition=partition)
                 sent += 1
         for follower in self._followers:
             follower.seal()

@@ -1,9 +1,9 @@
-"""Partition-local tables: RocksDB (rocksdict) per table and partition, a changelog per table.
+"""Partition-local tables: RocksDB (rocksdict) per table and partition, and their changelog.
 
 What each table holds is described in :mod:`execdist.tables.declarations`.
 
 Writes made while an input batch is processed go to a per-partition *overlay* first, one entry
-per key. When the batch commits, the overlay goes to the table's changelog inside the worker's
+per key. When the batch commits, the overlay goes to the changelog inside the worker's
 Kafka transaction (one record per key and commit), and only once that transaction has committed
 is it written to RocksDB, in one atomic write batch; if the transaction aborts the overlay is
 dropped. RocksDB therefore only ever holds committed state, and a record that is processed again
@@ -118,10 +118,6 @@ class PartitionedState:
         self._sealed: dict[int, dict[bytes, Any]] | None = None
         """The writes of the transaction being committed, from :meth:`pending` until
         :meth:`committed` or :meth:`aborted`; the next batch writes to a new overlay meanwhile."""
-
-    @property
-    def changelog_topic(self) -> str:
-        return self.spec.changelog_topic
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         for generation in (self._overlay, self._sealed):

@@ -34,7 +34,7 @@ from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import CommitFailed, WorkerTransaction
 from execdist.settings import Settings
-from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
+from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS
 from execdist.tables.store import PartitionedState, RocksTables
 from tests.integration.conftest import (
     BROKER,
@@ -116,9 +116,9 @@ async def fresh_runtime(
         **overrides,  # type: ignore[arg-type]
     )
     output = f"execdist-test-out-{run}"
-    await ensure_topics(settings)
+    specs = await ensure_topics(settings)
     await create_topic(settings, output, 1)
-    rocks = RocksTables(tmp_path / "tables", table_specs(settings.app_id), 8 * 1024 * 1024)
+    rocks = RocksTables(tmp_path / "tables", specs, 8 * 1024 * 1024)
     transaction = WorkerTransaction(settings, f"{settings.app_id}-test")
     timers = PartitionedState(rocks, rocks.specs[TIMERS])
     return settings, output, rocks, transaction, timers

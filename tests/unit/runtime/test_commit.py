@@ -15,6 +15,9 @@ from execdist.runtime.commit import Committer
 from execdist.tables.declarations import ORDER_STATE, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
 
+CHANGELOG = "commit-test-tables-changelog"
+"""Every table's changelog; a record's key is the table's tag, then the table's key."""
+
 
 class Recorder:
     """Stands in for the worker's transaction: records what would be sent."""
@@ -52,9 +55,9 @@ def test_a_key_written_many_times_between_commits_is_one_changelog_record(rocks)
     assert committer.send_changelogs() == 3
     assert sorted(recorder.sent, key=str) == sorted(
         [
-            (states.changelog_topic, b"ORD-1", b"fills=4", 0),
-            (states.changelog_topic, b"ORD-2", b"fills=1", 1),
-            (timers.changelog_topic, b"due:ORD-1", None, 0),
+            (CHANGELOG, b"oORD-1", b"fills=4", 0),
+            (CHANGELOG, b"oORD-2", b"fills=1", 1),
+            (CHANGELOG, b"tdue:ORD-1", None, 0),
         ],
         key=str,
     )
@@ -107,7 +110,7 @@ def test_a_value_put_to_be_encoded_later_is_encoded_once_at_the_commit(rocks) ->
     assert [e.calls for e in encoders] == [0, 0, 0, 0]  # nothing encoded while processing
 
     committer.send_changelogs()
-    assert recorder.sent == [(rocks.specs[ORDER_STATE].changelog_topic, b"ORD-1", b"v3", 0)]
+    assert recorder.sent == [(CHANGELOG, b"oORD-1", b"v3", 0)]
     encoders[3].value = b"changed after it was sent"
     committer.apply()
     assert [e.calls for e in encoders] == [0, 0, 0, 1]
@@ -146,8 +149,8 @@ def test_the_next_batch_writes_apart_while_the_previous_one_commits(rocks) -> No
     sent = len(recorder.sent)
     committer.send_changelogs()
     assert sorted(recorder.sent[sent:]) == [
-        (rocks.specs[ORDER_STATE].changelog_topic, b"ORD-1", b"fills=2", 0),
-        (rocks.specs[ORDER_STATE].changelog_topic, b"ORD-9", b"new", 0),
+        (CHANGELOG, b"oORD-1", b"fills=2", 0),
+        (CHANGELOG, b"oORD-9", b"new", 0),
     ]
     committer.apply()
     assert bytes(db[b"ORD-1"]) == b"fills=2" and bytes(db[b"ORD-9"]) == b"new"
