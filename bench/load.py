@@ -366,13 +366,19 @@ def measure(
     label: str,
     alive: Any = None,
     on_loaded: Any = None,
+    stall_s: float | None = None,
+    max_s: float | None = None,
 ) -> Measurement:
     """Start the checker, run the generator, wait until every record arrived (or the deadline).
 
     ``timeout_s`` bounds the whole measurement; ``grace_s`` is how long the checker waits for
-    the last records once the generator is done. ``alive`` (optional) returns False when the
-    system under test has died, which ends the wait early. ``on_loaded`` (optional) is called
-    once everything is sent (to start a system against a preloaded backlog).
+    the last records once the generator is done. With ``stall_s``, both are put off for as
+    long as records keep arriving, up to ``max_s`` in all: a drain slower than expected (one
+    whose transaction the broker timed out and the worker redid, say) is then measured to its
+    end instead of stopped half-way; only ``stall_s`` without a record ends it early.
+    ``alive`` (optional) returns False when the system under test has died, which ends the
+    wait early. ``on_loaded`` (optional) is called once everything is sent (to start a
+    system against a preloaded backlog).
     """
     from bench.common import say
 
@@ -397,6 +403,8 @@ def measure(
     generator.start()
     got: dict[str, Any] = {}
     last_report = time.time()
+    hard_deadline = started + (max_s if max_s is not None else timeout_s)
+    progress, progress_at = 0, started
     while "check" not in got:
         try:
             kind, value = results.get(timeout=0.5)
@@ -410,6 +418,14 @@ def measure(
         except queue.Empty:
             pass
         now = time.time()
+        if stall_s is not None:
+            if received.value > progress:
+                progress, progress_at = received.value, now
+            # still arriving: wait on, while records keep coming and up to max_s
+            later = min(progress_at + stall_s, hard_deadline)
+            deadline = max(deadline, later)
+            if stop_at.value and stop_at.value < later and (alive is None or alive()):
+                stop_at.value = later
         if not stop_at.value and now > deadline:
             stop_at.value = now
         if alive is not None and not alive() and not stop_at.value:

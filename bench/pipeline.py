@@ -280,6 +280,12 @@ def run_worker_count(
     return saturations, runs
 
 
+DRAIN_STALL_S = 30.0
+"""A saturation drain ends this long after its last record arrived, if not all have: longer
+than a transaction the broker times out (10 s) and the worker redoes."""
+DRAIN_MAX_S = 600.0
+"""And lasts no longer than this in all, however slowly its records keep arriving."""
+
 STAGES = {
     "wait": ("execdist_record_wait_seconds", ("topic", "executions")),
     "process": ("execdist_stage_seconds", ("stage", "process")),
@@ -423,6 +429,9 @@ def find_saturation(
             grace_s=limit,
             label=label,
             alive=cluster.alive,
+            # a drain slower than the probe promised is measured to its end, not cut off
+            stall_s=DRAIN_STALL_S,
+            max_s=DRAIN_MAX_S,
         )
         cpu, wall = meter.stop()
         broker_cpu, _ = broker_meter.stop()
