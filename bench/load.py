@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bench.common import BROKER, percentile, rounded
 
@@ -250,9 +250,7 @@ def check(
         tps = []
         for topic in spec.topics:
             for partition in range(spec.partitions):
-                _, end = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=30
-                )
+                end = _end_offset(consumer, TopicPartition(topic, partition))
                 tps.append(TopicPartition(topic, partition, end))
         consumer.assign(tps)
         ready.set()
@@ -290,6 +288,29 @@ def check(
         result.first_arrival, result.last_arrival = arrivals[0], arrivals[-1]
         result.steady_eps = steady_rate(arrivals, loaded_at.value)
     return result
+
+
+_NOT_READY = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+"""What the broker answers about a topic created a moment ago, until its leader is elected."""
+
+
+def _end_offset(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> int:
+    """The partition's end offset, asked again while the partition is not ready yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, end = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(end)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            not_ready = isinstance(error, KafkaError) and error.code() in _NOT_READY
+            if not not_ready or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def steady_rate(arrivals: list[float], loaded_at: float) -> float | None:
