@@ -39,6 +39,7 @@ from execdist.domain.delivery import DeliveryStats
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import CreateRequest, Filter, OutputFormat, new_subscription
 from execdist.metrics import Metrics
+from execdist.runtime.commit import Committer
 from execdist.runtime.records import InputRecord
 from execdist.services.analytics import Analytics
 from execdist.settings import Settings
@@ -168,6 +169,8 @@ async def run(
             ),
         )
         records = inputs(events, subscriptions)
+        # the commit's table half, as the worker runs it (its Kafka half is the broker's)
+        committer = Committer(out, list(tables.values()))  # type: ignore[arg-type]
         profiler = cProfile.Profile() if profile else None
         started_cpu = time.process_time()
         started = time.perf_counter()
@@ -179,12 +182,8 @@ async def run(
             routed, out.routed = out.routed, []
             for record in routed:
                 await sequencer.process(record)
-            for table in tables.values():
-                topic, tag = table.spec.changelog_topic, table.spec.changelog_tag
-                for partition, key, value in table.pending():
-                    out.send(topic, tag + key, value, partition=partition)
-            for table in tables.values():
-                table.committed()
+            committer.send_changelogs()
+            committer.apply()
         if profiler:
             profiler.disable()
         cpu = time.process_time() - started_cpu
