@@ -20,7 +20,14 @@ from functools import partial
 
 import orjson
 
-from execdist.domain.positions import PositionChange, apply_change
+from execdist.domain.positions import (
+    NO_FIGURES,
+    Figures,
+    PositionChange,
+    fold_change,
+    positions_from_stored,
+    positions_to_stored,
+)
 from execdist.runtime.records import InputRecord
 from execdist.runtime.transaction import RecordSink
 from execdist.tables.store import PartitionedState
@@ -46,7 +53,7 @@ class PositionsProcessor:
         self._out = out
         self._set_aside = set_aside
         self._account_partitions = KeyPartitions(partitions)
-        self._cache: dict[int, dict[bytes, dict[str, dict[str, str]]]] = {}
+        self._cache: dict[int, dict[bytes, _Account]] = {}
         """Each partition's positions as of the open transaction, decoded (a cache of the
         table, so an account that trades all day is not decoded and encoded at every fill)."""
 
@@ -82,10 +89,26 @@ class PositionsProcessor:
         cache = self._cache.get(partition)
         if cache is None or len(cache) >= _CACHED_ACCOUNTS:
             cache = self._cache[partition] = {}
-        current = cache.get(key)
-        if current is None:
+        account = cache.get(key)
+        if account is None:
             raw = self._positions.get(partition, key)
-            current = {} if raw is None else orjson.loads(raw)
-        folded = cache[key] = apply_change(current, change)
-        # encoded once per commit, however many changes the account had in the transaction
-        self._positions.put_encoded_later(partition, key, partial(orjson.dumps, folded))
+            account = cache[key] = _Account({} if raw is None else orjson.loads(raw))
+        figures = account.figures
+        figures[change.symbol] = fold_change(figures.get(change.symbol, NO_FIGURES), change)
+        # encoded once per commit (when the commit seals the table's writes), however many
+        # changes the account had in the transaction
+        self._positions.put_encoded_later(partition, key, account.encode)
+
+
+class _Account:
+    """One account's positions as the open transaction has them, decoded."""
+
+    __slots__ = ("encode", "figures")
+
+    def __init__(self, stored: dict[str, dict[str, str]]) -> None:
+        self.figures: dict[str, Figures] = positions_from_stored(stored)
+        self.encode = partial(_encoded, self.figures)
+
+
+def _encoded(figures: dict[str, Figures]) -> bytes:
+    return orjson.dumps(positions_to_stored(figures))

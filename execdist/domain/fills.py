@@ -109,6 +109,11 @@ def sum_exact(a: Decimal, b: Decimal) -> Decimal:
     return _EXACT.add(a, b)
 
 
+def difference_exact(a: Decimal, b: Decimal) -> Decimal:
+    """``a - b``, exact."""
+    return _EXACT.subtract(a, b)
+
+
 def product_exact(qty: Decimal, px: Decimal) -> Decimal:
     """``qty * px``, exact."""
     return _EXACT.multiply(qty, px)

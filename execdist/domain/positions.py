@@ -3,7 +3,9 @@
 A confirmation alone cannot move a position correctly: a CORRECT replaces an earlier fill and a
 BUST removes one, so the position needs the difference between the order's live fills before
 and after. The join computes that :class:`PositionChange`; the positions table (keyed by
-account) folds the changes with :func:`apply_change`. SELL and SELL_SHORT count as sold.
+account) folds the changes into an account's :class:`Figures` per symbol with
+:func:`fold_change`. SELL and SELL_SHORT count as sold. The stored form
+(:func:`positions_to_stored`) holds the figures as decimal strings.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
-from execdist.domain.fills import Fill, fill_totals
+from execdist.domain.fills import Fill, add_exact, difference_exact, product_exact, sum_exact
 from execdist.domain.model import Side, format_decimal
 from execdist.domain.values import quick_init
 
@@ -59,30 +62,87 @@ def position_change(
     before: Mapping[str, Fill],
     after: Mapping[str, Fill],
 ) -> PositionChange | None:
-    """The change between two snapshots of one order's live fills, or ``None`` if nothing moved."""
-    qty_before, notional_before = fill_totals(before.values())
-    qty_after, notional_after = fill_totals(after.values())
-    qty, notional = qty_after - qty_before, notional_after - notional_before
+    """The change between two snapshots of one order's live fills, or ``None`` if nothing moved.
+
+    Summed over the fills that differ only (a fill left as it was is the same object in both
+    snapshots), exactly, then rounded once in the current context: the difference of the two
+    snapshots' exact totals, at the cost of the one or two fills an execution changes.
+    """
+    qty = notional = ZERO
+    kept = 0
+    for trade_id, fill in after.items():
+        old = before.get(trade_id)
+        if old is None:
+            qty = sum_exact(qty, fill.qty)
+            notional = add_exact(notional, fill.qty, fill.px)
+            continue
+        kept += 1
+        if old is not fill and old != fill:
+            qty = sum_exact(qty, difference_exact(fill.qty, old.qty))
+            notional = sum_exact(
+                notional,
+                difference_exact(product_exact(fill.qty, fill.px), product_exact(old.qty, old.px)),
+            )
+    if kept < len(before):  # a fill was busted
+        for trade_id, old in before.items():
+            if trade_id not in after:
+                qty = difference_exact(qty, old.qty)
+                notional = difference_exact(notional, product_exact(old.qty, old.px))
+    qty, notional = +qty, +notional
     if qty == ZERO and notional == ZERO:
         return None
     return PositionChange(account, symbol, side, qty, notional)
 
 
-def apply_change(
-    positions: Mapping[str, Mapping[str, str]], change: PositionChange
-) -> dict[str, dict[str, str]]:
-    """Fold a change into an account's positions (symbol -> figures as decimal strings)."""
-    result = {symbol: dict(figures) for symbol, figures in positions.items()}
-    figures = result.setdefault(
-        change.symbol,
-        {"bought_qty": "0", "bought_notional": "0", "sold_qty": "0", "sold_notional": "0"},
+class Figures(NamedTuple):
+    """One account's position in one symbol."""
+
+    bought_qty: Decimal = ZERO
+    bought_notional: Decimal = ZERO
+    sold_qty: Decimal = ZERO
+    sold_notional: Decimal = ZERO
+
+
+NO_FIGURES = Figures()
+
+
+def fold_change(figures: Figures, change: PositionChange) -> Figures:
+    """``figures`` with ``change`` added to its side."""
+    if change.side is Side.BUY:
+        return figures._replace(
+            bought_qty=figures.bought_qty + change.qty,
+            bought_notional=figures.bought_notional + change.notional,
+        )
+    return figures._replace(
+        sold_qty=figures.sold_qty + change.qty,
+        sold_notional=figures.sold_notional + change.notional,
     )
-    prefix = "bought" if change.side is Side.BUY else "sold"
-    figures[f"{prefix}_qty"] = format_decimal(Decimal(figures[f"{prefix}_qty"]) + change.qty)
-    figures[f"{prefix}_notional"] = format_decimal(
-        Decimal(figures[f"{prefix}_notional"]) + change.notional
-    )
-    return result
+
+
+def positions_from_stored(stored: Mapping[str, Mapping[str, str]]) -> dict[str, Figures]:
+    """An account's figures per symbol from their stored form."""
+    return {
+        symbol: Figures(
+            Decimal(figures["bought_qty"]),
+            Decimal(figures["bought_notional"]),
+            Decimal(figures["sold_qty"]),
+            Decimal(figures["sold_notional"]),
+        )
+        for symbol, figures in stored.items()
+    }
+
+
+def positions_to_stored(positions: Mapping[str, Figures]) -> dict[str, dict[str, str]]:
+    """The stored form of an account's figures: symbol -> figures as decimal strings."""
+    return {
+        symbol: {
+            "bought_qty": format_decimal(figures.bought_qty),
+            "bought_notional": format_decimal(figures.bought_notional),
+            "sold_qty": format_decimal(figures.sold_qty),
+            "sold_notional": format_decimal(figures.sold_notional),
+        }
+        for symbol, figures in positions.items()
+    }
 
 
 def position_view(account: str, positions: Mapping[str, Mapping[str, str]]) -> dict[str, object]:
