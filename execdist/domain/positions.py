@@ -108,14 +108,13 @@ NO_FIGURES = Figures()
 
 def fold_change(figures: Figures, change: PositionChange) -> Figures:
     """``figures`` with ``change`` added to its side."""
+    bought_qty, bought_notional, sold_qty, sold_notional = figures
     if change.side is Side.BUY:
-        return figures._replace(
-            bought_qty=figures.bought_qty + change.qty,
-            bought_notional=figures.bought_notional + change.notional,
+        return Figures(
+            bought_qty + change.qty, bought_notional + change.notional, sold_qty, sold_notional
         )
-    return figures._replace(
-        sold_qty=figures.sold_qty + change.qty,
-        sold_notional=figures.sold_notional + change.notional,
+    return Figures(
+        bought_qty, bought_notional, sold_qty + change.qty, sold_notional + change.notional
     )
 
 
