@@ -54,8 +54,8 @@ test-unit: install
 	@$(PY) -m pytest tests/unit -q
 
 check: install
-	@$(VENV)/bin/ruff check execdist tests scripts
-	@$(VENV)/bin/mypy execdist
+	@$(VENV)/bin/ruff check execdist tests scripts bench
+	@$(VENV)/bin/mypy execdist bench
 
 reliability: install
 	@bash scripts/reliability.sh all

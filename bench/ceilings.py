@@ -316,6 +316,7 @@ def relay_ceiling(plan: CeilingPlan, transactional: bool) -> dict[str, Any]:
             events = min(int(eps * plan.relay_target_seconds), 2_000_000)
         rate = max(eps * 0.5, 10.0)
         run = f"R{uuid.uuid4().hex[:7]}"
+        assert relay is not None  # the drain above started one
         say(f"{name}: open-loop at {rate:,.0f} records/s for {plan.relay_latency_seconds:g}s")
         fixed = measure(
             LoadSpec(

@@ -227,9 +227,12 @@ class Relay:
             offsets: dict[tuple[str, int], int] = {}
             firsts: dict[tuple[str, int], int] = {}
             for message in batch:
-                tp = (message.topic(), message.partition())
-                firsts.setdefault(tp, message.offset())
-                offsets[tp] = message.offset() + 1
+                # polled records (errors are dropped by take_batch) always have all three
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                assert topic is not None and partition is not None and offset is not None
+                tp = (topic, partition)
+                firsts.setdefault(tp, offset)
+                offsets[tp] = offset + 1
             commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             if self.transactional:
                 self.relay_transaction(batch, commit, firsts)

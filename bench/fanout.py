@@ -260,9 +260,9 @@ def client_process(
     slot: int,
     port: int,
     targets: list[tuple[int, str, str]],
-    progress: SynchronizedArray,
+    progress: SynchronizedArray[int],
     stop: Any,
-    results: multiprocessing.Queue,
+    results: multiprocessing.Queue[Any],
     compress: int = 0,
 ) -> None:
     """The WebSocket clients of one process: ``targets`` are (subscription index, id, token);
@@ -381,7 +381,9 @@ def confirmation(exec_id: str, account: str, at: float) -> dict[str, Any]:
     }
 
 
-def order_and_execution(exec_id: str, account: str, at: float) -> tuple[dict, dict]:
+def order_and_execution(
+    exec_id: str, account: str, at: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     when = stamp(at)
     order = {
         "order_id": exec_id,
@@ -455,7 +457,7 @@ class Feed:
 
 
 class Progress:
-    def __init__(self, array: SynchronizedArray, processes: int) -> None:
+    def __init__(self, array: SynchronizedArray[int], processes: int) -> None:
         self.array = array
         self.processes = processes
 
@@ -847,7 +849,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     progress_array = ctx.Array("q", args.processes * SLOTS, lock=False)
     progress = Progress(progress_array, args.processes)
     stop = ctx.Event()
-    results: multiprocessing.Queue = ctx.Queue()
+    results: multiprocessing.Queue[Any] = ctx.Queue()
     processes: list[Any] = []
     report: dict[str, Any] = {
         "machine": {

@@ -435,7 +435,7 @@ def generated_section(result: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for f in at_rates:
-            same = next(
+            same: dict[str, Any] = next(
                 (
                     r
                     for r in single
