@@ -55,6 +55,11 @@ class RocksTables:
         # and one memtable budget (no stall: past it, RocksDB flushes sooner)
         self._write_buffers = rocksdict.WriteBufferManager(write_buffer_bytes, False)
         self._dbs: dict[tuple[str, int], rocksdict.Rdict] = {}
+        # No write-ahead log, as Kafka Streams' RocksDB stores: a partition's databases are
+        # always opened empty and filled from the changelog (see ``open``), never reopened
+        # after a crash, so the log would only be written, never read.
+        self._write_options = rocksdict.WriteOptions()
+        self._write_options.disable_wal = True
 
     def _options(self, spec: TableSpec) -> rocksdict.Options:
         options = rocksdict.Options(raw_mode=True)
@@ -74,13 +79,16 @@ class RocksTables:
         return self.root / f"{name}-{partition}.db"
 
     def open(self, name: str, partition: int, *, fresh: bool) -> None:
+        """Open a partition's database; ``fresh`` empties it first, as the worker always does
+        (its tables are filled from the changelog). Without a write-ahead log, a database
+        reopened as it is holds only what RocksDB had flushed when it was last closed."""
         path = self.path(name, partition)
         if fresh and path.exists():
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._dbs[(name, partition)] = rocksdict.Rdict(
-            str(path), options=self._options(self.specs[name])
-        )
+        db = rocksdict.Rdict(str(path), options=self._options(self.specs[name]))
+        db.set_write_options(self._write_options)
+        self._dbs[(name, partition)] = db
 
     def close(self, name: str, partition: int) -> None:
         db = self._dbs.pop((name, partition), None)
