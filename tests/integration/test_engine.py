@@ -327,10 +327,16 @@ class ScriptedCommits(WorkerTransaction):
         self.failed = False
 
         self.commits_started: list[float] = []
-        """When each commit began (``time.monotonic``)."""
+        """When each commit began (``time.monotonic``), as the event loop saw it: what the
+        loop processed before belongs to that transaction, what it processed after to the
+        next. (Taken on the producer's thread, the time could come after the loop had
+        already processed a record or two of the next transaction.)"""
+
+    def hold(self) -> None:
+        self.commits_started.append(time.monotonic())
+        super().hold()
 
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
-        self.commits_started.append(time.monotonic())
         time.sleep(self.delay)
         if self.to_fail and not self.failed and self.records:
             self.failed = True
