@@ -77,11 +77,10 @@ def position_change(
             notional = add_exact(notional, fill.qty, fill.px)
             continue
         kept += 1
-        if old is not fill and old != fill:
-            qty = sum_exact(qty, difference_exact(fill.qty, old.qty))
-            notional = sum_exact(
-                notional,
-                difference_exact(product_exact(fill.qty, fill.px), product_exact(old.qty, old.px)),
+        if old is not fill and old != fill:  # corrected: the new fill in, the old one out
+            qty = difference_exact(sum_exact(qty, fill.qty), old.qty)
+            notional = difference_exact(
+                add_exact(notional, fill.qty, fill.px), product_exact(old.qty, old.px)
             )
     if kept < len(before):  # a fill was busted
         for trade_id, old in before.items():

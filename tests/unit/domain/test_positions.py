@@ -93,29 +93,21 @@ def test_folding_decoded_figures_equals_folding_the_stored_strings(
 ) -> None:
     """The figures are kept decoded between commits; folding them gives what folding the
     stored strings change by change gives (the context rounds the same values the same way)."""
-    stored: dict[str, dict[str, str]] = {}
-    decoded: dict[str, Figures] = {}
+    decoded: dict[str, Figures] = {"MSFT": NO_FIGURES}
+    stored = positions_to_stored(decoded)
     for side, qty, notional, negative in changes:
         if negative:
             qty, notional = -qty, -notional
         change = PositionChange("ACC-1", "MSFT", side, qty, notional)
-        decoded["MSFT"] = fold_change(decoded.get("MSFT", NO_FIGURES), change)
-        # the stored form round trip at every change, as a commit after each would do
-        stored = orjson.loads(
-            orjson.dumps(
-                positions_to_stored(
-                    {
-                        symbol: fold_change(figures, change)
-                        for symbol, figures in positions_from_stored(
-                            stored or {"MSFT": positions_to_stored({"MSFT": NO_FIGURES})["MSFT"]}
-                        ).items()
-                    }
-                )
-            )
-        )
-    if changes:
-        assert positions_to_stored(decoded) == stored
-        assert positions_from_stored(stored) == decoded
+        decoded["MSFT"] = fold_change(decoded["MSFT"], change)
+        # the stored form's round trip at every change, as a commit after each would do
+        folded = {
+            symbol: fold_change(figures, change)
+            for symbol, figures in positions_from_stored(stored).items()
+        }
+        stored = orjson.loads(orjson.dumps(positions_to_stored(folded)))
+    assert positions_to_stored(decoded) == stored
+    assert positions_from_stored(stored) == decoded
 
 
 def test_the_stored_form_is_decimal_strings_per_side() -> None:
