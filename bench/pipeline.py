@@ -281,8 +281,8 @@ def run_worker_count(
 
 
 DRAIN_STALL_S = 30.0
-"""A saturation drain ends this long after its last record arrived, if not all have: longer
-than a transaction the broker times out (10 s) and the worker redoes."""
+"""A drain or a fixed-rate run ends this long after its last record arrived, if not all have:
+longer than a transaction the broker times out (10 s) and the worker redoes."""
 DRAIN_MAX_S = 600.0
 """And lasts no longer than this in all, however slowly its records keep arriving."""
 
@@ -377,6 +377,9 @@ def run_configuration(
             grace_s=plan.grace_seconds,
             label=label,
             alive=cluster.alive,
+            # a transaction the broker timed out and the worker redid arrives late, not never
+            stall_s=DRAIN_STALL_S,
+            max_s=plan.rate_seconds + plan.grace_seconds + DRAIN_STALL_S + 30,
         )
         cpu, wall = meter.stop()
         summary = result.summary()
@@ -495,6 +498,8 @@ def quiet_worker_with_interval(
             grace_s=20,
             label=label,
             alive=cluster.alive,
+            stall_s=DRAIN_STALL_S,
+            max_s=seconds + 20 + DRAIN_STALL_S + 60,
         )
         cpu, wall = meter.stop()
         record.update({**result.summary(), "worker_cores": round(cpu / wall, 3)})
