@@ -1,13 +1,15 @@
-"""Retrying a transaction call that librdkafka says may be retried."""
+"""Retrying a transaction call that librdkafka says may be retried; queueing a record when
+librdkafka's queue is full."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from execdist.runtime.transaction import call_retrying
+from execdist.runtime.transaction import _produce, call_retrying
 
 
 def concurrent_transactions() -> KafkaException:
@@ -56,3 +58,28 @@ def test_retrying_stops_at_the_deadline_with_the_last_error() -> None:
         call_retrying(call, started + 0.2)
     assert raised.value.args[0].code() == KafkaError.CONCURRENT_TRANSACTIONS
     assert len(calls) >= 2 and time.monotonic() - started < 0.5
+
+
+def test_a_record_that_finds_the_queue_full_is_queued_once_there_is_room() -> None:
+    """librdkafka's own queue, one record deep, with no broker to send it to: the second
+    record waits (``BufferError``) until the first leaves the queue, then is queued."""
+    producer = Producer(
+        {
+            "bootstrap.servers": "127.0.0.1:9",  # nothing listens: the record stays queued
+            "queue.buffering.max.messages": 1,
+            "message.timeout.ms": 60_000,
+            "log_level": 0,
+        }
+    )
+    _produce(producer, "orders", b"k1", b"v1", None, 0)
+    assert len(producer) == 1
+    room = threading.Timer(0.2, lambda: producer.purge(in_queue=True))
+    room.start()
+    started = time.monotonic()
+    _produce(producer, "orders", b"k2", b"v2", [("h", b"1")], None)
+    waited = time.monotonic() - started
+    room.join()
+    assert waited >= 0.15  # it waited for the room, and did not drop the record
+    assert len(producer) == 1  # the first was purged; the second is queued
+    producer.purge(in_queue=True)
+    producer.flush(0)
