@@ -168,7 +168,14 @@ class WorkerTransaction:
 
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
         """Commit what was sent together with the next input ``offsets``; returns the records
-        sent. Raises :class:`CommitFailed`, after aborting when the error allows it."""
+        sent. Raises :class:`CommitFailed`, after aborting when the error allows it.
+
+        The commit's flush serves every record's delivery report, and confluent-kafka takes
+        the interpreter lock for each. While the event loop processes the next batch, each
+        report waits for the loop to let go of the lock, so a large transaction commits in
+        hundreds of milliseconds instead of tens, and the next one grows meanwhile: under a
+        backlog that is the group commit that keeps the worker ahead (BENCHMARKS.md, tenth
+        pass, has what serving the reports on the loop instead did)."""
         producer = self._begun()
         sent = self.records
         deadline = time.monotonic() + COMMIT_TIMEOUT_S
