@@ -365,6 +365,7 @@ def run_configuration(
         say(f"{label}: {what}, {rate:,.1f} executions/s for {plan.rate_seconds:g}s")
         meter = CpuMeter(cluster.pids()).start()
         stages_before = scrape_stages(cluster)
+        timeout = plan.rate_seconds + plan.grace_seconds + 30
         result = measure(
             LoadSpec(
                 run=run,
@@ -373,13 +374,13 @@ def run_configuration(
                 accounts=config.subscriptions,
             ),
             CheckSpec(run=run, topics=sub_topics),
-            timeout_s=plan.rate_seconds + plan.grace_seconds + 30,
+            timeout_s=timeout,
             grace_s=plan.grace_seconds,
             label=label,
             alive=cluster.alive,
             # a transaction the broker timed out and the worker redid arrives late, not never
             stall_s=DRAIN_STALL_S,
-            max_s=plan.rate_seconds + plan.grace_seconds + DRAIN_STALL_S + 30,
+            max_s=timeout + DRAIN_STALL_S,
         )
         cpu, wall = meter.stop()
         summary = result.summary()
@@ -499,7 +500,7 @@ def quiet_worker_with_interval(
             label=label,
             alive=cluster.alive,
             stall_s=DRAIN_STALL_S,
-            max_s=seconds + 20 + DRAIN_STALL_S + 60,
+            max_s=seconds + 60 + DRAIN_STALL_S,
         )
         cpu, wall = meter.stop()
         record.update({**result.summary(), "worker_cores": round(cpu / wall, 3)})
