@@ -352,7 +352,7 @@ class JoinProcessor:
                 )
                 for sink in self._confirmation_sinks:
                     await sink(tp, key, confirmation, body, value, self._input_timestamp)
-                self._confirmed(confirmation.exec_type.value).inc()
+                self._confirmed(confirmation.exec_type._value_).inc()
                 if confirmation.anomaly is not None:
                     await self._dead_letters.publish_status(
                         tp,

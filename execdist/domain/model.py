@@ -10,7 +10,9 @@ JSON form, fixed here so that every output and every stored state agrees:
   "0"), never exponent form. A value that arrived as Avro ``decimal(26,8)`` (``100.00000000``)
   and the same value sent as JSON ``"100"`` therefore produce the same bytes downstream;
 * times are UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always six fractional digits);
-* enums are their names;
+* enums are their names (``to_dict`` reads a member's ``_value_``, the attribute its
+  ``value`` property returns: the property costs about 0.1 us a read, several times per
+  confirmation);
 * keys come in the order the contract lists the fields.
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "format_time",
     "parse_stored_decimal",
     "parse_stored_time",
+    "remember_formatted_time",
     "status_event",
 ]
 
@@ -207,6 +210,15 @@ was applied are each written several times (the confirmation, the order's state,
 history), so most calls are a lookup. Emptied when it reaches ``_FORMATTED_MAX``."""
 
 
+def remember_formatted_time(moment: datetime, text: str) -> None:
+    """Note that :func:`format_time` renders ``moment`` (aware, UTC) as ``text``: for an input
+    time that arrived spelled that way already, so that its first rendering is a lookup
+    rather than a formatting. The caller vouches that ``text`` is exactly that rendering."""
+    if len(_FORMATTED_TIMES) >= _FORMATTED_MAX:
+        _FORMATTED_TIMES.clear()
+    _FORMATTED_TIMES[moment] = text
+
+
 def status_event(
     *,
     event_id: str,
@@ -303,9 +315,9 @@ class Order:
             "order_id": self.order_id,
             "account": self.account,
             "symbol": self.symbol,
-            "side": self.side.value,
+            "side": self.side._value_,
             "quantity": format_decimal(self.quantity),
-            "order_type": self.order_type.value,
+            "order_type": self.order_type._value_,
             "limit_price": None if self.limit_price is None else format_decimal(self.limit_price),
             "currency": self.currency,
             "version": self.version,
@@ -359,7 +371,7 @@ class Execution:
             "exec_id": self.exec_id,
             "order_id": self.order_id,
             "seq": self.seq,
-            "exec_type": self.exec_type.value,
+            "exec_type": self.exec_type._value_,
             "ref_exec_id": self.ref_exec_id,
             "last_qty": format_decimal(self.last_qty),
             "last_px": format_decimal(self.last_px),
@@ -424,9 +436,9 @@ class Confirmation:
             "order_id": self.order_id,
             "account": self.account,
             "symbol": self.symbol,
-            "side": self.side.value,
+            "side": self.side._value_,
             "venue": self.venue,
-            "exec_type": self.exec_type.value,
+            "exec_type": self.exec_type._value_,
             "ref_exec_id": self.ref_exec_id,
             "seq": self.seq,
             "last_qty": format_decimal(self.last_qty),
@@ -435,7 +447,7 @@ class Confirmation:
             "leaves_qty": format_decimal(self.leaves_qty),
             "avg_px": format_decimal(self.avg_px),
             "order_qty": format_decimal(self.order_qty),
-            "order_status": self.order_status.value,
+            "order_status": self.order_status._value_,
             "exec_time": format_time(self.exec_time),
             "confirmed_at": format_time(self.confirmed_at),
             "anomaly": None if self.anomaly is None else self.anomaly.to_dict(),

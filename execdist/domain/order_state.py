@@ -237,7 +237,7 @@ class OrderState:
             "confirmation_count": self.confirmation_count,
             "last_confirmed_status": None
             if self.last_confirmed_status is None
-            else self.last_confirmed_status.value,
+            else self.last_confirmed_status._value_,
             "gap_since": None if self.gap_since is None else format_time(self.gap_since),
             "duplicates_dropped": self.duplicates_dropped,
             "stale_orders_ignored": self.stale_orders_ignored,

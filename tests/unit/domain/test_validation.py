@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from execdist.domain import (
     DomainError,
@@ -15,6 +17,7 @@ from execdist.domain import (
     OrderType,
     Side,
     format_decimal,
+    format_time,
     parse_execution,
     parse_order,
 )
@@ -246,6 +249,31 @@ def test_identifier_of_128_chars_is_fine() -> None:
 )
 def test_good_times_are_converted_to_utc(text: str, expected: datetime) -> None:
     assert parse_execution(execution_record(exec_time=text)).exec_time == expected
+
+
+_SPELLINGS = [
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # already as the outputs write it
+    lambda t: t.isoformat(timespec="microseconds"),  # +00:00
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S,%fZ"),  # a comma before the fraction
+    lambda t: t.astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="microseconds"),
+    lambda t: t.strftime("%Y%m%dT%H%M%S.%fZ"),  # ISO-8601 basic format
+]
+
+
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31)),
+    st.sampled_from(range(len(_SPELLINGS))),
+)
+def test_any_spelling_of_a_time_is_written_out_in_the_one_canonical_form(
+    moment: datetime, spelling: int
+) -> None:
+    instant = moment.replace(tzinfo=UTC)
+    text = _SPELLINGS[spelling](instant)
+    execution = parse_execution(execution_record(exec_time=text))
+    canonical = instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert execution.exec_time == instant
+    assert format_time(execution.exec_time) == canonical
+    assert execution.to_dict()["exec_time"] == canonical
 
 
 @pytest.mark.parametrize(
