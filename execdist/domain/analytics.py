@@ -220,10 +220,16 @@ class _Sum:
 def keys_of(
     confirmation: Confirmation, subscriptions: Iterable[str]
 ) -> tuple[tuple[Dimension, str], ...]:
+    return _keys(confirmation.symbol, confirmation.venue, confirmation.account, subscriptions)
+
+
+def _keys(
+    symbol: str, venue: str, account: str, subscriptions: Iterable[str]
+) -> tuple[tuple[Dimension, str], ...]:
     return (
-        (Dimension.SYMBOL, confirmation.symbol),
-        (Dimension.VENUE, confirmation.venue),
-        (Dimension.ACCOUNT, confirmation.account),
+        (Dimension.SYMBOL, symbol),
+        (Dimension.VENUE, venue),
+        (Dimension.ACCOUNT, account),
         *((Dimension.SUBSCRIPTION, subscription) for subscription in subscriptions),
     )
 
@@ -262,10 +268,7 @@ class WindowedFigures:
         directly; a larger one is summed per set of keys first, then added to the bucket and
         the day once per key of each set (under load a commit holds hundreds of confirmations
         over a few sets of keys)."""
-        rows = [
-            (keys_of(confirmation, subscriptions), Contribution.of(confirmation, latency_ms))
-            for confirmation, subscriptions, latency_ms in committed
-        ]
+        rows = committed if isinstance(committed, list) else list(committed)
         if not rows:
             return
         start = int(at) // BUCKET_S * BUCKET_S
@@ -281,8 +284,9 @@ class WindowedFigures:
         targets = (bucket, self._day[1])
         hour = self._hour if bucket_start > self._hour_after else None
         if len(rows) <= ADD_DIRECTLY_UP_TO:
-            for keys, contribution in rows:
-                for key in keys:
+            for confirmation, subscriptions, latency_ms in rows:
+                contribution = Contribution.of(confirmation, latency_ms)
+                for key in keys_of(confirmation, subscriptions):
                     for figures in targets:
                         entry = figures.get(key)
                         if entry is None:
@@ -293,16 +297,23 @@ class WindowedFigures:
                         of_key.figures.take(contribution)
                         of_key.maxima.add(bucket_start, contribution.latency_ms)
         else:
-            # summed per set of keys first (under load most confirmations share their symbol,
-            # venue, account and subscriptions), then added once per key of each set
-            by_keys: dict[tuple[tuple[Dimension, str], ...], _Sum] = {}
-            for keys, contribution in rows:
-                summed = by_keys.get(keys)
+            # summed per symbol, venue, account and subscriptions first (under load most
+            # confirmations share them), then added once per key of each set: the keys of a
+            # set are built once, not once per confirmation
+            by_set: dict[tuple[str, str, str, tuple[str, ...]], _Sum] = {}
+            for confirmation, subscriptions, latency_ms in rows:
+                of_set = (
+                    confirmation.symbol,
+                    confirmation.venue,
+                    confirmation.account,
+                    tuple(subscriptions),
+                )
+                summed = by_set.get(of_set)
                 if summed is None:
-                    summed = by_keys[keys] = _Sum()
-                summed.take(contribution)
-            for keys, summed in by_keys.items():
-                for key in keys:
+                    summed = by_set[of_set] = _Sum()
+                summed.take(Contribution.of(confirmation, latency_ms))
+            for (symbol, venue, account, subscriptions), summed in by_set.items():
+                for key in _keys(symbol, venue, account, subscriptions):
                     for figures in targets:
                         total = figures.get(key)
                         if total is None:
