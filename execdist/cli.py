@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     sys.argv = ["execdist", *faust_args]
     tune_garbage_collector()
+    favour_the_event_loop()
     dump_stacks_on_sigquit()
     app.main()
     return 0
@@ -240,6 +241,32 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+SWITCH_INTERVAL_S = 0.02
+"""How long a thread that wants the interpreter lock waits before it makes the thread holding
+it hand it over (Python's default: 5 ms).
+
+The event loop does the records' work; the worker's other threads want the lock for a moment
+each: the producer's, once per record's delivery report while a commit flushes (confluent-kafka
+takes the lock for every report), the consumer's and the relay feed's to hand a polled batch
+over. The loop lets go of the lock at each of its turns (every 32 records at most) and whenever
+it waits, and the others take it then; what the interval adds is a forced hand-over in the
+middle of a batch, each one a wake-up of both threads. At 5 ms a saturated worker's event loop
+was switched out about 150 times a second, at 20 ms about 90.
+
+Measured in interleaved pairs (one worker, 1 subscription, the same code but this): drains of
+160,000 executions 8,243 -> 8,966 executions/s on average over four pairs (event loop 114 ->
+106 us per execution), and the three pairs before them 6,910 -> 7,817; at a fixed 4,000/s,
+three pairs, p50 86 / 91 / 38 -> 54 / 45 / 32 ms, p99 687 / 455 / 154 -> 704 / 323 / 117 ms,
+commits 42 / 42 / 20 -> 28 / 23 / 16 ms; at 100/s no difference (p50 9.3 against 9.5 ms,
+p99 24 against 24-26)."""
+
+
+def favour_the_event_loop() -> None:
+    """Let the event loop keep the interpreter lock longer between forced hand-overs (see
+    :data:`SWITCH_INTERVAL_S`)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,15 @@ def test_the_worker_collects_cycles_rarely_and_never_scans_what_start_up_built()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_worker_hands_the_interpreter_lock_over_less_often_than_python_does() -> None:
+    from execdist.cli import SWITCH_INTERVAL_S, favour_the_event_loop
+
+    before = sys.getswitchinterval()
+    try:
+        favour_the_event_loop()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert SWITCH_INTERVAL_S > 0.005  # Python's default
+    finally:
+        sys.setswitchinterval(before)
