@@ -16,7 +16,7 @@ back); ``1d`` is the trading day, from 00:00 UTC.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -218,12 +218,6 @@ class _Sum:
 
 
 def keys_of(
-    confirmation: Confirmation, subscriptions: Iterable[str]
-) -> tuple[tuple[Dimension, str], ...]:
-    return _keys(confirmation.symbol, confirmation.venue, confirmation.account, subscriptions)
-
-
-def _keys(
     symbol: str, venue: str, account: str, subscriptions: Iterable[str]
 ) -> tuple[tuple[Dimension, str], ...]:
     return (
@@ -261,15 +255,14 @@ class WindowedFigures:
     def add_all(
         self,
         at: float,
-        committed: Iterable[tuple[Confirmation, Iterable[str], float]],
+        committed: Sequence[tuple[Confirmation, Iterable[str], float]],
     ) -> None:
         """Confirmations committed together at ``at``. Each confirmation's contribution is
         worked out once. A commit of a few confirmations adds them to the bucket and the day
         directly; a larger one is summed per set of keys first, then added to the bucket and
         the day once per key of each set (under load a commit holds hundreds of confirmations
         over a few sets of keys)."""
-        rows = committed if isinstance(committed, list) else list(committed)
-        if not rows:
+        if not committed:
             return
         start = int(at) // BUCKET_S * BUCKET_S
         if not self._buckets or self._buckets[-1][0] < start:
@@ -283,10 +276,13 @@ class WindowedFigures:
             self._day = (day, {})
         targets = (bucket, self._day[1])
         hour = self._hour if bucket_start > self._hour_after else None
-        if len(rows) <= ADD_DIRECTLY_UP_TO:
-            for confirmation, subscriptions, latency_ms in rows:
+        if len(committed) <= ADD_DIRECTLY_UP_TO:
+            for confirmation, subscriptions, latency_ms in committed:
                 contribution = Contribution.of(confirmation, latency_ms)
-                for key in keys_of(confirmation, subscriptions):
+                keys = keys_of(
+                    confirmation.symbol, confirmation.venue, confirmation.account, subscriptions
+                )
+                for key in keys:
                     for figures in targets:
                         entry = figures.get(key)
                         if entry is None:
@@ -301,7 +297,7 @@ class WindowedFigures:
             # confirmations share them), then added once per key of each set: the keys of a
             # set are built once, not once per confirmation
             by_set: dict[tuple[str, str, str, tuple[str, ...]], _Sum] = {}
-            for confirmation, subscriptions, latency_ms in rows:
+            for confirmation, subscriptions, latency_ms in committed:
                 of_set = (
                     confirmation.symbol,
                     confirmation.venue,
@@ -313,7 +309,7 @@ class WindowedFigures:
                     summed = by_set[of_set] = _Sum()
                 summed.take(Contribution.of(confirmation, latency_ms))
             for (symbol, venue, account, subscriptions), summed in by_set.items():
-                for key in _keys(symbol, venue, account, subscriptions):
+                for key in keys_of(symbol, venue, account, subscriptions):
                     for figures in targets:
                         total = figures.get(key)
                         if total is None:

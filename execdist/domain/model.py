@@ -198,9 +198,7 @@ def format_time(moment: datetime) -> str:
         moment.second,
         moment.microsecond,
     )
-    if len(_FORMATTED_TIMES) >= _FORMATTED_MAX:
-        _FORMATTED_TIMES.clear()
-    _FORMATTED_TIMES[moment] = text
+    remember_formatted_time(moment, text)
     return text
 
 
