@@ -14,7 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from typing import TypedDict
 
+import msgspec
 import orjson
 
 from execdist import topics
@@ -74,6 +76,19 @@ timeouts and expiry (the subscription backfill)."""
 
 TIMER_PREFIX = b"due:"
 """Timers-table keys ``due:<order_id>`` hold when that order needs a tick next."""
+
+
+class _ExpiryFields(TypedDict):
+    """The two fields of a stored order state that say whether it expired
+    (:func:`stored_state_expired`). msgspec reads just these and skips the rest of the JSON in
+    C: a sweep looks at many states and deletes few, and decoding a whole state (its fills
+    and seen executions) cost three times as much."""
+
+    held: list[object]
+    last_activity: str
+
+
+_read_expiry_fields = msgspec.json.Decoder(_ExpiryFields).decode
 
 SWEEP_BATCH = 50
 """Keys examined for expiry per partition and tick, plus twice the orders created there since
@@ -314,9 +329,9 @@ class JoinProcessor:
                 continue
             try:
                 expired = stored_state_expired(
-                    orjson.loads(raw), now, self._settings.order_retention
+                    _read_expiry_fields(raw), now, self._settings.order_retention
                 )
-            except (orjson.JSONDecodeError, InvalidState) as exc:
+            except (msgspec.MsgspecError, InvalidState) as exc:
                 log.error(
                     "order state %r cannot be read, not expiring it: %s",
                     key,

@@ -16,7 +16,7 @@ import pytest
 from execdist import topics
 from execdist.agents.join import SWEEP_BATCH, JoinProcessor
 from execdist.codecs.input import InputDecoder
-from execdist.domain import OrderState
+from execdist.domain import OrderState, apply_execution
 from execdist.metrics import Metrics
 from execdist.settings import Settings
 from execdist.tables.declarations import (
@@ -29,7 +29,7 @@ from execdist.tables.declarations import (
 )
 from execdist.tables.store import PartitionedState, RocksTables
 from execdist.topics import TP
-from tests.unit.domain.fixtures import T0
+from tests.unit.domain.fixtures import T0, trade
 
 RETENTION = timedelta(minutes=10)
 TICKS = TP(topics.TICKS, 0)
@@ -137,3 +137,21 @@ async def test_the_sweep_examines_more_when_more_orders_are_created(parts) -> No
         join._load(0, f"NEW-{n}", clock.now)
     await tick(join, states, history)
     assert len(keys(states)) == 1000 - SWEEP_BATCH - (SWEEP_BATCH + 2 * 200)
+
+
+async def test_the_sweep_keeps_states_still_holding_executions_and_those_it_cannot_read(
+    parts,
+) -> None:
+    join, states, history, clock = parts
+    await store_orders(states, history, ["DONE"])
+    waiting = OrderState.new("WAITING", T0)
+    apply_execution(waiting, trade("EX-1", 1, "10", "187.45", order_id="WAITING"), {}, T0)
+    assert waiting.held, "an execution before its order is held"
+    states.put(0, b"WAITING", orjson.dumps(waiting.to_dict()))
+    states.put(0, b"GARBLED", b"{not json")
+    states.put(0, b"PARTIAL", orjson.dumps({"held": []}))  # no last_activity
+    states.committed()
+    clock.now = T0 + RETENTION + timedelta(seconds=1)
+    await tick(join, states, history)
+    assert keys(states) == [b"GARBLED", b"PARTIAL", b"WAITING"]
+    assert keys(history) == []
