@@ -34,7 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             relay_latency_seconds=4,
             relay_transactional=False,
             relay_aiokafka=False,
-            floors=((4, True),),
+            floors=((1, True), (4, True)),
             floor_target_seconds=3,
             floor_latency_seconds=4,
         ),
