@@ -350,11 +350,17 @@ def relay_ceiling(plan: CeilingPlan, transactional: bool) -> dict[str, Any]:
     }
 
 
-def floor_name(outputs: int, transactional: bool) -> str:
+RELAY_MODULES = {"sync": "bench.eos_relay", "aio": "bench.eos_relay_aio"}
+"""The hop's relay by client classes: the synchronous ones, as the engine uses them, or
+confluent-kafka's asyncio classes (for the comparison in BENCHMARKS.md)."""
+
+
+def floor_name(outputs: int, transactional: bool, client: str = "sync") -> str:
     """The name the report gives a floor, e.g. ``exactly-once hop floor, confluent-kafka, 4
     outputs``."""
     kind = "exactly-once hop floor" if transactional else "at-least-once hop"
-    return f"{kind}, confluent-kafka, {outputs} output{'s' if outputs > 1 else ''}"
+    library = "confluent-kafka" if client == "sync" else "confluent-kafka asyncio classes"
+    return f"{kind}, {library}, {outputs} output{'s' if outputs > 1 else ''}"
 
 
 def floor_key(outputs: int, transactional: bool) -> str:
@@ -366,7 +372,9 @@ class EosRelayProcess:
     """One :mod:`bench.eos_relay` process on fresh topics; its CPU figures come from its own
     stats file (first record to last commit), so its start-up and idle polling do not count."""
 
-    def __init__(self, outputs: int, transactional: bool, tag: str) -> None:
+    def __init__(self, outputs: int, transactional: bool, tag: str, client: str = "sync") -> None:
+        if client == "aio" and not transactional:
+            raise ValueError("the asyncio relay is exactly-once only")
         self.source, self.sink = f"bench.floor.{tag}.in", f"bench.floor.{tag}.out"
         self.outputs = outputs
         self.workdir = Path(tempfile.mkdtemp(prefix="execdist-floor-"))
@@ -375,7 +383,7 @@ class EosRelayProcess:
         self.args = [
             sys.executable,
             "-m",
-            "bench.eos_relay",
+            RELAY_MODULES[client],
             "--source",
             self.source,
             "--sink",
@@ -427,7 +435,11 @@ class EosRelayProcess:
 
 
 def eos_floor_at(
-    rate: float, outputs: int = 4, seconds: float = 6.0, transactional: bool = True
+    rate: float,
+    outputs: int = 4,
+    seconds: float = 6.0,
+    transactional: bool = True,
+    client: str = "sync",
 ) -> dict[str, Any]:
     """The exactly-once hop floor at ``rate`` records/s: p50/p99 (and the rest of
     :meth:`Measurement.summary`) of a fresh :mod:`bench.eos_relay` with ``outputs`` records per
@@ -435,8 +447,8 @@ def eos_floor_at(
     generator and checker as the pipeline's fixed-rate runs. The relay starts, joins its group
     and commits a warm-up transaction before the first record is sent, so start-up does not
     count. Call it with a pipeline run's ``rate_eps`` to set the floor beside that run."""
-    name = floor_name(outputs, transactional)
-    relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6])
+    name = floor_name(outputs, transactional, client)
+    relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6], client)
     relay.create_topics()
     try:
         relay.start()
@@ -476,17 +488,19 @@ def eos_floor_at(
     }
 
 
-def eos_floor_ceiling(plan: CeilingPlan, outputs: int, transactional: bool) -> dict[str, Any]:
+def eos_floor_ceiling(
+    plan: CeilingPlan, outputs: int, transactional: bool, client: str = "sync"
+) -> dict[str, Any]:
     """Drain a preloaded backlog through :mod:`bench.eos_relay` (records/s and CPU per record),
     then measure it open-loop at half that rate with :func:`eos_floor_at` (a fresh relay, so
     the drain's CPU figure is the drain's alone)."""
-    name = floor_name(outputs, transactional)
+    name = floor_name(outputs, transactional, client)
     events = plan.floor_backlog
     eps = 0.0
     drain: Measurement | None = None
     stats: dict[str, Any] = {}
     for _attempt in range(2):
-        relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6])
+        relay = EosRelayProcess(outputs, transactional, uuid.uuid4().hex[:6], client)
         relay.create_topics()
         run = f"F{uuid.uuid4().hex[:7]}"
         say(f"{name}: draining a backlog of {events:,} records")
@@ -522,11 +536,12 @@ def eos_floor_ceiling(plan: CeilingPlan, outputs: int, transactional: bool) -> d
     # what it sends flat out it falls behind its schedule and measures itself, not the relay.
     generated = drain.load.sent / drain.load.send_seconds if drain.load.send_seconds else eps
     rate = max(min(eps, generated) * 0.5, 10.0)
-    fixed = eos_floor_at(rate, outputs, plan.floor_latency_seconds, transactional)
+    fixed = eos_floor_at(rate, outputs, plan.floor_latency_seconds, transactional, client)
     return {
         "name": name,
         "outputs": outputs,
         "transactional": transactional,
+        "client": client,
         "eps": round(eps, 1),
         "cpu_us_per_record": stats.get("cpu_us_per_record"),
         "relay_own_eps": round(stats["records"] / stats["wall_s"], 1)
@@ -540,13 +555,13 @@ def eos_floor_ceiling(plan: CeilingPlan, outputs: int, transactional: bool) -> d
     }
 
 
-def floor_ceilings(plan: CeilingPlan) -> dict[str, Any]:
+def floor_ceilings(plan: CeilingPlan, client: str = "sync") -> dict[str, Any]:
     """Every floor of ``plan.floors``, under :func:`floor_key` keys, with ``<key>_eps`` and
     ``<key>_p99_ms`` at the top level for a quick look."""
     found: dict[str, Any] = {}
     for outputs, transactional in plan.floors:
-        key = floor_key(outputs, transactional)
-        floor = eos_floor_ceiling(plan, outputs, transactional)
+        key = floor_key(outputs, transactional) + ("" if client == "sync" else f"_{client}")
+        floor = eos_floor_ceiling(plan, outputs, transactional, client)
         found[key] = floor
         found[f"{key}_eps"] = floor["eps"]
         found[f"{key}_p99_ms"] = floor["fixed_rate"]["p99_ms"]
@@ -564,13 +579,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="with --at: run length")
     parser.add_argument("--no-transactions", dest="transactions", action="store_false")
     parser.add_argument(
+        "--client",
+        choices=sorted(RELAY_MODULES),
+        default="sync",
+        help="the relay's client classes: sync (bench.eos_relay, as the engine uses them) or "
+        "aio (confluent_kafka.aio, bench.eos_relay_aio)",
+    )
+    parser.add_argument(
         "--floors",
         help="outputs[:alo],... e.g. '1,4,1:alo,4:alo' (default: the profile's floors)",
     )
     args = parser.parse_args(argv)
     if args.at is not None:
         result: dict[str, Any] = eos_floor_at(
-            args.at, args.outputs, args.seconds, args.transactions
+            args.at, args.outputs, args.seconds, args.transactions, args.client
         )
     else:
         from bench.__main__ import PROFILES
@@ -582,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                 outputs, _, mode = item.partition(":")
                 floors.append((int(outputs), mode != "alo"))
             plan = CeilingPlan(**{**asdict(plan), "floors": tuple(floors)})
-        result = floor_ceilings(plan)
+        result = floor_ceilings(plan, args.client)
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0
 

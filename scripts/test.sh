@@ -16,6 +16,10 @@ export EXECDIST_CONTROLLER_PORT=${EXECDIST_TEST_CONTROLLER_PORT:-19093}
 export EXECDIST_REGISTRY_PORT=${EXECDIST_TEST_REGISTRY_PORT:-18081}
 if [ -n "${EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT:-}" ]; then
   export EXECDIST_REGISTRY_MANAGEMENT_PORT=$EXECDIST_TEST_REGISTRY_MANAGEMENT_PORT
+else
+  # derived from the test registry's port (infra.sh), not taken from a shell set up for
+  # `make run` or the bench, whose registry may be using that port
+  unset EXECDIST_REGISTRY_MANAGEMENT_PORT
 fi
 EXECDIST_BROKER=$(bash scripts/infra.sh bootstrap)
 export EXECDIST_BROKER
