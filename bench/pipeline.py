@@ -290,10 +290,16 @@ STAGES = {
     "wait": ("execdist_record_wait_seconds", ("topic", "executions")),
     "process": ("execdist_stage_seconds", ("stage", "process")),
     "commit": ("execdist_stage_seconds", ("stage", "commit")),
+    "offsets": ("execdist_stage_seconds", ("stage", "offsets")),
+    "end": ("execdist_stage_seconds", ("stage", "end")),
 }
 """The worker's histograms behind the latency breakdown: an execution's wait for its batch (per
 record; the positions fold's records, a second hop that may lag, are not in it), then its
-batch's processing and commit (per batch)."""
+batch's processing and commit (per batch), and within the commit its two calls to the broker:
+putting the offsets in, and ending the transaction (waiting for the records' acknowledgements
+first)."""
+WITHIN_COMMIT = ("offsets", "end")
+"""Stages that are parts of the commit, not after it."""
 
 
 def scrape_stages(cluster: Cluster) -> dict[str, tuple[float, float]]:
@@ -323,14 +329,15 @@ def stage_breakdown(
     mean_ms: float | None,
 ) -> dict[str, float | None]:
     """Where a record's time went, in mean milliseconds: waiting for its batch (from its
-    timestamp), its batch's processing, its batch's commit, and the rest of the end-to-end
+    timestamp), its batch's processing, its batch's commit (with its offsets and end parts),
+    and the rest of the end-to-end
     mean (the generator's send, the broker, becoming visible to a read_committed reader)."""
     result: dict[str, float | None] = {}
     for stage in STAGES:
         total = after[stage][0] - before[stage][0]
         count = after[stage][1] - before[stage][1]
         result[f"{stage}_ms"] = rounded(total / count * 1000, 2) if count else None
-    parts = [result[f"{stage}_ms"] for stage in STAGES]
+    parts = [result[f"{stage}_ms"] for stage in STAGES if stage not in WITHIN_COMMIT]
     if mean_ms is not None and all(p is not None for p in parts):
         result["rest_ms"] = rounded(mean_ms - sum(p for p in parts if p is not None), 2)
     else:

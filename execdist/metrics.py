@@ -149,7 +149,10 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "execdist_stage_seconds",
-            "Time a batch spends in each stage of the engine: process, commit.",
+            "Time a batch spends in each stage of the engine: process, commit (from its start "
+            "on the producer's thread to its outcome applied locally); within the commit, "
+            "offsets (the input offsets put into the transaction) and end (commit_transaction: "
+            "the records not yet acknowledged, then the transaction's end).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from confluent_kafka import TopicPartition
 
-from execdist.runtime.transaction import WorkerTransaction
+from execdist.runtime.transaction import Committed, WorkerTransaction
 from execdist.tables.store import PartitionedState
 
 
@@ -60,8 +60,8 @@ class Committer:
             follower.seal()
         return sent
 
-    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: object) -> int:
-        """Step 2, blocking (on the Kafka thread): commit; returns the records it held."""
+    def commit(self, offsets: dict[tuple[str, int], int], group_metadata: object) -> Committed:
+        """Step 2, blocking (on the Kafka thread): commit; returns what it held and took."""
         positions = [TopicPartition(topic, p, offset) for (topic, p), offset in offsets.items()]
         return self._transaction.commit(positions, group_metadata)
 

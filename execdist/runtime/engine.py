@@ -56,7 +56,12 @@ from execdist.runtime.commit import Committer
 from execdist.runtime.ownership import Ownership
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
-from execdist.runtime.transaction import CommitFailed, TransactionFailed, WorkerTransaction
+from execdist.runtime.transaction import (
+    CommitFailed,
+    Committed,
+    TransactionFailed,
+    WorkerTransaction,
+)
 from execdist.settings import Settings
 from execdist.tables.store import RocksTables
 
@@ -106,7 +111,7 @@ class _Processed:
 class _InFlight:
     """A batch whose transaction is committing on the producer's thread."""
 
-    future: asyncio.Future[int]
+    future: asyncio.Future[Committed]
     offsets: dict[tuple[str, int], int]
     batch_started: float
     committing: float
@@ -501,7 +506,7 @@ class Engine(Service):
         if in_flight is None:
             return True
         try:
-            sent = await in_flight.future
+            committed = await in_flight.future
         except CommitFailed as exc:
             self._transaction.discard()
             log.warning("the commit failed (%s); resuming from the last commit", exc)
@@ -522,8 +527,11 @@ class Engine(Service):
                 if key[2] >= offsets.get((key[0], key[1]), 0)
             }
         done = time.perf_counter()
-        self._metrics.transaction_records.observe(sent)
-        self._metrics.stage_seconds.labels("commit").observe(done - in_flight.committing)
+        self._metrics.transaction_records.observe(committed.records)
+        stages = self._metrics.stage_seconds
+        stages.labels("commit").observe(done - in_flight.committing)
+        stages.labels("offsets").observe(committed.offsets_s)
+        stages.labels("end").observe(committed.end_s)
         self._metrics.batch_seconds.observe(done - in_flight.batch_started)
         self._transaction.release()
         return True

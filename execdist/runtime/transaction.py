@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -55,6 +56,18 @@ class RecordSink(Protocol):
 
 
 _Send = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A committed transaction: the records it held, and where its commit's time went."""
+
+    records: int
+    offsets_s: float
+    """Putting the input offsets into the transaction (AddOffsetsToTxn, TxnOffsetCommit)."""
+    end_s: float
+    """``commit_transaction``: waiting for the records not yet acknowledged, then the
+    transaction's end (EndTxn, after which the broker writes its markers)."""
 
 
 class TransactionFailed(Exception):
@@ -166,9 +179,10 @@ class WorkerTransaction:
 
     # ---- outcome (blocking: on the Kafka thread) ----------------------------------------
 
-    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
+    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> Committed:
         """Commit what was sent together with the next input ``offsets``; returns the records
-        sent. Raises :class:`CommitFailed`, after aborting when the error allows it.
+        sent and how long each step took. Raises :class:`CommitFailed`, after aborting when
+        the error allows it.
 
         The commit's flush serves every record's delivery report, and confluent-kafka takes
         the interpreter lock for each. While the event loop processes the next batch, each
@@ -178,7 +192,8 @@ class WorkerTransaction:
         pass, has what serving the reports on the loop instead did)."""
         producer = self._begun()
         sent = self.records
-        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + COMMIT_TIMEOUT_S
         try:
             if offsets:
                 call_retrying(
@@ -187,12 +202,13 @@ class WorkerTransaction:
                     ),
                     deadline,
                 )
+            offsets_sent = time.monotonic()
             call_retrying(producer.commit_transaction, deadline)
         except KafkaException as exc:
             raise self._failed(exc) from exc
         self._open = False
         self.records = 0
-        return sent
+        return Committed(sent, offsets_sent - started, time.monotonic() - offsets_sent)
 
     def abort(self) -> bool:
         """Abort the open transaction; False when that failed (its outcome is then unknown)."""

@@ -32,7 +32,7 @@ from execdist.metrics import Metrics
 from execdist.runtime.engine import MAX_ATTEMPTS, MAX_GATHER_S, Engine
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
-from execdist.runtime.transaction import CommitFailed, WorkerTransaction
+from execdist.runtime.transaction import CommitFailed, Committed, WorkerTransaction
 from execdist.settings import Settings
 from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS
 from execdist.tables.store import PartitionedState, RocksTables
@@ -174,6 +174,12 @@ def transactions_committed(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("execdist_transaction_records_count") or 0
 
 
+def stage_seconds(metrics: Metrics, stage: str, part: str) -> float:
+    """``part`` (sum or count) of the engine's histogram of ``stage``."""
+    value = metrics.registry.get_sample_value(f"execdist_stage_seconds_{part}", {"stage": stage})
+    return value or 0
+
+
 def keyed(key: bytes) -> Callable[[list[ConsumerRecord]], list[bytes | None]]:
     """The values of the records with ``key``, in the order read."""
     return lambda records: [r.value for r in records if r.key == key]
@@ -243,7 +249,9 @@ async def test_a_topic_new_to_a_transaction_does_not_hold_up_the_others() -> Non
             transaction.send(known, b"k", b"queued-%d" % n, partition=0)
         transaction.send(new, b"k", b"first", partition=0)
         started = time.monotonic()
-        assert await asyncio.to_thread(transaction.commit, [], None) == 6
+        committed = await asyncio.to_thread(transaction.commit, [], None)
+        assert committed.records == 6
+        assert committed.offsets_s >= 0 and committed.end_s > 0
         assert time.monotonic() - started < 5
     finally:
         transaction.close()
@@ -289,6 +297,12 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
         # about one per record
         assert made <= elapsed / interval.total_seconds() + 2, (made, elapsed)
         assert made < len(values) / 2, made
+        # each commit's time is split into putting the offsets in and ending the transaction
+        commits = transactions_committed(metrics)
+        assert stage_seconds(metrics, "offsets", "count") == commits
+        assert stage_seconds(metrics, "end", "count") == commits
+        parts = stage_seconds(metrics, "offsets", "sum") + stage_seconds(metrics, "end", "sum")
+        assert 0 < parts <= stage_seconds(metrics, "commit", "sum")
 
         # processed, not yet due: committed by the stop
         tail = [b"last-%d" % n for n in range(3)]
@@ -336,7 +350,7 @@ class ScriptedCommits(WorkerTransaction):
         self.commits_started.append(time.monotonic())
         super().hold()
 
-    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> int:
+    def commit(self, offsets: list[TopicPartition], group_metadata: object) -> Committed:
         time.sleep(self.delay)
         if self.to_fail and not self.failed and self.records:
             self.failed = True
