@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,16 @@ sys.exit(supervisor.run())
 """
 
 
+def _start_as_from_a_terminal(ignored: signal.Signals | None) -> None:
+    """In the supervisor's process before it runs: the stop signals as a terminal leaves
+    them, whatever started the tests (a background job of a script ignores SIGINT, nohup
+    SIGHUP, and the supervisor keeps what it inherits ignored), then ``ignored`` ignored."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    if ignored is not None:
+        signal.signal(ignored, signal.SIG_IGN)
+
+
 class Supervised:
     """A supervisor of stand-in children: ``serve`` (stops on SIGTERM/SIGINT), ``plain`` (no
     handler), ``stubborn`` (ignores SIGTERM) or ``exitN`` (exits N once the others are up)."""
@@ -81,7 +92,7 @@ class Supervised:
             [sys.executable, "-c", DRIVER, CHILD, str(workdir), ",".join(behaviours), str(grace)],
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=None if ignored is None else lambda: signal.signal(ignored, signal.SIG_IGN),
+            preexec_fn=partial(_start_as_from_a_terminal, ignored),
         )
 
     def wait_for(self, name: str, timeout: float = 10.0) -> str:
