@@ -96,6 +96,100 @@ class Stats:
         }
 
 
+def consumer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay's consumer: read_committed; it commits its offsets itself."""
+    return {
+        "bootstrap.servers": BROKER,
+        "group.id": args.group,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # the broker answers a fetch as soon as there is a record, or after this long
+        "fetch.wait.max.ms": args.fetch_wait_ms,
+        "max.partition.fetch.bytes": 4 * 1024 * 1024,
+    }
+
+
+def producer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay's idempotent producer (a transactional id is added when it has one)."""
+    return {
+        "bootstrap.servers": BROKER,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": args.linger_ms,
+        "partitioner": "murmur2_random",
+        # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS
+        # until the broker has written the previous one's markers (KAFKA-5477); librdkafka
+        # retries its AddPartitionsToTxn after retry.backoff.ms, growing to
+        # retry.backoff.max.ms (100 ms and 1 s by default), which put 100-1000 ms on every
+        # transaction of a relay that keeps up. Retry every few ms, as the pipeline does.
+        "retry.backoff.ms": args.retry_backoff_ms,
+        "retry.backoff.max.ms": args.retry_backoff_ms,
+        "queue.buffering.max.messages": max(100_000, 2 * args.max_batch * args.outputs),
+    }
+
+
+def without_errors(batch: list[Message]) -> list[Message]:
+    """The polled records; a retriable error is dropped, any other raised."""
+    good = []
+    for message in batch:
+        error = message.error()
+        if error is None:
+            good.append(message)
+        elif error.fatal() or not error.retriable():
+            raise KafkaException(error)
+    return good
+
+
+def positions(
+    batch: list[Message],
+) -> tuple[list[TopicPartition], dict[tuple[str, int], int]]:
+    """The batch's next offset per partition (to commit) and its first (to seek back to)."""
+    offsets: dict[tuple[str, int], int] = {}
+    firsts: dict[tuple[str, int], int] = {}
+    for message in batch:
+        # polled records (errors are dropped by without_errors) always have all three
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        firsts.setdefault((topic, partition), offset)
+        offsets[(topic, partition)] = offset + 1
+    return [TopicPartition(t, p, o) for (t, p), o in offsets.items()], firsts
+
+
+def argument_parser(description: str, *, at_least_once: bool) -> argparse.ArgumentParser:
+    """The relay's arguments (``--no-transactions`` when it can run at-least-once)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--sink", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--outputs", type=int, default=1, help="records produced per input")
+    if at_least_once:
+        parser.add_argument(
+            "--no-transactions",
+            dest="transactions",
+            action="store_false",
+            help="at-least-once: produce, flush, commit the offsets",
+        )
+    parser.add_argument("--max-batch", type=int, default=5000, help="records per transaction")
+    parser.add_argument("--fetch-wait-ms", type=int, default=5)
+    parser.add_argument("--linger-ms", type=float, default=1)
+    parser.add_argument("--retry-backoff-ms", type=int, default=5)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--stats-file", type=Path)
+    return parser
+
+
+def parse_arguments(
+    description: str, argv: list[str] | None, *, at_least_once: bool
+) -> argparse.Namespace:
+    parser = argument_parser(description, at_least_once=at_least_once)
+    args = parser.parse_args(argv)
+    if args.outputs < 1:
+        parser.error("--outputs must be at least 1")
+    return args
+
+
 class Relay:
     def __init__(self, args: argparse.Namespace) -> None:
         self.source: str = args.source
@@ -109,40 +203,16 @@ class Relay:
         """Records polled while waiting for the partitions, relayed with the first batch."""
         self.stats = Stats()
         self.delivery_errors: list[KafkaError] = []
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": BROKER,
-                "group.id": args.group,
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                # the broker answers a fetch as soon as there is a record, or after this long
-                "fetch.wait.max.ms": args.fetch_wait_ms,
-                "max.partition.fetch.bytes": 4 * 1024 * 1024,
-            }
-        )
-        producer_config: dict[str, Any] = {
-            "bootstrap.servers": BROKER,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": args.linger_ms,
-            "partitioner": "murmur2_random",
-            # A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS
-            # until the broker has written the previous one's markers (KAFKA-5477); librdkafka
-            # retries its AddPartitionsToTxn after retry.backoff.ms, growing to
-            # retry.backoff.max.ms (100 ms and 1 s by default), which put 100-1000 ms on every
-            # transaction of a relay that keeps up. Retry every few ms, as the pipeline does.
-            "retry.backoff.ms": args.retry_backoff_ms,
-            "retry.backoff.max.ms": args.retry_backoff_ms,
-            "queue.buffering.max.messages": max(100_000, 2 * self.max_batch * args.outputs),
+        self.consumer = Consumer(consumer_config(args))
+        config = {
+            **producer_config(args),
             # only failed deliveries call back: no Python call per record on the happy path
             "delivery.report.only.error": True,
             "on_delivery": self._delivered,
         }
         if self.transactional:
-            producer_config["transactional.id"] = f"{args.group}-{uuid.uuid4().hex[:8]}"
-        self.producer = Producer(producer_config)
+            config["transactional.id"] = f"{args.group}-{uuid.uuid4().hex[:8]}"
+        self.producer = Producer(config)
 
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
@@ -209,14 +279,7 @@ class Relay:
                 return []
             batch = [first]
         batch += self.consumer.consume(self.max_batch - len(batch), 0)
-        good = []
-        for message in batch:
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.fatal() or not error.retriable():
-                raise KafkaException(error)
-        return good
+        return without_errors(batch)
 
     def run(self) -> None:
         while not self.stopping:
@@ -224,16 +287,7 @@ class Relay:
             if not batch:
                 continue
             self.stats.batch_started()
-            offsets: dict[tuple[str, int], int] = {}
-            firsts: dict[tuple[str, int], int] = {}
-            for message in batch:
-                # polled records (errors are dropped by take_batch) always have all three
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                assert topic is not None and partition is not None and offset is not None
-                tp = (topic, partition)
-                firsts.setdefault(tp, offset)
-                offsets[tp] = offset + 1
-            commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            commit, firsts = positions(batch)
             if self.transactional:
                 self.relay_transaction(batch, commit, firsts)
             else:
@@ -278,26 +332,7 @@ class Relay:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--sink", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--outputs", type=int, default=1, help="records produced per input")
-    parser.add_argument(
-        "--no-transactions",
-        dest="transactions",
-        action="store_false",
-        help="at-least-once: produce, flush, commit the offsets",
-    )
-    parser.add_argument("--max-batch", type=int, default=5000, help="records per transaction")
-    parser.add_argument("--fetch-wait-ms", type=int, default=5)
-    parser.add_argument("--linger-ms", type=float, default=1)
-    parser.add_argument("--retry-backoff-ms", type=int, default=5)
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--stats-file", type=Path)
-    args = parser.parse_args(argv)
-    if args.outputs < 1:
-        parser.error("--outputs must be at least 1")
+    args = parse_arguments((__doc__ or "").split("\n\n")[0], argv, at_least_once=True)
     relay = Relay(args)
     signal.signal(signal.SIGTERM, relay.stop)
     signal.signal(signal.SIGINT, relay.stop)

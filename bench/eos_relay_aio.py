@@ -32,8 +32,16 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.aio import AIOConsumer, AIOProducer
 
-from bench.common import BROKER
-from bench.eos_relay import WARMUP_KEY, Stats, output_topics
+from bench.eos_relay import (
+    WARMUP_KEY,
+    Stats,
+    consumer_config,
+    output_topics,
+    parse_arguments,
+    positions,
+    producer_config,
+    without_errors,
+)
 
 
 class AioRelay:
@@ -46,30 +54,9 @@ class AioRelay:
         self.assigned = asyncio.Event()
         self.pending: list[Message] = []
         self.stats = Stats()
-        self.consumer = AIOConsumer(
-            {
-                "bootstrap.servers": BROKER,
-                "group.id": args.group,
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": args.fetch_wait_ms,
-                "max.partition.fetch.bytes": 4 * 1024 * 1024,
-            }
-        )
+        self.consumer = AIOConsumer(consumer_config(args))
         self.producer = AIOProducer(
-            {
-                "bootstrap.servers": BROKER,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": args.linger_ms,
-                "partitioner": "murmur2_random",
-                "retry.backoff.ms": args.retry_backoff_ms,
-                "retry.backoff.max.ms": args.retry_backoff_ms,
-                "queue.buffering.max.messages": max(100_000, 2 * self.max_batch * args.outputs),
-                "transactional.id": f"{args.group}-{uuid.uuid4().hex[:8]}",
-            }
+            {**producer_config(args), "transactional.id": f"{args.group}-{uuid.uuid4().hex[:8]}"}
         )
 
     async def _on_assign(self, _consumer: Any, _partitions: list[TopicPartition]) -> None:
@@ -111,14 +98,7 @@ class AioRelay:
                 return []
             batch = [first]
         batch += await self.consumer.consume(self.max_batch - len(batch), 0)
-        good = []
-        for message in batch:
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.fatal() or not error.retriable():
-                raise KafkaException(error)
-        return good
+        return without_errors(batch)
 
     async def run(self) -> None:
         while not self.stopping:
@@ -126,14 +106,7 @@ class AioRelay:
             if not batch:
                 continue
             self.stats.batch_started()
-            offsets: dict[tuple[str, int], int] = {}
-            firsts: dict[tuple[str, int], int] = {}
-            for message in batch:
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                assert topic is not None and partition is not None and offset is not None
-                firsts.setdefault((topic, partition), offset)
-                offsets[(topic, partition)] = offset + 1
-            commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+            commit, firsts = positions(batch)
             await self.relay_transaction(batch, commit, firsts)
             self.stats.batch_done(len(batch))
 
@@ -187,21 +160,8 @@ async def amain(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--sink", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--outputs", type=int, default=1, help="records produced per input")
-    parser.add_argument("--max-batch", type=int, default=5000, help="records per transaction")
-    parser.add_argument("--fetch-wait-ms", type=int, default=5)
-    parser.add_argument("--linger-ms", type=float, default=1)
-    parser.add_argument("--retry-backoff-ms", type=int, default=5)
-    parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--stats-file", type=Path)
-    args = parser.parse_args(argv)
-    if args.outputs < 1:
-        parser.error("--outputs must be at least 1")
-    asyncio.run(amain(args))
+    description = (__doc__ or "").split("\n\n")[0]
+    asyncio.run(amain(parse_arguments(description, argv, at_least_once=False)))
     return 0
 
 
