@@ -24,7 +24,7 @@ from datetime import datetime
 
 import orjson
 
-from execdist.agents.subscriber_output import SubscriberOutput
+from execdist.agents.subscriber_output import Encodings, SubscriberOutput
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription
@@ -151,7 +151,7 @@ class SubscriptionBackfill:
         if not alone.match(confirmation):
             return 0
         await self._output.deliver(
-            subscription, confirmation.order_id.encode(), body, value, projections={}
+            subscription, confirmation.order_id.encode(), body, Encodings(value)
         )
         return 1
 

@@ -19,7 +19,7 @@ import logging
 import time
 
 from execdist.agents.backfill import SubscriptionBackfill
-from execdist.agents.subscriber_output import SubscriberOutput
+from execdist.agents.subscriber_output import Encodings, SubscriberOutput
 from execdist.domain.delivery import DeliveryStats
 from execdist.domain.expressions import EvaluationError
 from execdist.domain.model import Confirmation
@@ -67,14 +67,14 @@ class SubscriptionRouter:
         )
         self._stats.record_confirmation(input_timestamp)
         self._metrics.distribution_latency.observe(latency_ms / 1000)
-        projections: dict[tuple[str, ...], bytes] = {}
+        encodings = Encodings(json_value)
         delivered: list[str] = []
         for subscription in self._index.match(confirmation, self._expression_failed):
             if subscription.backfill_from is not None and not self._backfill.admits(
                 source.partition, subscription, confirmation.order_id
             ):
                 continue  # its backfill has yet to reach this order, and will deliver this too
-            await self._output.deliver(subscription, key, body, json_value, projections)
+            await self._output.deliver(subscription, key, body, encodings)
             self._stats.record(subscription.id, input_timestamp)
             delivered.append(subscription.id)
         self._analytics.record(confirmation, tuple(delivered), input_timestamp)

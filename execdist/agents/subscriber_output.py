@@ -8,9 +8,23 @@ from __future__ import annotations
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist.agents.sequencing import SubscriberSequencer
-from execdist.codecs.output import AvroEncoder, encode_json
+from execdist.codecs.framing import frame
+from execdist.codecs.output import AvroEncoder, avro_body, encode_json
 from execdist.domain.subscriptions import OutputFormat, Subscription
 from execdist.metrics import LabelledChildren, Metrics
+
+
+class Encodings:
+    """One confirmation's encodings, each made once and shared by every subscription it
+    reaches in that form: its JSON (made by the join), each projection's JSON, its Avro body
+    (framed with each subscription's own schema id)."""
+
+    __slots__ = ("avro", "json", "projections")
+
+    def __init__(self, json_value: bytes) -> None:
+        self.json = json_value
+        self.projections: dict[tuple[str, ...], bytes] = {}
+        self.avro: bytes | None = None
 
 
 class SubscriberOutput:
@@ -33,22 +47,23 @@ class SubscriberOutput:
         subscription: Subscription,
         key: bytes,
         body: dict[str, object],
-        json_value: bytes,
-        projections: dict[tuple[str, ...], bytes],
+        encodings: Encodings,
     ) -> None:
-        """``projections`` caches each projection of this confirmation, shared by the
-        subscriptions that ask for the same fields."""
+        """``body`` is the confirmation as a dict; ``encodings`` holds what was encoded of it
+        for the subscriptions before this one."""
         if subscription.format is OutputFormat.AVRO:
             subject = f"{subscription.topic}-value"
             schema_id = await self._avro.schema_id(subject, "confirmation")
-            value = self._avro.encode_with_id(schema_id, "confirmation", body)
+            if encodings.avro is None:
+                encodings.avro = avro_body("confirmation", body)
+            value = frame(schema_id, encodings.avro)
         elif subscription.fields is not None:
-            projected = projections.get(subscription.fields)
+            projected = encodings.projections.get(subscription.fields)
             if projected is None:
                 projected = encode_json({name: body[name] for name in subscription.fields})
-                projections[subscription.fields] = projected
+                encodings.projections[subscription.fields] = projected
             value = projected
         else:
-            value = json_value
+            value = encodings.json
         self._sequencer.deliver(subscription.id, subscription.topic, key, value)
         self._delivered(subscription.id).inc()

@@ -4,6 +4,7 @@
   ``parse_execution``; writer schemas come from the registry, cached by id
 * :func:`encode_json`    a ``to_dict()`` record -> UTF-8 JSON
 * :class:`AvroEncoder`   a ``to_dict()`` record -> Confluent-framed Avro, schema registered once
+* :func:`avro_body`      the same record's Avro bytes unframed, written once for many subjects
 * :mod:`~execdist.codecs.schemas`   ``schemas/*.avsc``, loaded and parsed on first use
 * :mod:`~execdist.codecs.registry`  the :class:`SchemaLookup` seam and the registry calls
 * :mod:`~execdist.codecs.errors`    DecodeError (dead-letter), RegistryUnavailable (retry), ...
@@ -17,7 +18,7 @@ from execdist.codecs.errors import (
     UnknownSchemaId,
 )
 from execdist.codecs.input import InputDecoder, decode_json
-from execdist.codecs.output import AvroEncoder, encode_avro, encode_json
+from execdist.codecs.output import AvroEncoder, avro_body, encode_avro, encode_json
 from execdist.codecs.registry import RegistrySchemaLookup, SchemaLookup, register_schema
 from execdist.codecs.schemas import (
     SCHEMA_NAMES,
@@ -40,6 +41,7 @@ __all__ = [
     "SchemaFilesMissing",
     "SchemaLookup",
     "UnknownSchemaId",
+    "avro_body",
     "decode_json",
     "encode_avro",
     "encode_json",

@@ -30,7 +30,14 @@ from execdist.codecs.registry import register_schema
 from execdist.codecs.schemas import parsed_schema, raw_schema
 from execdist.domain.model import format_decimal, format_time
 
-__all__ = ["SUB_SEQ_HEADER", "AvroEncoder", "encode_avro", "encode_json", "with_sub_seq"]
+__all__ = [
+    "SUB_SEQ_HEADER",
+    "AvroEncoder",
+    "avro_body",
+    "encode_avro",
+    "encode_json",
+    "with_sub_seq",
+]
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -59,8 +66,8 @@ class AvroEncoder:
 
     ``await encode(subject, schema_name, record)`` registers ``schemas/<schema_name>.avsc`` under
     ``subject`` on first use (concurrent first uses share one registration) and caches the id;
-    the hot path can take the id once from :meth:`schema_id` and call the synchronous
-    :meth:`encode_with_id`. Raises :class:`EncodeError` for a record that does not fit its
+    the hot path can take the id from :meth:`schema_id` and frame a body written once with
+    :func:`avro_body`. Raises :class:`EncodeError` for a record that does not fit its
     schema or a schema the registry refuses, and
     :class:`~execdist.codecs.errors.RegistryUnavailable` when the registry cannot answer now.
     """
@@ -83,15 +90,16 @@ class AvroEncoder:
         """``record`` (a ``to_dict()``-style dict) as Confluent-framed Avro under ``subject``."""
         return encode_avro(await self.schema_id(subject, schema_name), schema_name, record)
 
-    def encode_with_id(
-        self, schema_id: int, schema_name: str, record: Mapping[str, object]
-    ) -> bytes:
-        """Like :meth:`encode` for an id already known; no I/O."""
-        return encode_avro(schema_id, schema_name, record)
-
 
 def encode_avro(schema_id: int, schema_name: str, record: Mapping[str, object]) -> bytes:
     """``record`` converted to Avro types, written with ``schemas/<schema_name>.avsc``, framed."""
+    return frame(schema_id, avro_body(schema_name, record))
+
+
+def avro_body(schema_name: str, record: Mapping[str, object]) -> bytes:
+    """``record`` as Avro with ``schemas/<schema_name>.avsc``, without the frame: the same
+    bytes under every subject that registered that schema, so one confirmation is written
+    once for all the Avro subscriptions it reaches (:func:`frame` adds each one's id)."""
     converted = _record_converter(schema_name)(record)
     body = io.BytesIO()
     try:
@@ -100,7 +108,7 @@ def encode_avro(schema_id: int, schema_name: str, record: Mapping[str, object]) 
         raise EncodeError(
             f"record does not fit the {schema_name} schema: {type(exc).__name__}: {exc}"
         ) from exc
-    return frame(schema_id, body.getvalue())
+    return body.getvalue()
 
 
 @cache

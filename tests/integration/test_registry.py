@@ -7,17 +7,23 @@ afterwards, so runs never see each other's schemas.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import cast
 
 import httpx
 import pytest
 from schema_registry.client import AsyncSchemaRegistryClient
 
+from execdist.agents import subscriber_output
+from execdist.agents.sequencing import SubscriberSequencer
+from execdist.agents.subscriber_output import Encodings, SubscriberOutput
 from execdist.codecs import (
     AvroEncoder,
     DecodeError,
@@ -26,12 +32,17 @@ from execdist.codecs import (
     RegistrySchemaLookup,
     RegistryUnavailable,
     UnknownSchemaId,
+    avro_body,
     encode_avro,
+    encode_json,
     parsed_schema,
     raw_schema,
     register_schema,
 )
+from execdist.codecs.framing import frame
 from execdist.domain import Confirmation, parse_execution
+from execdist.domain.subscriptions import CreateRequest, OutputFormat, new_subscription
+from execdist.metrics import Metrics
 from tests.unit.codecs.fixtures import as_json_ready, sample_confirmation, sample_execution
 
 pytestmark = pytest.mark.integration
@@ -113,14 +124,69 @@ async def test_confirmation_round_trips_through_the_registry(
     assert Confirmation.from_dict(as_json_ready(record)) == confirmation
 
 
-async def test_encode_with_id_matches_encode(
+async def test_a_body_written_once_and_framed_with_the_id_matches_encode(
     registry: AsyncSchemaRegistryClient, subject: str
 ) -> None:
     encoder = AvroEncoder(registry)
     record = sample_execution().to_dict()
     framed = await encoder.encode(subject, "execution", record)
     schema_id = await encoder.schema_id(subject, "execution")
-    assert encoder.encode_with_id(schema_id, "execution", record) == framed
+    assert frame(schema_id, avro_body("execution", record)) == framed
+
+
+class CapturedDeliveries:
+    """Stands in for the sequencer: keeps each subscriber record it is given."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[str, bytes]] = {}
+
+    def deliver(self, subscription_id: str, topic: str, key: bytes, value: bytes) -> None:
+        self.records[subscription_id] = (topic, value)
+
+
+async def test_a_confirmation_is_written_once_for_all_its_avro_subscriptions(
+    registry: AsyncSchemaRegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Avro subscription's record carries the id its own subject registered, around the
+    same body, and the body is written once for all of them."""
+    written: list[str] = []
+
+    def counted(schema_name: str, record: Mapping[str, object]) -> bytes:
+        written.append(schema_name)
+        return avro_body(schema_name, record)
+
+    monkeypatch.setattr(subscriber_output, "avro_body", counted)
+    captured = CapturedDeliveries()
+    output = SubscriberOutput(cast(SubscriberSequencer, captured), registry, Metrics())
+    run = uuid.uuid4().hex[:8]
+    subscriptions = [
+        new_subscription(
+            CreateRequest(name=f"avro-{n}", format=OutputFormat.AVRO),
+            subscription_id=f"avro-{run}-{n}",
+            token_hash=hashlib.sha256(b"token").hexdigest(),
+            now=datetime.now(UTC),
+        )
+        for n in range(3)
+    ]
+    confirmation = sample_confirmation()
+    body = confirmation.to_dict()
+    encodings = Encodings(encode_json(body))
+    try:
+        for subscription in subscriptions:
+            await output.deliver(subscription, b"ORD-1", body, encodings)
+        assert written == ["confirmation"]
+        decoder = InputDecoder(AsyncSchemaRegistryClient(REGISTRY_URL))
+        for subscription in subscriptions:
+            topic, value = captured.records[subscription.id]
+            assert topic == subscription.topic
+            own_id = await AvroEncoder(registry).schema_id(f"{topic}-value", "confirmation")
+            assert value[:5] == frame(own_id, b"")
+            assert value[5:] == encodings.avro
+            decoded = as_json_ready(await decoder.decode(value))
+            assert Confirmation.from_dict(decoded) == confirmation
+    finally:
+        for subscription in subscriptions:
+            await registry.delete_subject(f"{subscription.topic}-value")
 
 
 @pytest.mark.parametrize("schema_id", [UNUSED_SCHEMA_ID, 0])

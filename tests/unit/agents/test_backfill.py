@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from execdist.agents.backfill import DONE, SubscriptionBackfill, progress_key
+from execdist.agents.subscriber_output import Encodings
 from execdist.codecs.output import encode_json
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Filter, Subscription
@@ -38,9 +40,9 @@ class Delivered:
         subscription: Subscription,
         key: bytes,
         body: dict[str, object],
-        json_value: bytes,
-        projections: dict[tuple[str, ...], bytes],
+        encodings: Encodings,
     ) -> None:
+        assert orjson.loads(encodings.json) == body, "the history's bytes are delivered as JSON"
         self.records.append((subscription.id, key.decode(), str(body["exec_id"])))
 
 
