@@ -32,7 +32,6 @@ from execdist.domain.subscriptions import CreateRequest, Filter, new_subscriptio
 from execdist.metrics import Metrics
 from execdist.tables.declarations import HISTORY, SUB_SEQ, TIMERS, history_key, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
-from execdist.topics import TICKS, TP
 
 FILLS = 4
 
@@ -99,7 +98,7 @@ async def run(confirmations: int) -> dict[str, float]:
         started, started_cpu = time.perf_counter(), time.process_time()
         ticks = 0
         while tables[TIMERS].get(0, progress_key(subscription.id)) != DONE:
-            await backfill.tick(TP(TICKS, 0))
+            await backfill.punctuate(0)
             ticks += 1
             routed, out.routed = out.routed, []
             for record in routed:

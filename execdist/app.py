@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import faust
 from faust.app.base import BootStrategy
@@ -101,7 +101,10 @@ class _App(faust.App):  # type: ignore[misc]
     services.
     """
 
-    services: list[ServiceT]
+    def __init__(self, app_id: str, *, services: list[ServiceT], **options: Any) -> None:
+        self.services = services
+        """execdist's own services, started after the web server in this order."""
+        super().__init__(app_id, **options)
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         self.monitor.beacon.reattach(self.beacon)
@@ -111,38 +114,11 @@ class _App(faust.App):  # type: ignore[misc]
         return [*boot.web_server(), *self.services]
 
 
-def describe_worker(pipeline: Engine, metrics: Metrics) -> dict[str, object]:
-    """What this worker reports about itself: input partitions, lag and totals."""
-    confirmations = sum(
-        sample.value
-        for metric in metrics.confirmations.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
-    return {
-        "partitions": pipeline.partitions,
-        "lag": pipeline.lag(),
-        "confirmations_total": int(confirmations),
-    }
-
-
 def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
     """Build the app, its pipeline, tables, services and views from ``settings``; ``tables``
     as :func:`~execdist.infra.kafka_admin.ensure_topics` found the deployment's changelogs."""
     data_dir = Path(worker_data_dir(settings))
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = _App(
-        settings.app_id,
-        broker=settings.broker_url,
-        store="memory://",
-        datadir=str(data_dir),
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
-        canonical_url=settings.canonical_url,
-        autodiscover=False,
-        web_enabled=True,
-    )
     metrics = Metrics()
     rocks = RocksTables(data_dir / "tables", tables, BLOCK_CACHE_BYTES)
     transaction = WorkerTransaction(settings, transactional_id(settings, data_dir))
@@ -192,7 +168,6 @@ def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
         metrics=metrics,
         anomalies=AnomalyFlags(anomaly_stats, settings.anomaly_rules, metrics),
         confirmation_sinks=[router],
-        punctuators=[backfill.tick],
         positions=positions_processor,
     )
     topology = Topology(
@@ -201,8 +176,9 @@ def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
             topics.EXECUTIONS: join,
             topics.POSITIONS_BY_ACCOUNT: positions_processor,
             topics.SUBSCRIBER_ROUTE: sequencer,
-            topics.TICKS: join,
         },
+        # the join's timeouts and expiry first, then the backfills go on
+        punctuators=[join.punctuate, backfill.punctuate],
         tables=[states, timers, positions, history, sub_seqs, anomaly_stats],
         continuity=InputContinuity(timers),
         # route nothing before every subscription in force is known
@@ -210,18 +186,29 @@ def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
         commit_followers=[stats, analytics],
     )
     pipeline = Engine(settings, topology, rocks, transaction, metrics)
-    reports = WorkerReports(settings, stats, lambda: describe_worker(pipeline, metrics))
+    reports = WorkerReports(settings, stats, pipeline, metrics)
     relay = RelayHub(settings, InputDecoder(registry), metrics)
-    app.services = [
-        subscriptions,
-        audit,
-        reports,
-        relay,
-        pipeline,
-        GrpcServer(settings, guard, subscriptions, relay),
-        WebhookDispatcher(settings, subscriptions, InputDecoder(registry), stats),
-        analytics,
-    ]
+    app = _App(
+        settings.app_id,
+        broker=settings.broker_url,
+        datadir=str(data_dir),
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        canonical_url=settings.canonical_url,
+        autodiscover=False,
+        web_enabled=True,
+        services=[
+            subscriptions,
+            audit,
+            reports,
+            relay,
+            pipeline,
+            GrpcServer(settings, guard, subscriptions, relay),
+            WebhookDispatcher(settings, subscriptions, InputDecoder(registry), stats),
+            analytics,
+        ],
+    )
     ready = ReadinessTracker(pipeline, subscriptions)
     changes = SubscriptionChanges(settings, subscriptions, audit, registry)
     register_health_views(app, settings, ready, metrics)
@@ -231,7 +218,7 @@ def create_app(settings: Settings, tables: list[TableSpec]) -> faust.App:
     register_subscription_views(app, settings, subscriptions, changes, reports, guard)
     register_stream_views(app, subscriptions, relay, stats, guard)
     register_token_views(app, guard, subscriptions)
-    book_reader = BookReader(settings, states, positions, lambda: pipeline.partitions)
+    book_reader = BookReader(settings, states, positions, pipeline)
     register_book_views(
         app, settings, guard, BookQueries(settings, book_reader, reports), book_reader
     )

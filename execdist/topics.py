@@ -17,9 +17,6 @@ STATUS = "execdist.status"
 DLQ = "execdist.dlq"
 SUBSCRIBER_PREFIX = "execdist.sub."
 
-TICKS = "execdist-internal.ticks"
-"""Internal: one tick record per partition and second drives timeouts and expiry inside the
-partition's own transaction (timers run outside any event, so they only request work)."""
 POSITIONS_BY_ACCOUNT = "execdist-internal.positions-by-account"
 """Internal: position changes repartitioned by account, so positions live in a table keyed by
 account."""

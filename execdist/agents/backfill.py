@@ -31,7 +31,6 @@ from execdist.domain.subscriptions import Subscription
 from execdist.metrics import Metrics
 from execdist.tables.declarations import history_prefix
 from execdist.tables.store import PartitionedState
-from execdist.topics import TP
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,10 @@ class SubscriptionBackfill:
             return True
         return reached is not None and history_prefix(order_id) < reached
 
-    async def tick(self, tp: TP) -> None:
-        """Go on with every unfinished backfill of the tick's partition, for a slice of time."""
+    async def punctuate(self, partition: int) -> None:
+        """Go on with every unfinished backfill of ``partition`` for a slice of time (the
+        engine calls this once per tick interval, inside the partition's transaction)."""
         deadline = time.perf_counter() + self._slice_s
-        partition = tp.partition
         waiting = [
             subscription
             for subscription in self._index

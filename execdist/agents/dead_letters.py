@@ -4,7 +4,7 @@ record, in the open transaction like its other outputs.
 A dead-lettered record keeps its original key and value; its headers say why and where it came
 from (``error.reason``, ``error.message``, ``error.topic``, ``error.partition``,
 ``error.offset``). A record set aside after repeated processing failures is dead-lettered the
-same way (a tick has nothing worth keeping) and reported with an ERROR status event.
+same way and reported with an ERROR status event.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class DeadLetters:
         self._clock = clock
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
-        """Move on past an input record whose processing keeps failing: dead-letter it (a
-        tick has nothing worth keeping) and report an ERROR status event for the operators."""
+        """Move on past an input record whose processing keeps failing: dead-letter it and
+        report an ERROR status event for the operators."""
         tp, offset, key, value = record.tp, record.offset, record.key, record.value
         details: dict[str, object] = {
             "topic": tp.topic,
@@ -51,22 +51,20 @@ class DeadLetters:
             "offset": offset,
             "error": error,
         }
-        if tp.topic != topics.TICKS:
-            origin = origin_of(tp, offset, key, value)
-            message = (
-                f"the record could not be processed ({error}); it was set aside so that the "
-                "records behind it go on. Check the worker's log for the traceback, then "
-                "resend the record once the cause is fixed"
-            )
-            await self.reject(tp, offset, Rejected(RejectReason.VALIDATION_ERROR, message, origin))
+        origin = origin_of(tp, offset, key, value)
+        message = (
+            f"the record could not be processed ({error}); it was set aside so that the "
+            "records behind it go on. Check the worker's log for the traceback, then "
+            "resend the record once the cause is fixed"
+        )
+        await self.reject(Rejected(RejectReason.VALIDATION_ERROR, message, origin))
         await self.publish_status(
-            tp,
             StatusType.ERROR,
             {"what": "input record set aside after repeated processing failures", **details},
             event_id=f"{tp.topic}:{tp.partition}:{offset}:set-aside",
         )
 
-    async def reject(self, tp: TP, offset: int, rejected: Rejected) -> None:
+    async def reject(self, rejected: Rejected) -> None:
         """Dead-letter an input record: its original bytes, with the reason in headers."""
         origin = rejected.origin
         assert isinstance(origin, dict)
@@ -105,7 +103,6 @@ class DeadLetters:
 
     async def publish_status(
         self,
-        tp: TP,
         type_: StatusType,
         details: dict[str, object],
         *,

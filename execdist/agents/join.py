@@ -2,8 +2,9 @@
 
 Thin by design: decode, validate, hand the record to the pure core
 (:mod:`execdist.domain.join`), store the new state and publish what the core returned, all in
-the transaction of the source partition. Timeouts arrive as tick records on a co-partitioned
-internal topic, so they too are processed inside the partition's transaction.
+the transaction of the source partition. Timeouts and the expiry of finished orders are the
+join's punctuation (:meth:`JoinProcessor.punctuate`): the engine calls it for each owned
+partition once per tick interval, inside the same transaction as the partition's records.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from execdist.domain import (
     StatusType,
     apply_execution,
     apply_order,
+    format_time,
     next_tick_due,
     on_tick,
     parse_execution,
@@ -64,15 +66,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 ConfirmationSink = Callable[
-    [TP, bytes, Confirmation, dict[str, object], bytes, float | None], Awaitable[None]
+    [int, bytes, Confirmation, dict[str, object], bytes, float | None], Awaitable[None]
 ]
 """Where a confirmation goes besides ``execdist.confirmations`` (the subscription router):
 called with the source partition, key, confirmation, its JSON dict and bytes, and the
 timestamp of the input record that caused it."""
-
-Punctuator = Callable[[TP], Awaitable[None]]
-"""Work done on each tick of a partition, inside its transaction, after the join's own
-timeouts and expiry (the subscription backfill)."""
 
 TIMER_PREFIX = b"due:"
 """Timers-table keys ``due:<order_id>`` hold when that order needs a tick next."""
@@ -115,7 +113,6 @@ class JoinProcessor:
         metrics: Metrics,
         anomalies: AnomalyFlags | None = None,
         confirmation_sinks: list[ConfirmationSink] | None = None,
-        punctuators: list[Punctuator] | None = None,
         positions: PositionsProcessor | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -134,7 +131,6 @@ class JoinProcessor:
         self._timer_indexes: dict[int, dict[str, str]] = {}
         self._anomalies = anomalies
         self._confirmation_sinks = list(confirmation_sinks or [])
-        self._punctuators = list(punctuators or [])
         self._positions = positions
         self._records_in = LabelledChildren(metrics.records_in)
         self._confirmed = LabelledChildren(metrics.confirmations)
@@ -143,13 +139,10 @@ class JoinProcessor:
     # ---- inputs -------------------------------------------------------------------------
 
     async def process(self, record: InputRecord) -> None:
-        """One input record: an order, an execution or a tick."""
+        """One input record: an order or an execution."""
         started = time.perf_counter()
         tp, offset, key, value = record.tp, record.offset, record.key, record.value
         self._input_timestamp = record.timestamp
-        if tp.topic == topics.TICKS:
-            await self.handle_tick(tp, offset)
-            return
         self._records_in(tp.topic).inc()
         origin = origin_of(tp, offset, key, value)
         parsed = await self._decode(tp, offset, origin, value)
@@ -158,8 +151,6 @@ class JoinProcessor:
         order_id = parsed.order_id
         if key != order_id.encode():
             await self._dead_letters.reject(
-                tp,
-                offset,
                 Rejected(
                     RejectReason.VALIDATION_ERROR,
                     f"the record key must equal its order_id {order_id!r} (got {key!r}); "
@@ -176,8 +167,8 @@ class JoinProcessor:
             step = apply_order(state, parsed, now)
         else:
             step = apply_execution(state, parsed, origin, now)
-        self._store(tp, step.state, before)
-        await self._publish(tp, offset, step.outputs)
+        self._store(tp.partition, step.state, before)
+        await self._publish(tp.partition, f"{tp.topic}:{tp.partition}:{offset}", step.outputs)
         self._metrics.processing_seconds.observe(time.perf_counter() - started)
 
     async def _decode(
@@ -197,7 +188,7 @@ class JoinProcessor:
                 await asyncio.sleep(1.0)
             except DecodeError as exc:
                 await self._dead_letters.reject(
-                    tp, offset, Rejected(RejectReason.DECODE_ERROR, str(exc), origin)
+                    Rejected(RejectReason.DECODE_ERROR, str(exc), origin)
                 )
                 return None
         try:
@@ -206,21 +197,22 @@ class JoinProcessor:
             return parse_execution(data)
         except InvalidRecord as exc:
             await self._dead_letters.reject(
-                tp, offset, Rejected(RejectReason.VALIDATION_ERROR, str(exc), origin)
+                Rejected(RejectReason.VALIDATION_ERROR, str(exc), origin)
             )
             return None
 
-    async def handle_tick(self, tp: TP, offset: int) -> None:
-        """Fire due timeouts of this partition and expire a slice of finished orders."""
+    async def punctuate(self, partition: int) -> None:
+        """Fire the partition's due timeouts and expire a slice of its finished orders (the
+        engine calls this once per tick interval, inside the partition's transaction)."""
         now = self._clock()
-        partition = tp.partition
+        self._input_timestamp = None
         due_index = self._load_timers(partition)
         for order_id, due in sorted(due_index.items()):
             if datetime.fromisoformat(due) > now:
                 continue
             state = self._existing(partition, order_id)
             if state is None:
-                self._set_timer(tp, order_id, None)
+                self._set_timer(partition, order_id, None)
                 continue
             before = dict(state.live_fills)
             step = on_tick(
@@ -229,11 +221,11 @@ class JoinProcessor:
                 gap_timeout=self._settings.gap_timeout,
                 orphan_timeout=self._settings.orphan_timeout,
             )
-            self._store(tp, step.state, before)
-            await self._publish(tp, offset, step.outputs)
-        self._sweep_expired(tp, now, due_index)
-        for punctuate in self._punctuators:
-            await punctuate(tp)
+            self._store(partition, step.state, before)
+            # unique per order and moment: a timeout is not an input record with an offset
+            where = f"timeout:{partition}:{order_id}:{format_time(now)}"
+            await self._publish(partition, where, step.outputs)
+        self._sweep_expired(partition, now, due_index)
 
     # ---- state --------------------------------------------------------------------------
 
@@ -254,19 +246,19 @@ class JoinProcessor:
         raw = self._states.get(partition, order_id.encode())
         return None if raw is None else OrderState.from_dict(orjson.loads(raw))
 
-    def _store(self, tp: TP, state: OrderState, fills_before: dict[str, Fill]) -> None:
+    def _store(self, partition: int, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
-        self._states.put_encoded_later(tp.partition, key, partial(_encoded, state))
-        hot = self._hot.get(tp.partition)
+        self._states.put_encoded_later(partition, key, partial(_encoded, state))
+        hot = self._hot.get(partition)
         if hot is None:
-            hot = self._hot[tp.partition] = HotStates()
+            hot = self._hot[partition] = HotStates()
         hot.keep(state, approximate_size(state))
         due = next_tick_due(
             state,
             gap_timeout=self._settings.gap_timeout,
             orphan_timeout=self._settings.orphan_timeout,
         )
-        self._set_timer(tp, state.order_id, None if due is None else due.isoformat())
+        self._set_timer(partition, state.order_id, None if due is None else due.isoformat())
         if state.order is not None and fills_before != state.live_fills:
             change = position_change(
                 state.order.account,
@@ -298,26 +290,25 @@ class JoinProcessor:
             self._timer_indexes[partition] = index
         return index
 
-    def _set_timer(self, tp: TP, order_id: str, due: str | None) -> None:
-        """Record when ``order_id`` needs a tick next (``None``: it does not)."""
-        index = self._load_timers(tp.partition)
+    def _set_timer(self, partition: int, order_id: str, due: str | None) -> None:
+        """Record when ``order_id`` needs a punctuation next (``None``: it does not)."""
+        index = self._load_timers(partition)
         if index.get(order_id) == due:
             return
         key = TIMER_PREFIX + order_id.encode()
         if due is None:
             del index[order_id]
-            self._timers.delete(tp.partition, key)
+            self._timers.delete(partition, key)
         else:
             index[order_id] = due
-            self._timers.put(tp.partition, key, due.encode())
+            self._timers.put(partition, key, due.encode())
         self._metrics.held_executions.set(sum(len(i) for i in self._timer_indexes.values()))
 
-    def _sweep_expired(self, tp: TP, now: datetime, due_index: dict[str, str]) -> None:
+    def _sweep_expired(self, partition: int, now: datetime, due_index: dict[str, str]) -> None:
         """Delete the expired states among the next slice of the partition's keys, going on
-        from where the previous tick stopped and starting again from the first key after the
-        last one (new order ids often sort last, so stopping at the end would only ever see
-        the newest orders)."""
-        partition = tp.partition
+        from where the previous punctuation stopped and starting again from the first key
+        after the last one (new order ids often sort last, so stopping at the end would only
+        ever see the newest orders)."""
         budget = SWEEP_BATCH + 2 * self._created.pop(partition, 0)
         cursor = self._sweep_cursor.get(partition)
         examined = 0
@@ -352,37 +343,36 @@ class JoinProcessor:
 
     # ---- outputs ------------------------------------------------------------------------
 
-    async def _publish(self, tp: TP, offset: int, outputs: list[Output]) -> None:
+    async def _publish(self, partition: int, where: str, outputs: list[Output]) -> None:
+        """Send what one step of the core returned; ``where`` names the step uniquely (the
+        input record's topic, partition and offset, or the timeout's), and with each output's
+        index makes its status events' ids."""
         for index, output in enumerate(outputs):
             if isinstance(output, Confirmed):
                 confirmation = output.confirmation
                 if self._anomalies is not None:
-                    confirmation = self._anomalies.flag(tp.partition, confirmation)
+                    confirmation = self._anomalies.flag(partition, confirmation)
                 body = confirmation.to_dict()
                 key = confirmation.order_id.encode()
                 value = encode_json(body)
                 self._out.send(topics.CONFIRMATIONS, key, value)
                 self._history.put(
-                    tp.partition, history_key(confirmation.order_id, confirmation.seq), value
+                    partition, history_key(confirmation.order_id, confirmation.seq), value
                 )
                 for sink in self._confirmation_sinks:
-                    await sink(tp, key, confirmation, body, value, self._input_timestamp)
+                    await sink(partition, key, confirmation, body, value, self._input_timestamp)
                 self._confirmed(confirmation.exec_type._value_).inc()
                 if confirmation.anomaly is not None:
                     await self._dead_letters.publish_status(
-                        tp,
                         StatusType.ANOMALY,
                         anomaly_event_details(confirmation),
-                        event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}:anomaly",
+                        event_id=f"{where}:{index}:anomaly",
                     )
             elif isinstance(output, Rejected):
-                await self._dead_letters.reject(tp, offset, output)
+                await self._dead_letters.reject(output)
             elif isinstance(output, StatusNotice):
                 await self._dead_letters.publish_status(
-                    tp,
-                    output.type,
-                    output.details,
-                    event_id=f"{tp.topic}:{tp.partition}:{offset}:{index}",
+                    output.type, output.details, event_id=f"{where}:{index}"
                 )
             elif isinstance(output, Dropped):
                 self._metrics.dropped.labels(output.kind.value).inc()

@@ -27,7 +27,6 @@ from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.services.analytics import Analytics
-from execdist.topics import TP
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class SubscriptionRouter:
 
     async def __call__(
         self,
-        source: TP,
+        partition: int,
         key: bytes,
         confirmation: Confirmation,
         body: dict[str, object],
@@ -71,7 +70,7 @@ class SubscriptionRouter:
         delivered: list[str] = []
         for subscription in self._index.match(confirmation, self._expression_failed):
             if subscription.backfill_from is not None and not self._backfill.admits(
-                source.partition, subscription, confirmation.order_id
+                partition, subscription, confirmation.order_id
             ):
                 continue  # its backfill has yet to reach this order, and will deliver this too
             await self._output.deliver(subscription, key, body, encodings)

@@ -39,7 +39,6 @@ def required_topics(
     return {
         topics.ORDERS: (n, {}),
         topics.EXECUTIONS: (n, {}),
-        topics.TICKS: (n, {"retention.ms": str(60 * 60 * 1000)}),
         topics.POSITIONS_BY_ACCOUNT: (n, {}),
         topics.SUBSCRIBER_ROUTE: (n, {}),
         topics.CONFIRMATIONS: (n, {}),
@@ -63,7 +62,6 @@ LEADER_WAIT_TRIES = 200
 COPARTITIONED = (
     topics.ORDERS,
     topics.EXECUTIONS,
-    topics.TICKS,
     topics.POSITIONS_BY_ACCOUNT,
     topics.SUBSCRIBER_ROUTE,
 )

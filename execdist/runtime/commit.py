@@ -48,6 +48,10 @@ class Committer:
         self._tables = tables
         self._followers = list(followers or [])
 
+    def has_changes(self) -> bool:
+        """Whether the open transaction holds anything to commit: a table write or a record."""
+        return self._transaction.sending or any(table.has_writes() for table in self._tables)
+
     def send_changelogs(self) -> int:
         """Step 1, on the event loop: queue the changelog records; returns how many."""
         sent = 0

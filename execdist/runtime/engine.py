@@ -17,6 +17,10 @@
   commit's wait is spent processing, never idle: the slower commits get (a loaded broker, many
   subscriber topics in each transaction), the more each transaction holds, as a group commit
   does, without holding any record longer than the commit before it takes.
+* Once per tick interval (``EXECDIST_TICK_INTERVAL_S``) the loop calls the topology's
+  punctuators for every owned partition (timeouts, expiry, backfills), in the open
+  transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
+  through Kafka for it, and a punctuation that changed nothing commits nothing.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
   of its previous owner to settle (the consumer's committed-offset fetch is stable, KIP-447).
@@ -42,14 +46,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from mode import Service
 
 from execdist import topics
-from execdist.domain import format_time
 from execdist.infra import clients
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.commit import Committer
@@ -161,7 +163,9 @@ class Engine(Service):
         """When the last commit started (``time.perf_counter``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ticks: Producer | None = None
+        self._tick_s = settings.tick_interval.total_seconds()
+        self._next_punctuation = 0.0
+        """When the punctuators are due next (``time.perf_counter``)."""
         self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
         self._pending: list[InputRecord] = []
@@ -241,10 +245,9 @@ class Engine(Service):
             on_lost=self._on_lost,
         )
         self._consumer = consumer
-        self._ticks = clients.plain_producer(self._settings, "ticks")
         self._task = asyncio.create_task(self._run(), name="execdist-engine")
         self._task.add_done_callback(self._loop_ended)
-        self.add_future(self._tick_loop())
+        self.add_future(self._lag_loop())
 
     async def on_stop(self) -> None:
         self._stopping = True
@@ -259,8 +262,6 @@ class Engine(Service):
                 await self._blocking(self._consumer.close)
         with contextlib.suppress(KafkaException, RuntimeError):
             await self._producer_call(self._transaction.close)
-        if self._ticks is not None:
-            self._ticks.flush(1.0)
         for executor in (self._kafka, self._producing):
             if executor is not None:
                 executor.shutdown(wait=True)
@@ -282,6 +283,7 @@ class Engine(Service):
     async def _run(self) -> None:
         await self._topology.ready()
         rank = self._source_rank
+        self._next_punctuation = time.perf_counter() + self._tick_s
         while not self._stopping:
             if len(self._pending) < MAX_POLL:
                 try:
@@ -303,6 +305,8 @@ class Engine(Service):
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
+                if time.perf_counter() >= self._next_punctuation and not self.rebalancing:
+                    await self._punctuate()
                 if more and self._committing() and self._may_gather():
                     continue  # more input may be there: take it while the commit runs
                 if await self._settle() and self._processed is not None and self._commit_due():
@@ -329,11 +333,11 @@ class Engine(Service):
 
     def _poll_wait(self) -> float:
         """How long an idle loop may wait for input: until what is processed is due to
-        commit, if anything is."""
-        if self._processed is None:
-            return POLL_TIMEOUT_S
-        due = self._last_commit + self._commit_interval - time.perf_counter()
-        return min(max(due, 0.0), POLL_TIMEOUT_S)
+        commit, if anything is, or the punctuators are due."""
+        due = self._next_punctuation
+        if self._processed is not None:
+            due = min(due, self._last_commit + self._commit_interval)
+        return min(max(due - time.perf_counter(), 0.0), POLL_TIMEOUT_S)
 
     def _commit_due(self) -> bool:
         return time.perf_counter() - self._last_commit >= self._commit_interval
@@ -470,6 +474,30 @@ class Engine(Service):
         )
         await self._rollback()
         await asyncio.sleep(RETRY_S)
+
+    async def _punctuate(self) -> None:
+        """Run the punctuators for every owned partition in the open transaction; if they
+        changed anything, it is committed like a batch. One that raises rolls the transaction
+        back, as a failed record does, and the next tick tries again."""
+        started = time.perf_counter()
+        self._next_punctuation = started + self._tick_s
+        partition = None
+        try:
+            for partition in sorted(self._ownership.owned):
+                for punctuate in self._topology.punctuators:
+                    await punctuate(partition)
+        except Exception:
+            log.exception(
+                "punctuation of partition %s failed; resuming every partition from its last "
+                "commit, and trying again at the next tick",
+                partition,
+                extra={"partition": partition},
+            )
+            await self._rollback()
+            return
+        self._metrics.stage_seconds.labels("punctuate").observe(time.perf_counter() - started)
+        if self._processed is None and self._committer.has_changes():
+            self._processed = _Processed({}, started)
 
     def _start_commit(self) -> None:
         """Send the changelogs of what is processed and start committing it on the producer's
@@ -647,22 +675,12 @@ class Engine(Service):
         self._ownership.release(sorted({tp.partition for tp in revoked}))
         self._failures.clear()
 
-    # ---- ticks ----------------------------------------------------------------------------
+    # ---- the lag gauge ----------------------------------------------------------------------
 
-    async def _tick_loop(self) -> None:
-        interval = self._settings.tick_interval.total_seconds()
+    async def _lag_loop(self) -> None:
         while not self.should_stop:
-            await self.sleep(interval)
+            await self.sleep(self._tick_s)
             self._export_lag()
-            if self.rebalancing or self._ticks is None:
-                continue
-            value = format_time(datetime.now(UTC)).encode()
-            for partition in self.partitions:
-                try:
-                    self._ticks.produce(topics.TICKS, value, partition=partition)
-                except (BufferError, KafkaException) as exc:  # the next tick will do
-                    log.warning("could not request a tick for partition %s: %s", partition, exc)
-            self._ticks.poll(0)
 
 
 def _settled_offsets(consumer: Consumer, assigned: list[TopicPartition]) -> list[TopicPartition]:

@@ -2,8 +2,10 @@
 
 Declared once, in the composition root (:func:`execdist.app.create_app`), and handed to the
 engine whole, the way a Kafka Streams ``Topology`` is: sources, in the order a partition's
-share of a batch is processed; the tables (stores) whose changes the commit sends to their
-changelogs; and what must hold before the first record is processed. Processors forward their
+share of a batch is processed; the punctuators the engine calls for each owned partition once
+per tick interval, inside the transaction (Kafka Streams' wall-clock ``schedule``); the tables
+(stores) whose changes the commit sends to their changelogs; and what must hold before the
+first record is processed. Processors forward their
 outputs to the worker's transaction (:class:`~execdist.runtime.transaction.RecordSink`), which
 they are given when they are built.
 """
@@ -34,6 +36,11 @@ class Processor(Protocol):
         the partition left this worker."""
 
 
+Punctuator = Callable[[int], Awaitable[None]]
+"""Time-driven work on one partition (timeouts, expiry, backfills): reads and writes its tables
+and forwards outputs, like a processor, inside the worker's open transaction."""
+
+
 async def _nothing() -> None:
     return None
 
@@ -42,10 +49,12 @@ async def _nothing() -> None:
 class Topology:
     sources: dict[str, Processor]
     """Input topic -> its processor, in the order a partition's records are processed within
-    a batch (an order before the executions that arrived with it, ticks last)."""
+    a batch (an order before the executions that arrived with it)."""
     tables: list[PartitionedState]
     continuity: InputContinuity
     """Admits each input record once and records the next offsets in the state."""
+    punctuators: list[Punctuator] = field(default_factory=list)
+    """Called in this order for each owned partition once per tick interval."""
     ready: Callable[[], Awaitable[object]] = field(default=_nothing)
     """Awaited before the first batch (every subscription in force is known)."""
     commit_followers: list[CommitFollower] = field(default_factory=list)

@@ -152,6 +152,11 @@ class WorkerTransaction:
         _produce(self._begun(), topic, key, value, headers, partition)
         self.records += 1
 
+    @property
+    def sending(self) -> bool:
+        """Whether the open transaction (or the next, while one commits) has records."""
+        return self.records > 0 or bool(self._held)
+
     # ---- overlapping a commit with the next batch (on the event loop) --------------------
 
     def hold(self) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 import orjson
@@ -52,6 +52,13 @@ FORWARDED_HEADER: Final = "X-Execdist-Forwarded-By"
 """Names the asking worker in the other's logs, as on requests forwarded to a key's owner."""
 
 
+class PartitionOwner(Protocol):
+    """Who says which partitions this worker owns (the engine)."""
+
+    @property
+    def partitions(self) -> list[int]: ...
+
+
 class BookReader:
     """Answers a book query from the partitions this worker holds."""
 
@@ -60,14 +67,14 @@ class BookReader:
         settings: Settings,
         states: PartitionedState,
         positions: PartitionedState,
-        owned: Callable[[], Collection[int]],
+        owner: PartitionOwner,
     ) -> None:
         self._settings = settings
         self._tables = {Listing.ORDERS: states, Listing.POSITIONS: positions}
-        self._owned = owned
+        self._owner = owner
 
     def owned(self) -> frozenset[int]:
-        return frozenset(self._owned())
+        return frozenset(self._owner.partitions)
 
     async def answer(self, query: BookQuery, partitions: Collection[int]) -> PartialPage:
         """The first ``query.limit`` matches after the cursor in those of ``partitions`` this
@@ -96,7 +103,7 @@ class BookReader:
         after = None if query.after is None else query.after.encode()
         found: list[tuple[str, dict[str, object]]] = []
         while len(found) <= query.limit:
-            if partition not in self._owned() or not table.holds(partition):
+            if partition not in self._owner.partitions or not table.holds(partition):
                 return None
             chunk = table.items_after(partition, after, SCAN_CHUNK)
             for key, value in chunk:
@@ -109,7 +116,7 @@ class BookReader:
                 break
             after = chunk[-1][0]
             await asyncio.sleep(0)
-        if partition not in self._owned():
+        if partition not in self._owner.partitions:
             return None
         return found
 

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,6 +28,7 @@ from execdist.codecs.output import encode_json
 from execdist.domain.delivery import DeliveryStats, LatencyHistogram, SubscriptionDelivery
 from execdist.domain.model import StatusType, format_time, parse_stored_time, status_event
 from execdist.infra import clients
+from execdist.metrics import Metrics
 from execdist.services.follower import follow_from_start
 from execdist.settings import Settings
 
@@ -42,6 +43,17 @@ STALE_AFTER = timedelta(seconds=10)
 """A worker whose last report is older than this is no longer listed as live."""
 
 
+class WorkerProgress(Protocol):
+    """What a worker's report says of its engine (:class:`~execdist.runtime.engine.Engine`)."""
+
+    @property
+    def partitions(self) -> list[int]:
+        """The input partitions this worker owns."""
+
+    def lag(self) -> int:
+        """Input records not yet committed, over those partitions."""
+
+
 class WorkerReports(Service):
     """Publishes this worker's report and status events; keeps everyone's latest report."""
 
@@ -49,7 +61,8 @@ class WorkerReports(Service):
         self,
         settings: Settings,
         stats: DeliveryStats,
-        describe: Callable[[], Mapping[str, object]],
+        progress: WorkerProgress,
+        metrics: Metrics,
         *,
         status_interval: float = 10.0,
         **kwargs: Any,
@@ -57,7 +70,8 @@ class WorkerReports(Service):
         super().__init__(**kwargs)
         self._settings = settings
         self._stats = stats
-        self._describe = describe
+        self._progress = progress
+        self._metrics = metrics
         self._status_interval = status_interval
         self.incarnation = uuid.uuid4().hex[:8]
         self.reports: dict[str, dict[str, object]] = {}
@@ -117,9 +131,18 @@ class WorkerReports(Service):
             except Exception as exc:  # noqa: BLE001 - a report can wait; the worker must not stop
                 log.warning("could not publish worker report: %r", exc)
 
+    def _confirmations_total(self) -> int:
+        return int(
+            sum(
+                sample.value
+                for metric in self._metrics.confirmations.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+        )
+
     def current_report(self, stopped: bool = False) -> dict[str, object]:
-        description = dict(self._describe())
-        total = int(str(description.get("confirmations_total", 0)))
+        total = self._confirmations_total()
         now = time.monotonic()
         elapsed = max(now - self._last_time, 1e-6)
         self.rate_per_s = max(total - self._last_total, 0) / elapsed
@@ -130,7 +153,9 @@ class WorkerReports(Service):
             rates[subscription_id] = round(max(delivery.delivered - before, 0) / elapsed, 3)
             self._last_delivered[subscription_id] = delivery.delivered
         return {
-            **description,
+            "partitions": self._progress.partitions,
+            "lag": self._progress.lag(),
+            "confirmations_total": total,
             "worker_id": self._settings.worker_id,
             "incarnation": self.incarnation,
             "url": self._settings.canonical_url,

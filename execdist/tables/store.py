@@ -183,6 +183,10 @@ class PartitionedState:
     def delete(self, partition: int, key: bytes) -> None:
         self._overlay.setdefault(partition, {})[key] = _DELETED
 
+    def has_writes(self) -> bool:
+        """Whether the open transaction wrote anything to this table."""
+        return any(self._overlay.values())
+
     def keys_from(self, partition: int, start: bytes | None, limit: int) -> Iterator[bytes]:
         """Up to ``limit`` committed keys of one partition in key order, after ``start``."""
         it = self._tables.db(self.spec.name, partition).iter()

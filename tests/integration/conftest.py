@@ -37,7 +37,6 @@ EXECDIST = str(Path(sys.executable).parent / "execdist")
 CONTRACT_TOPICS = [
     topics.ORDERS,
     topics.EXECUTIONS,
-    topics.TICKS,
     topics.POSITIONS_BY_ACCOUNT,
     topics.SUBSCRIBER_ROUTE,
     topics.CONFIRMATIONS,

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.integration
 
 POISON = b"poison"
 SPOIL = b"spoil"
-SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT, topics.TICKS)
+SOURCES = (topics.ORDERS, topics.EXECUTIONS, topics.POSITIONS_BY_ACCOUNT)
 
 
 def errors(records: list[ConsumerRecord]) -> list[dict[str, object]]:
@@ -89,10 +89,9 @@ class Forward:
             time.sleep(self._cost)
         if self._table is not None:
             self._table.put(record.partition, b"last", record.value or b"")
-        if record.topic != topics.TICKS:
-            self._out.send(self._output, record.key, record.value)
-            self.forwarded.append(record.value or b"")
-            self.processed_at.append(time.monotonic())
+        self._out.send(self._output, record.key, record.value)
+        self.forwarded.append(record.value or b"")
+        self.processed_at.append(time.monotonic())
 
     async def set_aside(self, record: InputRecord, error: str) -> None:
         assert self._join is not None, "only the poison test sets records aside"
@@ -178,6 +177,13 @@ def stage_seconds(metrics: Metrics, stage: str, part: str) -> float:
     """``part`` (sum or count) of the engine's histogram of ``stage``."""
     value = metrics.registry.get_sample_value(f"execdist_stage_seconds_{part}", {"stage": stage})
     return value or 0
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.05)
 
 
 def keyed(key: bytes) -> Callable[[list[ConsumerRecord]], list[bytes | None]]:
@@ -516,3 +522,72 @@ async def test_a_transaction_the_broker_fails_is_not_counted_against_the_record_
     assert forward.spoils == 0, "the broker refused a record of the transaction each time"
     assert mine(forwarded) == values, "each record once, in order"
     assert mine(dead) == [], "nothing set aside"
+
+
+class OncePerPartition:
+    """The test's punctuator: once per partition, as its table says, it sends a record and
+    notes in the table that it did; the first call for ``fail_on`` sends a record and then
+    raises, as a punctuation that fails half-way does."""
+
+    def __init__(
+        self, out: WorkerTransaction, output: str, table: PartitionedState, fail_on: int
+    ) -> None:
+        self._out = out
+        self._output = output
+        self._table = table
+        self._fail_on = fail_on
+        self.failed = False
+        self.calls: list[int] = []
+
+    async def __call__(self, partition: int) -> None:
+        self.calls.append(partition)
+        if partition == self._fail_on and not self.failed:
+            self.failed = True
+            self._out.send(self._output, b"p", b"half-way", partition=0)
+            raise RuntimeError("this punctuation fails once")
+        if self._table.get(partition, b"punctuated") is None:
+            self._out.send(self._output, b"p", b"p%d" % partition, partition=0)
+            self._table.put(partition, b"punctuated", b"yes")
+
+
+async def test_punctuation_runs_in_the_transaction_and_commits_only_what_it_changed(
+    tmp_path: Path,
+) -> None:
+    """Every owned partition is punctuated once per tick, inside the engine's transaction:
+    what a punctuation sends and writes commits with it, a punctuation that raises rolls
+    back the transaction (what it sent half-way, and what the others sent before it, which
+    they send again), and once the punctuations change nothing, nothing more is committed."""
+    settings, output, rocks, transaction, timers = await fresh_runtime(
+        tmp_path, tick_interval=timedelta(seconds=0.1)
+    )
+    punctuator = OncePerPartition(transaction, output, timers, fail_on=1)
+    metrics = Metrics()
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, Forward(transaction, output)),
+        tables=[timers],
+        continuity=InputContinuity(timers),
+        punctuators=[punctuator],
+    )
+    engine = Engine(settings, topology, rocks, transaction, metrics)
+    partitions = list(range(settings.topic_partitions))
+
+    def rounds() -> int:
+        return min(punctuator.calls.count(p) for p in partitions)
+
+    await engine.start()
+    try:
+        records = await read_committed(
+            [output], lambda got: len(got) >= len(partitions), timeout=60, settle=1
+        )
+        await wait_for(lambda: rounds() >= 3, timeout=30)
+        committed_after = transactions_committed(metrics)
+        await wait_for(lambda: rounds() >= 8, timeout=30)
+        assert transactions_committed(metrics) == committed_after, "nothing left to commit"
+        for p in partitions:  # in RocksDB: committed
+            assert dict(timers.items_with_prefix(p, b"punctuated")) == {b"punctuated": b"yes"}
+    finally:
+        await engine.stop()
+
+    assert punctuator.failed
+    assert sorted(r.value for r in records) == [b"p%d" % p for p in partitions], "each once"
+    assert stage_seconds(metrics, "punctuate", "count") >= 8

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from execdist import topics
 from execdist.agents.join import SWEEP_BATCH, JoinProcessor
 from execdist.codecs.input import InputDecoder
 from execdist.domain import OrderState, apply_execution
@@ -28,11 +27,9 @@ from execdist.tables.declarations import (
     table_specs,
 )
 from execdist.tables.store import PartitionedState, RocksTables
-from execdist.topics import TP
 from tests.unit.domain.fixtures import T0, trade
 
 RETENTION = timedelta(minutes=10)
-TICKS = TP(topics.TICKS, 0)
 
 
 class Recorder:
@@ -98,7 +95,7 @@ def keys(table: PartitionedState) -> list[bytes]:
 
 
 async def tick(join: JoinProcessor, *tables: PartitionedState) -> None:
-    await join.handle_tick(TICKS, 0)
+    await join.punctuate(0)
     for table in tables:
         table.committed()
 

@@ -49,9 +49,20 @@ def fill(rocks: RocksTables, partitions: tuple[int, ...]) -> tuple[PartitionedSt
     return states, sorted(ids)
 
 
+class Owner:
+    """Stands in for the engine: the partitions it owns, as they are when asked."""
+
+    def __init__(self, owned: set[int]) -> None:
+        self.owned = owned
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self.owned)
+
+
 def reader_for(rocks: RocksTables, states: PartitionedState, owned: set[int]) -> BookReader:
     positions = PartitionedState(rocks, rocks.specs[POSITIONS])
-    return BookReader(Settings(), states, positions, lambda: owned)
+    return BookReader(Settings(), states, positions, Owner(owned))
 
 
 async def test_pages_through_more_than_one_slice_per_partition(rocks: RocksTables) -> None:
@@ -103,7 +114,7 @@ async def test_positions_per_account(rocks: RocksTables) -> None:
     positions.put(1, b"ACC-3", orjson.dumps({"SAP": figures}))
     positions.committed()
     reader = BookReader(
-        Settings(), PartitionedState(rocks, rocks.specs[ORDER_STATE]), positions, lambda: {0, 1}
+        Settings(), PartitionedState(rocks, rocks.specs[ORDER_STATE]), positions, Owner({0, 1})
     )
     answer = await reader.answer(parse_position_query({"symbol": "AAPL"}), {0, 1})
     assert [key for key, _ in answer.items] == ["ACC-1", "ACC-2"]
