@@ -40,7 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         ),
         "pipeline": PipelinePlan(fractions=(0.5,), rate_seconds=6, target_seconds=6),
         "configurations": [(1, [1, 100, 1000]), (2, [100])],
-        "pipeline_budget_s": 180,
+        "pipeline_budget_s": 260,
     },
     "full": {
         "ceilings": CeilingPlan(

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster(1)
         try:
             cluster.start()
-            topics = asyncio.run(create_subscriptions(cluster.workers[0].url, 0, count))
+            topics = asyncio.run(create_subscriptions(cluster.url, 0, count))
             run = f"W{uuid.uuid4().hex[:6]}"
             say(f"{count} subscription(s): warming up for {warmup} s")
             measure(

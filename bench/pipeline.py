@@ -1,10 +1,11 @@
 """The pipeline under load: workers, subscriptions, saturation and fixed-rate runs.
 
 One configuration (W workers, S subscriptions) at a time, each from nothing: every topic is
-deleted, W ``execdist worker`` processes start with a fresh app id, S subscriptions are created
-over REST, each matching one account (``ACC-i``); the generator spreads orders round-robin over
-those accounts, so every execution comes out on ``execdist.confirmations`` and on exactly one
-subscriber topic whatever S is. The checker reads all subscriber topics.
+deleted, ``execdist worker --processes W`` starts W worker processes with a fresh app id, S
+subscriptions are created over REST, each matching one account (``ACC-i``); the generator
+spreads orders round-robin over those accounts, so every execution comes out on
+``execdist.confirmations`` and on exactly one subscriber topic whatever S is. The checker reads
+all subscriber topics.
 
 Saturation is found by draining a backlog, sized adaptively from a small probe so that the
 drain takes about ``target_seconds`` whatever the worker's speed; then the fixed-rate runs go at
@@ -38,7 +39,7 @@ from bench.common import (
     rounded,
     say,
 )
-from bench.load import CheckSpec, LoadSpec, measure
+from bench.load import CheckSpec, LoadSpec, Measurement, measure
 
 
 @dataclass(frozen=True)
@@ -65,20 +66,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports free now (a worker's children take web and
+    gRPC ports ``base + i``)."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 @dataclass
 class WorkerProcess:
-    """One ``execdist worker`` of the configuration under test."""
+    """``execdist worker --processes N``: the configuration's N worker processes on this host,
+    as an SRE runs them (N group members under one supervisor; with N = 1 the worker itself)."""
 
     app_id: str
     workdir: Path
-    web_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    processes: int = 1
     env: dict[str, str] = field(default_factory=dict)
     """Settings of this run beyond the bench's own (``EXECDIST_COMMIT_INTERVAL_MS``, say)."""
+    process: subprocess.Popen[bytes] | None = None
+    web_port: int = 0
+    """Process i serves HTTP on ``web_port + i``."""
+
+    def __post_init__(self) -> None:
+        self.web_port = free_ports(self.processes)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.web_port + i}" for i in range(self.processes)]
 
     @property
     def log_path(self) -> Path:
@@ -92,7 +118,7 @@ class WorkerProcess:
             "EXECDIST_APP_ID": self.app_id,
             "EXECDIST_DATA_DIR": str(self.workdir / f"data-{self.web_port}"),
             "EXECDIST_ADMIN_TOKEN": ADMIN_TOKEN,
-            "EXECDIST_GRPC_PORT": str(free_port()),
+            "EXECDIST_GRPC_PORT": str(free_ports(self.processes)),
             "EXECDIST_WORKER_ID": f"bench-{self.web_port}",
             "EXECDIST_LOG_LEVEL": "warning",
             **self.env,
@@ -103,7 +129,7 @@ class WorkerProcess:
                     str(Path(sys.executable).parent / "execdist"),
                     "worker",
                     "--processes",
-                    "1",
+                    str(self.processes),
                     "--web-port",
                     str(self.web_port),
                 ],
@@ -113,20 +139,35 @@ class WorkerProcess:
             )
 
     def alive(self) -> bool:
+        """The supervisor stops every worker and exits if one of them exits."""
         return self.process is not None and self.process.poll() is None
 
     def ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
+            return all(
+                httpx.get(f"{url}/health/ready", timeout=1).status_code == 200 for url in self.urls
+            )
         except httpx.HTTPError:
             return False
+
+    def pids(self) -> list[int]:
+        """The worker processes: the supervisor's children (with one, the process itself)."""
+        if self.process is None:
+            return []
+        if self.processes == 1:
+            return [self.process.pid]
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except OSError:
+            return []
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
-            self.process.wait(30)
+            self.process.wait(30 + 5 * self.processes)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
@@ -139,46 +180,49 @@ class WorkerProcess:
 
 
 class Cluster:
-    """The W workers of one configuration."""
+    """The W worker processes of one configuration: ``execdist worker --processes W``."""
 
     def __init__(self, workers: int, env: dict[str, str] | None = None) -> None:
         self.app_id = f"bench-{uuid.uuid4().hex[:8]}"
         self.workdir = Path(tempfile.mkdtemp(prefix="execdist-bench-"))
-        self.workers = [
-            WorkerProcess(self.app_id, self.workdir, env=dict(env or {})) for _ in range(workers)
-        ]
+        self.worker = WorkerProcess(self.app_id, self.workdir, workers, dict(env or {}))
+
+    @property
+    def urls(self) -> list[str]:
+        """Each worker process's HTTP address."""
+        return self.worker.urls
+
+    @property
+    def url(self) -> str:
+        """The first worker process's HTTP address (any of them answers for the cluster)."""
+        return self.worker.urls[0]
 
     def start(self, timeout: float = 120.0) -> float:
         started = time.monotonic()
-        for worker in self.workers:
-            worker.start()
+        self.worker.start()
         deadline = started + timeout
-        pending = list(self.workers)
-        while pending:
-            pending = [w for w in pending if not w.ready()]
-            dead = [w for w in self.workers if not w.alive()]
-            if dead:
-                raise RuntimeError(f"a worker exited during start-up:\n{dead[0].log_tail()}")
+        while not self.worker.ready():
+            if not self.worker.alive():
+                raise RuntimeError(f"a worker exited during start-up:\n{self.worker.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not ready within {timeout:.0f}s")
             time.sleep(0.3)
         return time.monotonic() - started
 
     def alive(self) -> bool:
-        return all(w.alive() for w in self.workers)
+        return self.worker.alive()
 
     def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w.process is not None]
+        return self.worker.pids()
+
+    def log_tail(self) -> str:
+        return self.worker.log_tail()
 
     def stop(self, keep_logs: Path | None = None) -> None:
-        for worker in self.workers:
-            worker.stop()
-        if keep_logs is not None:
+        self.worker.stop()
+        if keep_logs is not None and self.worker.log_path.exists():
             keep_logs.mkdir(parents=True, exist_ok=True)
-            for worker in self.workers:
-                if worker.log_path.exists():
-                    shutil.copy(worker.log_path, keep_logs / worker.log_path.name)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+            shutil.copy(self.worker.log_path, keep_logs / self.worker.log_path.name)
 
 
 async def create_subscriptions(
@@ -263,9 +307,7 @@ def run_worker_count(
                 continue
             began = time.monotonic()
             say(f"{label}: creating {count - len(sub_topics)} subscriptions")
-            sub_topics += asyncio.run(
-                create_subscriptions(cluster.workers[0].url, len(sub_topics), count)
-            )
+            sub_topics += asyncio.run(create_subscriptions(cluster.url, len(sub_topics), count))
             time.sleep(2.0)  # in force on every worker within a second
             record["subscribe_s"] = round(time.monotonic() - began, 1)
             record["startup_s"] = round(startup, 1)
@@ -305,9 +347,9 @@ WITHIN_COMMIT = ("offsets", "end")
 def scrape_stages(cluster: Cluster) -> dict[str, tuple[float, float]]:
     """(sum, count) of each stage's histogram, over the cluster's workers."""
     totals = {stage: (0.0, 0.0) for stage in STAGES}
-    for worker in cluster.workers:
+    for url in cluster.urls:
         try:
-            text = httpx.get(f"{worker.url}/metrics", timeout=5).text
+            text = httpx.get(f"{url}/metrics", timeout=5).text
         except httpx.HTTPError:
             continue
         for family in text_string_to_metric_families(text):
@@ -409,10 +451,24 @@ def run_configuration(
         )
         if not cluster.alive():
             record["error"] = "a worker died during the run"
-            dead = next(w for w in cluster.workers if not w.alive())
-            say(f"{label}: a worker died:\n{dead.log_tail()}")
+            say(f"{label}: a worker died:\n{cluster.log_tail()}")
             break
     return runs
+
+
+SATURATION_ATTEMPTS = 6
+CONVERGED = 0.2
+"""A drain's pace within this fraction of the drain's before it: the worker is at its steady
+rate, no longer warming up (new subscriber topics, caches, the first transactions)."""
+
+
+def drain_pace(drain: Measurement) -> float:
+    """Executions per second from the first sent to the last received: slower than the
+    reported rate by one transaction's latency, never faster. A short drain's own arrivals come
+    in a few clumps (one per committed transaction), so their span says little; this is what
+    sizes the next backlog and says whether the rate has settled."""
+    whole = drain.check.last_arrival - drain.load.first_stamp
+    return drain.check.unique / whole if whole > 0 and drain.check.unique else 0.0
 
 
 def find_saturation(
@@ -423,11 +479,14 @@ def find_saturation(
     record: dict[str, Any],
     label: str,
 ) -> float:
-    """Drain backlogs until one takes at least half the target time; return its rate."""
+    """Drain backlogs, each sized from the pace of the one before, until one takes at least
+    half the target time at a pace that has settled (within :data:`CONVERGED` of the previous
+    drain's); return its rate."""
     events = plan.probe_events
     eps = 0.0
+    previous_pace = 0.0
     pid = broker_pid()
-    for attempt in range(4):
+    for attempt in range(SATURATION_ATTEMPTS):
         run = f"S{uuid.uuid4().hex[:7]}"
         say(f"{label}: saturation, draining a backlog of {events:,} executions")
         meter = CpuMeter(cluster.pids()).start()
@@ -448,6 +507,7 @@ def find_saturation(
         broker_cpu, _ = broker_meter.stop()
         eps = drain.check.steady_eps or drain.throughput_eps or 0.0
         span = drain.check.last_arrival - drain.check.first_arrival
+        pace = drain_pace(drain)
         summary = drain.summary()
         record.update(
             {
@@ -468,17 +528,19 @@ def find_saturation(
             }
         )
         say(
-            f"{label}: {eps:,.1f} executions/s over a {span:.1f}s drain "
-            f"({record['worker_cores']} worker cores busy; lost {summary['lost']}, "
-            f"duplicates {summary['duplicates']})"
+            f"{label}: {eps:,.1f} executions/s over a {span:.1f}s drain, {pace:,.0f}/s from "
+            f"the first sent ({record['worker_cores']} worker cores busy; lost "
+            f"{summary['lost']}, duplicates {summary['duplicates']})"
         )
-        if not drain.complete or not cluster.alive():
+        if not drain.complete or not cluster.alive() or pace <= 0:
             break
-        if span >= plan.target_seconds * 0.5 or events >= plan.max_events or eps <= 0:
+        settled = previous_pace > 0 and abs(pace - previous_pace) <= CONVERGED * pace
+        if (span >= plan.target_seconds * 0.5 and settled) or events >= plan.max_events:
             break
-        # a short drain's rate is rough (its records arrive in a few clumps, one per commit
-        # or per fetch of a batch reader): grow the backlog at most 16-fold on it
-        events = min(max(int(eps * plan.target_seconds), events * 2), events * 16, plan.max_events)
+        previous_pace = pace
+        # grow at least two-fold (a short drain's pace is low by a transaction's latency) and
+        # at most sixteen-fold on one measurement
+        events = min(max(int(pace * plan.target_seconds), events * 2), events * 16, plan.max_events)
     return eps
 
 
@@ -494,7 +556,7 @@ def quiet_worker_with_interval(
     cluster = Cluster(1, env={"EXECDIST_COMMIT_INTERVAL_MS": str(interval_ms)})
     try:
         cluster.start()
-        sub_topics = asyncio.run(create_subscriptions(cluster.workers[0].url, 0, 1))
+        sub_topics = asyncio.run(create_subscriptions(cluster.url, 0, 1))
         time.sleep(2.0)
         run = f"Q{uuid.uuid4().hex[:7]}"
         say(f"{label}: {rate:,.0f} executions/s for {seconds:g}s")

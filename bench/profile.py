@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = RESULTS / "profile-worker.txt"
     try:
         say(f"worker ready after {cluster.start():.1f}s")
-        asyncio.run(create_subscriptions(cluster.workers[0].url, 0, args.subscriptions))
+        asyncio.run(create_subscriptions(cluster.url, 0, args.subscriptions))
         # enough backlog for the recording even at a few thousand executions per second
         events = args.events or int(3000 * (args.seconds + 10))
         say(f"sending a backlog of {events:,} executions")
