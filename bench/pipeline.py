@@ -333,14 +333,14 @@ STAGES = {
     "process": ("execdist_stage_seconds", ("stage", "process")),
     "commit": ("execdist_stage_seconds", ("stage", "commit")),
     "offsets": ("execdist_stage_seconds", ("stage", "offsets")),
+    "produce": ("execdist_stage_seconds", ("stage", "produce")),
     "end": ("execdist_stage_seconds", ("stage", "end")),
 }
 """The worker's histograms behind the latency breakdown: an execution's wait for its batch (per
 record; the positions fold's records, a second hop that may lag, are not in it), then its
-batch's processing and commit (per batch), and within the commit its two calls to the broker:
-putting the offsets in, and ending the transaction (waiting for the records' acknowledgements
-first)."""
-WITHIN_COMMIT = ("offsets", "end")
+batch's processing and commit (per batch), and within the commit its three waits for the
+broker: putting the offsets in, the records' acknowledgements, and the transaction's end."""
+WITHIN_COMMIT = ("offsets", "produce", "end")
 """Stages that are parts of the commit, not after it."""
 
 
@@ -371,8 +371,8 @@ def stage_breakdown(
     mean_ms: float | None,
 ) -> dict[str, float | None]:
     """Where a record's time went, in mean milliseconds: waiting for its batch (from its
-    timestamp), its batch's processing, its batch's commit (with its offsets and end parts),
-    and the rest of the end-to-end
+    timestamp), its batch's processing, its batch's commit (with its offsets, produce and end
+    parts), and the rest of the end-to-end
     mean (the generator's send, the broker, becoming visible to a read_committed reader)."""
     result: dict[str, float | None] = {}
     for stage in STAGES:

@@ -407,16 +407,16 @@ def generated_section(result: dict[str, Any]) -> str:
             "Waiting: from an execution's timestamp to the start of the batch that takes "
             "it. Processing and commit: of the batch it is in (per batch); the commit runs "
             "from its start on the producer's thread to its outcome applied locally, and "
-            "holds the two calls to the broker: offsets (the input offsets put into the "
-            "transaction) and end (`commit_transaction`: the batch's records not yet "
-            "acknowledged, which librdkafka has been sending since they were produced during "
-            "processing, then the transaction's end). The rest: the end-to-end mean minus "
+            "holds three waits for the broker: offsets (the input offsets put into the "
+            "transaction), produce (the batch's records not yet acknowledged, which librdkafka "
+            "has been sending since they were produced during processing) and end "
+            "(`commit_transaction`, the transaction's end). The rest: the end-to-end mean minus "
             "waiting, processing and commit (the generator's send, the broker, becoming "
             "visible to a read_committed reader).",
             "",
             "| workers | subscriptions | offered/s | end-to-end mean | waiting | processing "
-            "| commit | of it: offsets | of it: produce and end | the rest |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| commit | of it: offsets | of it: produce | of it: end | the rest |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in staged:
             st = r["stages"]
@@ -424,7 +424,8 @@ def generated_section(result: dict[str, Any]) -> str:
                 f"| {r['workers']} | {r['subscriptions']} | {_fmt(r['rate_eps'])} | "
                 f"{_fmt(r.get('mean_ms'))} | {_fmt(st.get('wait_ms'))} | "
                 f"{_fmt(st.get('process_ms'))} | {_fmt(st.get('commit_ms'))} | "
-                f"{_fmt(st.get('offsets_ms'))} | {_fmt(st.get('end_ms'))} | "
+                f"{_fmt(st.get('offsets_ms'))} | {_fmt(st.get('produce_ms'))} | "
+                f"{_fmt(st.get('end_ms'))} | "
                 f"{_fmt(st.get('rest_ms'))} |"
             )
     at_rates = [f for f in c.get("eos_floor_at_pipeline_rates", []) if f]

@@ -151,8 +151,9 @@ class Metrics:
             "execdist_stage_seconds",
             "Time a batch spends in each stage of the engine: process, commit (from its start "
             "on the producer's thread to its outcome applied locally); within the commit, "
-            "offsets (the input offsets put into the transaction) and end (commit_transaction: "
-            "the records not yet acknowledged, then the transaction's end); punctuate (the "
+            "offsets (the input offsets put into the transaction), produce (then waiting for "
+            "the records not yet acknowledged) and end (then commit_transaction, the "
+            "transaction's end); punctuate (the "
             "timeouts, expiry and backfills of every owned partition, once per tick).",
             ["stage"],
             buckets=LATENCY_BUCKETS,

@@ -559,6 +559,7 @@ class Engine(Service):
         stages = self._metrics.stage_seconds
         stages.labels("commit").observe(done - in_flight.committing)
         stages.labels("offsets").observe(committed.offsets_s)
+        stages.labels("produce").observe(committed.produce_s)
         stages.labels("end").observe(committed.end_s)
         self._metrics.batch_seconds.observe(done - in_flight.batch_started)
         self._transaction.release()

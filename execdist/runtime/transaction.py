@@ -65,9 +65,12 @@ class Committed:
     records: int
     offsets_s: float
     """Putting the input offsets into the transaction (AddOffsetsToTxn, TxnOffsetCommit)."""
+    produce_s: float
+    """Then waiting for the records not yet acknowledged (librdkafka has been sending them
+    since they were produced), their delivery reports served."""
     end_s: float
-    """``commit_transaction``: waiting for the records not yet acknowledged, then the
-    transaction's end (EndTxn, after which the broker writes its markers)."""
+    """Then ``commit_transaction``: the transaction's end (EndTxn, after which the broker
+    writes its markers)."""
 
 
 class TransactionFailed(Exception):
@@ -189,8 +192,9 @@ class WorkerTransaction:
         sent and how long each step took. Raises :class:`CommitFailed`, after aborting when
         the error allows it.
 
-        The commit's flush serves every record's delivery report, and confluent-kafka takes
-        the interpreter lock for each. While the event loop processes the next batch, each
+        The flush before the end serves every record's delivery report (the end's own flush
+        then has nothing left to wait for), and confluent-kafka takes the interpreter lock
+        for each. While the event loop processes the next batch, each
         report waits for the loop to let go of the lock, so a large transaction commits in
         hundreds of milliseconds instead of tens, and the next one grows meanwhile: under a
         backlog that is the group commit that keeps the worker ahead (BENCHMARKS.md, tenth
@@ -208,12 +212,20 @@ class WorkerTransaction:
                     deadline,
                 )
             offsets_sent = time.monotonic()
+            # what is still unacknowledged after the deadline fails the end, which waits too
+            producer.flush(max(deadline - offsets_sent, 0.0))
+            acknowledged = time.monotonic()
             call_retrying(producer.commit_transaction, deadline)
         except KafkaException as exc:
             raise self._failed(exc) from exc
         self._open = False
         self.records = 0
-        return Committed(sent, offsets_sent - started, time.monotonic() - offsets_sent)
+        return Committed(
+            sent,
+            offsets_sent - started,
+            acknowledged - offsets_sent,
+            time.monotonic() - acknowledged,
+        )
 
     def abort(self) -> bool:
         """Abort the open transaction; False when that failed (its outcome is then unknown)."""
