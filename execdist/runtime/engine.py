@@ -18,8 +18,8 @@
   subscriber topics in each transaction), the more each transaction holds, as a group commit
   does, without holding any record longer than the commit before it takes.
 * Once per tick interval (``EXECDIST_TICK_INTERVAL_S``) the loop calls the topology's
-  punctuators for every owned partition (timeouts, expiry, backfills), in the open
-  transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
+  punctuators for every owned partition (timeouts, expiry, backfills; :mod:`.punctuation`),
+  in the open transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
   through Kafka for it, and a punctuation that changed nothing commits nothing.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
@@ -56,6 +56,7 @@ from execdist.infra import clients
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.commit import Committer
 from execdist.runtime.ownership import Ownership
+from execdist.runtime.punctuation import Punctuation, PunctuationFailed
 from execdist.runtime.records import InputRecord
 from execdist.runtime.topology import Topology
 from execdist.runtime.transaction import (
@@ -164,8 +165,7 @@ class Engine(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._tick_s = settings.tick_interval.total_seconds()
-        self._next_punctuation = 0.0
-        """When the punctuators are due next (``time.perf_counter``)."""
+        self._punctuation = Punctuation(topology.punctuators, self._tick_s)
         self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
         self._pending: list[InputRecord] = []
@@ -283,7 +283,6 @@ class Engine(Service):
     async def _run(self) -> None:
         await self._topology.ready()
         rank = self._source_rank
-        self._next_punctuation = time.perf_counter() + self._tick_s
         while not self._stopping:
             if len(self._pending) < MAX_POLL:
                 try:
@@ -305,7 +304,7 @@ class Engine(Service):
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
-                if time.perf_counter() >= self._next_punctuation and not self.rebalancing:
+                if self._punctuation.due():
                     await self._punctuate()
                 if more and self._committing() and self._may_gather():
                     continue  # more input may be there: take it while the commit runs
@@ -334,10 +333,11 @@ class Engine(Service):
     def _poll_wait(self) -> float:
         """How long an idle loop may wait for input: until what is processed is due to
         commit, if anything is, or the punctuators are due."""
-        due = self._next_punctuation
+        wait = self._punctuation.until_due()
         if self._processed is not None:
-            due = min(due, self._last_commit + self._commit_interval)
-        return min(max(due - time.perf_counter(), 0.0), POLL_TIMEOUT_S)
+            due = self._last_commit + self._commit_interval - time.perf_counter()
+            wait = min(wait, max(due, 0.0))
+        return min(wait, POLL_TIMEOUT_S)
 
     def _commit_due(self) -> bool:
         return time.perf_counter() - self._last_commit >= self._commit_interval
@@ -476,22 +476,21 @@ class Engine(Service):
         await asyncio.sleep(RETRY_S)
 
     async def _punctuate(self) -> None:
-        """Run the punctuators for every owned partition in the open transaction; if they
-        changed anything, it is committed like a batch. One that raises rolls the transaction
-        back, as a failed record does, and the next tick tries again."""
+        """Run the punctuators for every owned partition in the open transaction (none while
+        partitions change hands); if they changed anything, it is committed like a batch. One
+        that raises rolls the transaction back, as a failed record does, and the next tick
+        tries again."""
         started = time.perf_counter()
-        self._next_punctuation = started + self._tick_s
-        partition = None
+        owned = [] if self.rebalancing else sorted(self._ownership.owned)
         try:
-            for partition in sorted(self._ownership.owned):
-                for punctuate in self._topology.punctuators:
-                    await punctuate(partition)
-        except Exception:
-            log.exception(
-                "punctuation of partition %s failed; resuming every partition from its last "
-                "commit, and trying again at the next tick",
-                partition,
-                extra={"partition": partition},
+            await self._punctuation.run(owned)
+        except PunctuationFailed as failed:
+            log.error(
+                "%s; resuming every partition from its last commit, and trying again at the "
+                "next tick",
+                failed,
+                exc_info=failed.__cause__,
+                extra={"partition": failed.partition},
             )
             await self._rollback()
             return
