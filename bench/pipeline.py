@@ -460,6 +460,9 @@ SATURATION_ATTEMPTS = 6
 CONVERGED = 0.2
 """A drain's pace within this fraction of the drain's before it: the worker is at its steady
 rate, no longer warming up (new subscriber topics, caches, the first transactions)."""
+STEADY_S = 1.0
+"""A drain shorter than this, from the first sent to the last received, is too short to
+compare a pace with: its records arrive in one or two transactions."""
 
 
 def drain_pace(drain: Measurement) -> float:
@@ -481,7 +484,7 @@ def find_saturation(
 ) -> float:
     """Drain backlogs, each sized from the pace of the one before, until one takes at least
     half the target time at a pace that has settled (within :data:`CONVERGED` of the previous
-    drain's); return its rate."""
+    drain's, which lasted :data:`STEADY_S` at least); return its rate."""
     events = plan.probe_events
     eps = 0.0
     previous_pace = 0.0
@@ -537,7 +540,8 @@ def find_saturation(
         settled = previous_pace > 0 and abs(pace - previous_pace) <= CONVERGED * pace
         if (span >= plan.target_seconds * 0.5 and settled) or events >= plan.max_events:
             break
-        previous_pace = pace
+        whole = drain.check.last_arrival - drain.load.first_stamp
+        previous_pace = pace if whole >= STEADY_S else 0.0
         # grow at least two-fold (a short drain's pace is low by a transaction's latency) and
         # at most sixteen-fold on one measurement
         events = min(max(int(pace * plan.target_seconds), events * 2), events * 16, plan.max_events)
