@@ -168,7 +168,7 @@ class JoinProcessor:
         else:
             step = apply_execution(state, parsed, origin, now)
         self._store(tp.partition, step.state, before)
-        await self._publish(tp.partition, f"{tp.topic}:{tp.partition}:{offset}", step.outputs)
+        await self._publish(tp.partition, tp.topic, offset, step.outputs)
         self._metrics.processing_seconds.observe(time.perf_counter() - started)
 
     async def _decode(
@@ -223,8 +223,9 @@ class JoinProcessor:
             )
             self._store(partition, step.state, before)
             # unique per order and moment: a timeout is not an input record with an offset
-            where = f"timeout:{partition}:{order_id}:{format_time(now)}"
-            await self._publish(partition, where, step.outputs)
+            await self._publish(
+                partition, "timeout", f"{order_id}:{format_time(now)}", step.outputs
+            )
         self._sweep_expired(partition, now, due_index)
 
     # ---- state --------------------------------------------------------------------------
@@ -343,10 +344,13 @@ class JoinProcessor:
 
     # ---- outputs ------------------------------------------------------------------------
 
-    async def _publish(self, partition: int, where: str, outputs: list[Output]) -> None:
-        """Send what one step of the core returned; ``where`` names the step uniquely (the
-        input record's topic, partition and offset, or the timeout's), and with each output's
-        index makes its status events' ids."""
+    async def _publish(
+        self, partition: int, source: str, position: int | str, outputs: list[Output]
+    ) -> None:
+        """Send what one step of the core returned. ``source`` and ``position`` name the step
+        uniquely within the partition (the input record's topic and offset, or ``timeout`` and
+        the order and moment); with each output's index they make its status events' ids,
+        built only for the events sent, not for every record."""
         for index, output in enumerate(outputs):
             if isinstance(output, Confirmed):
                 confirmation = output.confirmation
@@ -366,13 +370,13 @@ class JoinProcessor:
                     await self._dead_letters.publish_status(
                         StatusType.ANOMALY,
                         anomaly_event_details(confirmation),
-                        event_id=f"{where}:{index}:anomaly",
+                        event_id=f"{source}:{partition}:{position}:{index}:anomaly",
                     )
             elif isinstance(output, Rejected):
                 await self._dead_letters.reject(output)
             elif isinstance(output, StatusNotice):
                 await self._dead_letters.publish_status(
-                    output.type, output.details, event_id=f"{where}:{index}"
+                    output.type, output.details, event_id=f"{source}:{partition}:{position}:{index}"
                 )
             elif isinstance(output, Dropped):
                 self._metrics.dropped.labels(output.kind.value).inc()
