@@ -60,8 +60,14 @@ def pipeline_consumer(settings: Settings, group_id: str) -> Consumer:
             # 10 ms cost the broker a hundred empty fetches a second per worker for nothing
             "fetch.wait.max.ms": 100,
             "fetch.min.bytes": 1,
-            "max.partition.fetch.bytes": MAX_VALUE_BYTES + 64 * 1024,
-            "fetch.max.bytes": 4 * MAX_VALUE_BYTES,
+            # every fetch takes a little of every partition, so no input holds back another:
+            # with 8 MiB per partition under a 32 MiB cap, the executions' partitions filled
+            # each fetch of a backlog and the orders waited, so executions were held for want
+            # of their order (and after EXECDIST_ORPHAN_TIMEOUT_S rejected as orphans). A
+            # record larger than the per-partition size is still fetched whole (KIP-74), and
+            # the cap is above what all the partitions of a large worker take at once
+            "max.partition.fetch.bytes": 1024 * 1024,
+            "fetch.max.bytes": 64 * 1024 * 1024,
             # records a worker fetches ahead of processing; small, so a revoked partition's
             # records are not fetched twice in bulk
             "queued.max.messages.kbytes": 16 * 1024,
