@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 BIG_PER_PARTITION = 100
-"""Records of the busy topic per partition: 10 MiB, more than a fetch used to take at once."""
+"""Records of the busy topic per partition: 10 MiB, more than a fetch used to take of one
+partition (8 MiB, under a cap of 32 MiB for all of them)."""
 RECORD = b"x" * 100 * 1024
 
 
@@ -34,7 +35,7 @@ def _fill(big: str, small: str) -> None:
         for partition in range(PARTITIONS):
             producer.produce(big, RECORD, key=b"%d" % index, partition=partition)
         producer.poll(0)
-    producer.flush(60)
+    assert producer.flush(60) == 0
     # written after the whole backlog of the busy topic: a consumer that took each topic in
     # turn would read these last
     for partition in range(PARTITIONS):
