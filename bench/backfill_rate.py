@@ -30,6 +30,7 @@ from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import CreateRequest, Filter, new_subscription
 from execdist.metrics import Metrics
+from execdist.runtime.topology import PunctuationContext
 from execdist.tables.declarations import HISTORY, SUB_SEQ, TIMERS, history_key, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
 
@@ -98,7 +99,7 @@ async def run(confirmations: int) -> dict[str, float]:
         started, started_cpu = time.perf_counter(), time.process_time()
         ticks = 0
         while tables[TIMERS].get(0, progress_key(subscription.id)) != DONE:
-            await backfill.punctuate(0)
+            await backfill.punctuate(PunctuationContext(0, frozenset()))
             ticks += 1
             routed, out.routed = out.routed, []
             for record in routed:

@@ -29,6 +29,7 @@ from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription
 from execdist.metrics import Metrics
+from execdist.runtime.topology import PunctuationContext
 from execdist.tables.declarations import history_prefix
 from execdist.tables.store import PartitionedState
 
@@ -80,9 +81,10 @@ class SubscriptionBackfill:
             return True
         return reached is not None and history_prefix(order_id) < reached
 
-    async def punctuate(self, partition: int) -> None:
-        """Go on with every unfinished backfill of ``partition`` for a slice of time (the
+    async def punctuate(self, context: PunctuationContext) -> None:
+        """Go on with every unfinished backfill of the partition for a slice of time (the
         engine calls this once per tick interval, inside the partition's transaction)."""
+        partition = context.partition
         deadline = time.perf_counter() + self._slice_s
         waiting = [
             subscription

@@ -56,6 +56,7 @@ from execdist.domain.anomalies import anomaly_event_details
 from execdist.domain.positions import position_change
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.records import InputRecord
+from execdist.runtime.topology import PunctuationContext
 from execdist.runtime.transaction import RecordSink
 from execdist.settings import Settings
 from execdist.tables.declarations import history_key, history_prefix
@@ -201,12 +202,23 @@ class JoinProcessor:
             )
             return None
 
-    async def punctuate(self, partition: int) -> None:
+    async def punctuate(self, context: PunctuationContext) -> None:
         """Fire the partition's due timeouts and expire a slice of its finished orders (the
-        engine calls this once per tick interval, inside the partition's transaction)."""
+        engine calls this once per tick interval, inside the partition's transaction).
+
+        The timeouts wait for input (an order, a missing seq), so they fire only once the
+        partition's orders and executions are read to their end: a worker catching up on a
+        backlog does not reject an execution whose order is still in it. Once caught up, what
+        is overdue fires at the next tick."""
+        partition = context.partition
         now = self._clock()
         self._input_timestamp = None
         due_index = self._load_timers(partition)
+        if context.caught_up(topics.ORDERS, topics.EXECUTIONS):
+            await self._fire_due(partition, now, due_index)
+        self._sweep_expired(partition, now, due_index)
+
+    async def _fire_due(self, partition: int, now: datetime, due_index: dict[str, str]) -> None:
         for order_id, due in sorted(due_index.items()):
             if datetime.fromisoformat(due) > now:
                 continue
@@ -226,7 +238,6 @@ class JoinProcessor:
             await self._publish(
                 partition, "timeout", f"{order_id}:{format_time(now)}", step.outputs
             )
-        self._sweep_expired(partition, now, due_index)
 
     # ---- state --------------------------------------------------------------------------
 

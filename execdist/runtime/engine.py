@@ -20,7 +20,9 @@
 * Once per tick interval (``EXECDIST_TICK_INTERVAL_S``) the loop calls the topology's
   punctuators for every owned partition (timeouts, expiry, backfills; :mod:`.punctuation`),
   in the open transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
-  through Kafka for it, and a punctuation that changed nothing commits nothing.
+  through Kafka for it, and a punctuation that changed nothing commits nothing. Each is told
+  which of its partition's inputs are read to their end (:mod:`.read_to_end`), so that a
+  timeout waiting for input does not fire while that input is still in a backlog.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
   of its previous owner to settle (the consumer's committed-offset fetch is stable, KIP-447).
@@ -48,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from mode import Service
 
 from execdist import topics
@@ -57,8 +59,9 @@ from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.commit import Committer
 from execdist.runtime.ownership import Ownership
 from execdist.runtime.punctuation import Punctuation, PunctuationFailed
+from execdist.runtime.read_to_end import InputEnds, split_polled
 from execdist.runtime.records import InputRecord
-from execdist.runtime.topology import Topology
+from execdist.runtime.topology import PunctuationContext, Topology
 from execdist.runtime.transaction import (
     CommitFailed,
     Committed,
@@ -170,6 +173,8 @@ class Engine(Service):
         self._stopping = False
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
+        self._ends = InputEnds()
+        """The input partitions the consumer has read to their end, for the punctuators."""
         self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
         """Records whose processing raised: (attempts, last error), until committed."""
         self.rebalancing = True
@@ -288,7 +293,9 @@ class Engine(Service):
                 try:
                     # wait for input only when there is nothing else to do
                     idle = not self._pending and self._in_flight is None
-                    polled = await self._blocking(self._poll, self._poll_wait() if idle else 0.0)
+                    polled, ends = await self._blocking(
+                        self._poll, self._poll_wait() if idle else 0.0
+                    )
                 except KafkaException as exc:
                     log.warning("polling the inputs failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_S)
@@ -297,6 +304,7 @@ class Engine(Service):
                 # in order (and after the records still waiting from the last poll)
                 polled.sort(key=lambda r: (r.partition, rank[r.topic]))
                 self._pending.extend(polled)
+                self._ends.polled(ends)
                 more = bool(polled)
             else:
                 more = True  # enough is waiting already: not polled this time
@@ -357,15 +365,16 @@ class Engine(Service):
         now = time.perf_counter()
         return now < self._gather_until(now)
 
-    def _poll(self, wait: float) -> list[InputRecord]:
+    def _poll(self, wait: float) -> tuple[list[InputRecord], dict[tuple[str, int], bool]]:
         """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
-        seconds for the first record."""
+        seconds for the first record. With the records, which partitions they show read to
+        their end (:func:`~execdist.runtime.read_to_end.split_polled`)."""
         consumer = self._consumer
         assert consumer is not None
         messages = clients.take_fetched(consumer, MAX_POLL, wait)
         if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
             self._note_watermarks(consumer)
-        return [record for message in messages if (record := _record(message)) is not None]
+        return split_polled(messages)
 
     def _note_watermarks(self, consumer: Consumer) -> None:
         """On the Kafka thread: each owned input partition's high watermark as of the last
@@ -482,8 +491,14 @@ class Engine(Service):
         tries again."""
         started = time.perf_counter()
         owned = [] if self.rebalancing else sorted(self._ownership.owned)
+        sources = self._topology.topics
+        waiting = {(record.topic, record.partition) for record in self._pending}
+        contexts = [
+            PunctuationContext(partition, self._ends.read_to_end(partition, sources, waiting))
+            for partition in owned
+        ]
         try:
-            await self._punctuation.run(owned)
+            await self._punctuation.run(contexts)
         except PunctuationFailed as failed:
             log.error(
                 "%s; resuming every partition from its last commit, and trying again at the "
@@ -580,6 +595,7 @@ class Engine(Service):
         """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
         uncommitted writes and caches and seeking the inputs back is enough."""
         self._pending.clear()
+        self._ends.forget()
         self._processed = None
         self._ownership.forget_uncommitted()
         if seek:
@@ -591,6 +607,7 @@ class Engine(Service):
         what did commit (in a rebalance callback, only drop what is uncommitted: the
         partitions are leaving, and the next assignment restores what it is given)."""
         self._pending.clear()
+        self._ends.forget()
         self._processed = None
         while not self._stopping:
             try:
@@ -660,6 +677,7 @@ class Engine(Service):
             log.exception("taking over partitions failed; the worker stops")
             await self.crash(exc)
             raise
+        self._ends.forget({tp.partition for tp in committed})
         self.rebalancing = False
         self.assigned_once = True
         self._metrics.assigned_partitions.set(len(self._ownership.owned))
@@ -671,6 +689,7 @@ class Engine(Service):
         await self._commit_processed(seek=False)
         self.rebalancing = True
         self._pending.clear()
+        self._ends.forget({tp.partition for tp in revoked})
         # with the eager protocol every partition is revoked before the next assignment
         self._ownership.release(sorted({tp.partition for tp in revoked}))
         self._failures.clear()
@@ -700,19 +719,3 @@ def _settled_offsets(consumer: Consumer, assigned: list[TopicPartition]) -> list
                 waited,
                 exc,
             )
-
-
-def _record(message: Message) -> InputRecord | None:
-    error = message.error()
-    if error is not None:
-        log.warning("the pipeline's consumer reports: %s", error.str())
-        return None
-    kind, timestamp = message.timestamp()
-    return InputRecord(
-        str(message.topic()),
-        int(message.partition() or 0),
-        int(message.offset() or 0),
-        message.key(),
-        message.value(),
-        None if kind == 0 or timestamp < 0 else timestamp / 1000,
-    )

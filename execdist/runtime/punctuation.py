@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from execdist.runtime.topology import Punctuator
+from execdist.runtime.topology import PunctuationContext, Punctuator
 
 
 class PunctuationFailed(Exception):
@@ -43,13 +43,13 @@ class Punctuation:
     def due(self) -> bool:
         return self._clock() >= self._next
 
-    async def run(self, partitions: Iterable[int]) -> None:
+    async def run(self, partitions: Iterable[PunctuationContext]) -> None:
         """Call every punctuator for each of ``partitions``; the next run is due one interval
         from now, also when no partition is given (none are while they change hands)."""
         self._next = self._clock() + self._interval
-        for partition in partitions:
+        for context in partitions:
             try:
                 for punctuate in self._punctuators:
-                    await punctuate(partition)
+                    await punctuate(context)
             except Exception as exc:
-                raise PunctuationFailed(partition) from exc
+                raise PunctuationFailed(context.partition) from exc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from confluent_kafka import Message
+
 from execdist.domain.values import quick_init
 from execdist.topics import EXECUTIONS, ORDERS, TP
 
@@ -20,6 +22,19 @@ class InputRecord:
     value: bytes | None
     timestamp: float | None
     """When the producer created it (seconds since the epoch), if it says."""
+
+    @classmethod
+    def of(cls, message: Message) -> InputRecord:
+        """The record ``message`` carries (one without an error)."""
+        kind, timestamp = message.timestamp()
+        return cls(
+            str(message.topic()),
+            int(message.partition() or 0),
+            int(message.offset() or 0),
+            message.key(),
+            message.value(),
+            None if kind == 0 or timestamp < 0 else timestamp / 1000,
+        )
 
     @property
     def tp(self) -> TP:

@@ -36,7 +36,23 @@ class Processor(Protocol):
         the partition left this worker."""
 
 
-Punctuator = Callable[[int], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class PunctuationContext:
+    """What a punctuator is told about the partition it is called for."""
+
+    partition: int
+    read_to_end: frozenset[str]
+    """The source topics whose partition the worker has read and processed up to the end the
+    broker last reported (:mod:`execdist.runtime.read_to_end`). A timeout that waits for input
+    judges only once that input is read to its end: while the worker catches up on a backlog,
+    what it waits for may be in it."""
+
+    def caught_up(self, *topics: str) -> bool:
+        """Whether every one of ``topics`` is read to its end in this partition."""
+        return self.read_to_end.issuperset(topics)
+
+
+Punctuator = Callable[[PunctuationContext], Awaitable[None]]
 """Time-driven work on one partition (timeouts, expiry, backfills): reads and writes its tables
 and forwards outputs, like a processor, inside the worker's open transaction."""
 

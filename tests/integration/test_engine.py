@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
@@ -31,7 +31,7 @@ from execdist.infra.kafka_admin import create_topic, ensure_topics
 from execdist.metrics import Metrics
 from execdist.runtime.engine import MAX_ATTEMPTS, MAX_GATHER_S, Engine
 from execdist.runtime.records import InputRecord
-from execdist.runtime.topology import Topology
+from execdist.runtime.topology import PunctuationContext, Topology
 from execdist.runtime.transaction import CommitFailed, Committed, WorkerTransaction
 from execdist.settings import Settings
 from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS
@@ -542,7 +542,8 @@ class OncePerPartition:
         self.failed = False
         self.calls: list[int] = []
 
-    async def __call__(self, partition: int) -> None:
+    async def __call__(self, context: PunctuationContext) -> None:
+        partition = context.partition
         self.calls.append(partition)
         if partition == self._fail_on and not self.failed:
             self.failed = True
@@ -594,3 +595,62 @@ async def test_punctuation_runs_in_the_transaction_and_commits_only_what_it_chan
     assert punctuator.failed
     assert sorted(r.value for r in records) == [b"p%d" % p for p in partitions], "each once"
     assert stage_seconds(metrics, "punctuate", "count") >= 8
+
+
+class ReadToEndSeen:
+    """A punctuator noting, at each tick of partition 0, how many orders the processor had
+    processed and which inputs the engine said were read to their end."""
+
+    def __init__(self, forward: Forward) -> None:
+        self._forward = forward
+        self.seen: list[tuple[int, frozenset[str]]] = []
+
+    def orders_processed(self) -> int:
+        return sum(1 for value in self._forward.forwarded if value.startswith(b"order"))
+
+    async def __call__(self, context: PunctuationContext) -> None:
+        if context.partition == 0:
+            self.seen.append((self.orders_processed(), context.read_to_end))
+
+
+async def test_punctuators_are_told_which_inputs_are_read_to_their_end(tmp_path: Path) -> None:
+    """A partition's input counts as read to its end only once everything the broker holds of
+    it is processed: not while a backlog of it is worked through, and also when its last entry
+    is a transaction marker (its committed offset then never reaches the end offset)."""
+    settings, output, rocks, transaction, timers = await fresh_runtime(
+        tmp_path, tick_interval=timedelta(seconds=0.1)
+    )
+    backlog = 200
+    plain = Producer({"bootstrap.servers": BROKER})
+    for n in range(backlog):
+        plain.produce(topics.ORDERS, b"order-%d" % n, key=b"k", partition=0)
+    assert plain.flush(30) == 0
+    transactional = Producer(
+        {"bootstrap.servers": BROKER, "transactional.id": f"{settings.app_id}-feed"}
+    )
+    transactional.init_transactions(30)
+    transactional.begin_transaction()
+    transactional.produce(topics.EXECUTIONS, b"execution", key=b"k", partition=0)
+    transactional.commit_transaction(30)
+
+    forward = Forward(transaction, output, cost=0.01)  # the backlog takes 2 s to process
+    seen = ReadToEndSeen(forward)
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, forward),
+        tables=[timers],
+        continuity=InputContinuity(timers),
+        punctuators=[seen],
+    )
+    engine = Engine(settings, topology, rocks, transaction, Metrics())
+    await engine.start()
+    try:
+        await wait_for(lambda: any(set(SOURCES) <= read for _, read in seen.seen), timeout=60)
+    finally:
+        await engine.stop()
+
+    during = [read for processed, read in seen.seen if processed < backlog]
+    assert len(during) >= 5, f"punctuated while the backlog was processed: {seen.seen}"
+    assert all(topics.ORDERS not in read for read in during), seen.seen
+    processed, _ = next((p, read) for p, read in seen.seen if set(SOURCES) <= read)
+    assert processed == backlog
+    assert forward.forwarded.count(b"execution") == 1

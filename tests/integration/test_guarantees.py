@@ -7,6 +7,7 @@ and reads back only its own outputs.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer
 from schema_registry.client import AsyncSchemaRegistryClient
 
 from execdist import topics
@@ -33,6 +35,10 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
+ORPHAN_TIMEOUT_S = 2
+TICK_INTERVAL_S = 0.5
+BACKLOG_ORDERS = 80_000
+
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
@@ -44,8 +50,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         log_path=tmp / "worker.log",
         extra_env={
             "EXECDIST_GAP_TIMEOUT_S": "2",
-            "EXECDIST_ORPHAN_TIMEOUT_S": "2",
-            "EXECDIST_TICK_INTERVAL_S": "0.5",
+            "EXECDIST_ORPHAN_TIMEOUT_S": str(ORPHAN_TIMEOUT_S),
+            "EXECDIST_TICK_INTERVAL_S": str(TICK_INTERVAL_S),
         },
     )
     start_all([worker])
@@ -292,6 +298,51 @@ async def test_orphan_execution_goes_to_dlq_after_timeout(send) -> None:
     (dead,) = await dlq_of(o, 1)
     assert dict(dead.headers)["error.reason"] == b"ORPHAN_EXECUTION"
     assert dead.value == raw
+
+
+async def test_an_execution_is_not_orphaned_while_its_order_is_in_a_backlog(
+    worker: Worker,
+) -> None:
+    """A worker catching up on a backlog of orders (after an outage, say) holds an execution
+    whose order is still in it for longer than the orphan timeout, and confirms it once the
+    order is read: the order did arrive, the worker had not read it yet."""
+    target = oid()
+    producer = Producer({"bootstrap.servers": BROKER, "linger.ms": 20})
+    producer.produce(topics.EXECUTIONS, orjson.dumps(execution(target, 1)), target, 0)
+    assert producer.flush(30) == 0
+    await held_executions_of(worker, target, [1])
+    # then, on the same partition, more orders than the worker reads within the timeout,
+    # written faster than it reads them, and the execution's order last
+    started = time.monotonic()
+    for n in range(BACKLOG_ORDERS):
+        other = f"{target}-B{n}"
+        producer.produce(topics.ORDERS, orjson.dumps(order(other)), other, 0)
+        if n % 10_000 == 0:
+            producer.poll(0)
+    producer.produce(topics.ORDERS, orjson.dumps(order(target)), target, 0)
+    assert producer.flush(60) == 0
+
+    (confirmation,) = await confirmations_of(target, 1, timeout=60)
+    took = time.monotonic() - started
+    assert confirmation["exec_id"] == f"{target}-X1"
+    assert await dlq_of(target, 1, timeout=3) == [], "rejected as an orphan"
+    # held since before the backlog began: past the timeout, and a tick to judge it
+    assert took > ORPHAN_TIMEOUT_S + TICK_INTERVAL_S, f"the backlog took {took:.1f} s: too short"
+
+
+async def held_executions_of(worker: Worker, order_id: str, seqs: list[int]) -> None:
+    """Wait until the worker holds the executions ``seqs`` of ``order_id``."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    held: list[int] = []
+    async with httpx.AsyncClient(base_url=worker.url, headers=headers) as http:
+        for _ in range(150):
+            answer = await http.get(f"/api/v1/orders/{order_id}")
+            if answer.status_code == 200:
+                held = [h["seq"] for h in answer.json()["held_executions"]]
+                if held == seqs:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{order_id}: held {held}, not {seqs}, after 15 s")
 
 
 async def test_gap_is_reported_and_held_executions_released(send) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from execdist.runtime.punctuation import Punctuation, PunctuationFailed
-from execdist.runtime.topology import Punctuator
+from execdist.runtime.topology import PunctuationContext, Punctuator
 
 
 class Clock:
@@ -16,6 +16,10 @@ class Clock:
         return self.now
 
 
+def contexts(*partitions: int) -> list[PunctuationContext]:
+    return [PunctuationContext(p, frozenset()) for p in partitions]
+
+
 class Calls:
     """Punctuators that record (name, partition) in one list, in the order called."""
 
@@ -23,7 +27,8 @@ class Calls:
         self.calls: list[tuple[str, int]] = []
 
     def punctuator(self, name: str, fail_on: int | None = None) -> Punctuator:
-        async def punctuate(partition: int) -> None:
+        async def punctuate(context: PunctuationContext) -> None:
+            partition = context.partition
             self.calls.append((name, partition))
             if partition == fail_on:
                 raise ValueError(f"{name} fails on {partition}")
@@ -42,7 +47,7 @@ async def test_due_once_an_interval_has_passed_and_every_punctuator_runs_per_par
     clock.now += 0.6
     assert punctuation.due() and punctuation.until_due() == 0.0
 
-    await punctuation.run([0, 2])
+    await punctuation.run(contexts(0, 2))
 
     assert calls.calls == [("join", 0), ("backfill", 0), ("join", 2), ("backfill", 2)]
     assert not punctuation.due() and punctuation.until_due() == 1.0
@@ -72,7 +77,7 @@ async def test_a_failing_punctuator_names_its_partition_and_stops_the_run() -> N
     clock.now += 1.0
 
     with pytest.raises(PunctuationFailed) as raised:
-        await punctuation.run([0, 1, 2])
+        await punctuation.run(contexts(0, 1, 2))
 
     assert raised.value.partition == 1
     assert isinstance(raised.value.__cause__, ValueError)

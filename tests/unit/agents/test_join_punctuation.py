@@ -1,4 +1,5 @@
-"""The join's expiry sweep over a partition's RocksDB tables, with outputs captured in memory.
+"""The join's punctuation (its timeouts and the expiry sweep) over a partition's RocksDB tables,
+with outputs captured in memory.
 
 The tables are real RocksDB databases in a temporary folder; what the join would send in its
 partition's transaction is recorded instead of produced.
@@ -13,10 +14,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from execdist import topics
 from execdist.agents.join import SWEEP_BATCH, JoinProcessor
 from execdist.codecs.input import InputDecoder
 from execdist.domain import OrderState, apply_execution
 from execdist.metrics import Metrics
+from execdist.runtime.records import InputRecord
+from execdist.runtime.topology import PunctuationContext
 from execdist.settings import Settings
 from execdist.tables.declarations import (
     HISTORY,
@@ -27,7 +31,7 @@ from execdist.tables.declarations import (
     table_specs,
 )
 from execdist.tables.store import PartitionedState, RocksTables
-from tests.unit.domain.fixtures import T0, trade
+from tests.unit.domain.fixtures import T0, execution_record, order_record, trade
 
 RETENTION = timedelta(minutes=10)
 
@@ -50,12 +54,19 @@ class Clock:
         return self.now
 
 
-Parts = tuple[JoinProcessor, PartitionedState, PartitionedState, Clock]
+Parts = tuple[JoinProcessor, PartitionedState, PartitionedState, Clock, Recorder]
+SETTINGS = Settings(
+    app_id="sweep-test",
+    order_retention=RETENTION,
+    orphan_timeout=timedelta(seconds=30),
+    gap_timeout=timedelta(seconds=10),
+)
+READ_TO_END = PunctuationContext(0, frozenset({topics.ORDERS, topics.EXECUTIONS}))
 
 
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[Parts]:
-    settings = Settings(app_id="sweep-test", order_retention=RETENTION)
+    settings = SETTINGS
     rocks = RocksTables(tmp_path, table_specs(settings.app_id), 8 * 1024 * 1024)
     recorder = Recorder()
     tables = {
@@ -74,7 +85,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
         metrics=Metrics(),
         clock=clock,
     )
-    yield join, tables[ORDER_STATE], tables[HISTORY], clock
+    yield join, tables[ORDER_STATE], tables[HISTORY], clock, recorder
     rocks.close_all()
 
 
@@ -95,13 +106,13 @@ def keys(table: PartitionedState) -> list[bytes]:
 
 
 async def tick(join: JoinProcessor, *tables: PartitionedState) -> None:
-    await join.punctuate(0)
+    await join.punctuate(PunctuationContext(0, frozenset()))
     for table in tables:
         table.committed()
 
 
 async def test_the_sweep_goes_round_the_partition_and_takes_the_history_along(parts) -> None:
-    join, states, history, clock = parts
+    join, states, history, clock, _ = parts
     await store_orders(states, history, [f"OLD-{n:04d}" for n in range(120)])
 
     async def tick_with_new_orders(label: str) -> None:
@@ -123,7 +134,7 @@ async def test_the_sweep_goes_round_the_partition_and_takes_the_history_along(pa
 
 
 async def test_the_sweep_examines_more_when_more_orders_are_created(parts) -> None:
-    join, states, history, clock = parts
+    join, states, history, clock, _ = parts
     old = [f"OLD-{n:04d}" for n in range(1000)]
     await store_orders(states, history, old)
     clock.now = T0 + RETENTION
@@ -139,7 +150,7 @@ async def test_the_sweep_examines_more_when_more_orders_are_created(parts) -> No
 async def test_the_sweep_keeps_states_still_holding_executions_and_those_it_cannot_read(
     parts,
 ) -> None:
-    join, states, history, clock = parts
+    join, states, history, clock, _ = parts
     await store_orders(states, history, ["DONE"])
     waiting = OrderState.new("WAITING", T0)
     apply_execution(waiting, trade("EX-1", 1, "10", "187.45", order_id="WAITING"), {}, T0)
@@ -152,3 +163,72 @@ async def test_the_sweep_keeps_states_still_holding_executions_and_those_it_cann
     await tick(join, states, history)
     assert keys(states) == [b"GARBLED", b"PARTIAL", b"WAITING"]
     assert keys(history) == []
+
+
+# ---- timeouts: judged only on inputs read to their end ----------------------------------------
+
+
+def input_record(topic: str, offset: int, value: dict[str, object]) -> InputRecord:
+    return InputRecord(topic, 0, offset, str(value["order_id"]).encode(), orjson.dumps(value), None)
+
+
+def sent_to(recorder: Recorder, topic: str) -> list[tuple[str, bytes | None, bytes | None]]:
+    return [sent for sent in recorder.sent if sent[0] == topic]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [frozenset(), frozenset({topics.EXECUTIONS}), frozenset({topics.ORDERS})],
+    ids=["nothing read to its end", "orders still being read", "executions still being read"],
+)
+async def test_an_orphan_is_rejected_only_once_orders_and_executions_are_read_to_their_end(
+    parts, read: frozenset[str]
+) -> None:
+    """While a worker catches up on a backlog, the order an execution waits for may be in it:
+    an execution held past the orphan timeout then waits on, and is joined if its order comes;
+    once the worker has read its inputs to their end, an order still missing never came."""
+    join, *_, clock, recorder = parts
+    await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
+    clock.now = T0 + SETTINGS.orphan_timeout + timedelta(seconds=5)
+
+    await join.punctuate(PunctuationContext(0, read))
+    assert sent_to(recorder, topics.DLQ) == [], "its order may still be in the backlog"
+
+    await join.punctuate(READ_TO_END)
+    ((_, key, _),) = sent_to(recorder, topics.DLQ)
+    assert key == execution_record()["order_id"].encode()  # type: ignore[union-attr]
+    assert sent_to(recorder, topics.CONFIRMATIONS) == []
+
+
+async def test_an_order_found_in_the_backlog_after_the_timeout_releases_its_execution(
+    parts,
+) -> None:
+    join, *_, clock, recorder = parts
+    await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
+    clock.now = T0 + SETTINGS.orphan_timeout * 3
+    await join.punctuate(PunctuationContext(0, frozenset({topics.EXECUTIONS})))
+
+    await join.process(input_record(topics.ORDERS, 0, order_record()))
+    await join.punctuate(READ_TO_END)
+
+    assert sent_to(recorder, topics.DLQ) == []
+    ((_, _, value),) = sent_to(recorder, topics.CONFIRMATIONS)
+    assert orjson.loads(value or b"")["exec_id"] == execution_record()["exec_id"]
+
+
+async def test_a_gap_is_jumped_only_once_the_executions_are_read_to_their_end(parts) -> None:
+    """The missing seq may be further on in the executions' backlog."""
+    join, *_, clock, recorder = parts
+    await join.process(input_record(topics.ORDERS, 0, order_record()))
+    await join.process(input_record(topics.EXECUTIONS, 0, execution_record(exec_id="EX-2", seq=2)))
+    clock.now = T0 + SETTINGS.gap_timeout * 3
+
+    await join.punctuate(PunctuationContext(0, frozenset({topics.ORDERS})))
+    assert sent_to(recorder, topics.CONFIRMATIONS) == []
+    assert sent_to(recorder, topics.STATUS) == []
+
+    await join.punctuate(READ_TO_END)
+    ((_, _, value),) = sent_to(recorder, topics.CONFIRMATIONS)
+    assert orjson.loads(value or b"")["seq"] == 2
+    (gap,) = [orjson.loads(v or b"") for _, _, v in sent_to(recorder, topics.STATUS)]
+    assert gap["type"] == "SEQUENCE_GAP" and gap["details"]["missing_seqs"] == [1]

@@ -1,0 +1,89 @@
+"""Which input partitions the worker has read to their end, for timeouts that wait for input.
+
+A timeout such as "the order never came" is judged by the clock, but a clock alone cannot tell
+an order that never came from one still in the backlog a worker is catching up on. The engine
+therefore tells its punctuators which of a partition's input topics it has read and processed
+up to the end the broker last reported; a punctuator that waits for input judges only those.
+
+The consumer reports the end of a partition as an event (``enable.partition.eof``) each time
+a fetch reaches it, at the offset after the last readable entry, transaction markers included,
+so a partition written by a transactional producer reaches its end too (its committed
+position never does: the last marker stays one offset ahead of it). A record fetched after
+that event means more has arrived. Both are noted on the consumer's thread in the order they
+were polled; a partition counts as read to its end only once the records polled before its
+end event have been processed as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, Message
+
+from execdist.runtime.records import InputRecord
+
+log = logging.getLogger(__name__)
+
+InputPartition = tuple[str, int]
+
+
+class InputEnds:
+    """The input partitions whose end the consumer reached, and what was polled since."""
+
+    def __init__(self) -> None:
+        self._at_end: set[InputPartition] = set()
+
+    def polled(self, changes: dict[InputPartition, bool]) -> None:
+        """Note what one poll showed, per partition: ``True`` if its end event came after its
+        last record, ``False`` if a record did (see :func:`split_polled`)."""
+        for tp, at_end in changes.items():
+            if at_end:
+                self._at_end.add(tp)
+            else:
+                self._at_end.discard(tp)
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """The consumer is to read ``partitions`` (all, if ``None``) again from a committed
+        offset, or they left the worker: their ends are unknown until reached again."""
+        if partitions is None:
+            self._at_end.clear()
+            return
+        gone = set(partitions)
+        self._at_end = {tp for tp in self._at_end if tp[1] not in gone}
+
+    def read_to_end(
+        self, partition: int, topics: Iterable[str], waiting: set[InputPartition]
+    ) -> frozenset[str]:
+        """Those of ``topics`` whose ``partition`` is read to its end, given the partitions
+        with records ``waiting`` (polled, not processed yet)."""
+        return frozenset(
+            topic
+            for topic in topics
+            if (topic, partition) in self._at_end and (topic, partition) not in waiting
+        )
+
+
+def split_polled(
+    messages: Iterable[Message],
+) -> tuple[list[InputRecord], dict[InputPartition, bool]]:
+    """The records among ``messages``, in order, and per partition they name, whether what
+    came last about it was its end event (``True``) or a record (``False``), for
+    :meth:`InputEnds.polled`. Errors other than an end are logged and skipped."""
+    records: list[InputRecord] = []
+    ends: dict[InputPartition, int] = {}
+    """Per partition, the number of records before its last end event."""
+    for message in messages:
+        error = message.error()
+        if error is None:
+            records.append(InputRecord.of(message))
+        elif error.code() == KafkaError._PARTITION_EOF:
+            ends[(str(message.topic()), int(message.partition() or 0))] = len(records)
+        else:
+            log.warning("the pipeline's consumer reports: %s", error.str())
+    changes = {(record.topic, record.partition): False for record in records}
+    for (topic, partition), before in ends.items():
+        changes[(topic, partition)] = not any(
+            record.partition == partition and record.topic == topic for record in records[before:]
+        )
+    return records, changes
