@@ -22,7 +22,7 @@ from execdist.runtime.records import InputRecord
 from execdist.settings import Settings, SettingsError
 from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
 from execdist.tables.store import PartitionedState, RocksTables
-from tests.unit.agents.test_expiry_sweep import Recorder
+from tests.unit.agents.test_join_punctuation import Recorder
 
 
 @pytest.fixture
