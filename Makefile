@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile bench-broker-profile fanout reliability reliability-quick soak clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile bench-broker-profile bench-outage fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -16,6 +16,7 @@ help:
 	@echo "make check    ruff and mypy"
 	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: about 5 minutes"
 	@echo "make bench-floor  the exactly-once hop floor alone (JSON on stdout; BENCH_FLOOR_ARGS=\"--at 1000\")"
+	@echo "make bench-outage  a worker restarted after an outage, its orders behind a backlog: confirmed and dead-lettered"
 	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
@@ -104,6 +105,12 @@ bench-profile: install $(BENCH_STAMP)
 # with 1 and 1,000 subscriptions. BENCH_BROKER_ARGS go to `python -m bench.broker_profile`.
 bench-broker-profile: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.broker_profile $(BENCH_BROKER_ARGS)
+
+# A worker restarted after an outage whose orders wait behind a backlog (bench/outage.py): what it
+# confirms and what it dead-letters. BENCH_OUTAGE_ARGS go to `python -m bench.outage`.
+BENCH_OUTAGE_ARGS ?=
+bench-outage: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.outage $(BENCH_OUTAGE_ARGS)
 
 # The fan-out bench runs its own broker and registry on ports of its own (not those of
 # `make run` or `make test`), so it can run beside either; it starts them afresh, because a
