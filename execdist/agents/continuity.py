@@ -40,6 +40,14 @@ class InputContinuity:
         raw = self._store.get(partition, _key(partition))
         return {} if raw is None else {k: int(v) for k, v in orjson.loads(raw).items()}
 
+    def next_offset(self, tp: tuple[str, int]) -> int | None:
+        """The offset of ``tp`` to apply next: past what is processed, else as the state
+        records it; ``None`` if the state has never seen the topic."""
+        processed = self._next.get(TP(*tp))
+        if processed is not None:
+            return processed
+        return self.stored(tp[1]).get(tp[0])
+
     def forget(self, partition: int) -> None:
         """Drop what is cached for ``partition``: its state was restored or rolled back."""
         for tp in [tp for tp in self._next if tp.partition == partition]:

@@ -93,7 +93,9 @@ YIELD_EVERY = 32
 HTTP requests share the loop)."""
 POLL_TIMEOUT_S = 0.1
 WATERMARKS_EVERY_S = 0.5
-"""How often the Kafka thread notes the inputs' high watermarks (the lag gauge's source)."""
+"""How often at least the Kafka thread notes the inputs' high watermarks (the source of the
+lag gauge, and of whether an input is read to its end); also after every poll that brought
+records."""
 RETRY_S = 1.0
 MAX_ATTEMPTS = 3
 """Times a record whose processing raises is tried, each from the last commit, before it is
@@ -372,7 +374,9 @@ class Engine(Service):
         consumer = self._consumer
         assert consumer is not None
         messages = clients.take_fetched(consumer, MAX_POLL, wait)
-        if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
+        # noted after every poll that brought something, so that they are never older than
+        # the records being processed (the punctuators compare the two)
+        if messages or time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
             self._note_watermarks(consumer)
         return split_polled(messages)
 
@@ -493,8 +497,12 @@ class Engine(Service):
         owned = [] if self.rebalancing else sorted(self._ownership.owned)
         sources = self._topology.topics
         waiting = {(record.topic, record.partition) for record in self._pending}
+        highs, processed = self._high_watermarks, self._topology.continuity.next_offset
         contexts = [
-            PunctuationContext(partition, self._ends.read_to_end(partition, sources, waiting))
+            PunctuationContext(
+                partition,
+                self._ends.read_to_end(partition, sources, waiting, highs, processed),
+            )
             for partition in owned
         ]
         try:

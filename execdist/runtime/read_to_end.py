@@ -5,19 +5,22 @@ an order that never came from one still in the backlog a worker is catching up o
 therefore tells its punctuators which of a partition's input topics it has read and processed
 up to the end the broker last reported; a punctuator that waits for input judges only those.
 
-The consumer reports the end of a partition as an event (``enable.partition.eof``) each time
-a fetch reaches it, at the offset after the last readable entry, transaction markers included,
-so a partition written by a transactional producer reaches its end too (its committed
-position never does: the last marker stays one offset ahead of it). A record fetched after
-that event means more has arrived. Both are noted on the consumer's thread in the order they
-were polled; a partition counts as read to its end only once the records polled before its
-end event have been processed as well.
+A partition is read to its end when nothing of it waits unprocessed in the engine and either
+
+* the records processed reach the high watermark of the consumer's last fetch (its last stable
+  offset, ``read_committed``), give or take one offset: a transaction's commit marker follows
+  its last record. This is how a partition written to all the time is seen as read: its fetches
+  rarely come back empty; or
+* the consumer's last word on it was its end event (``enable.partition.eof``: a fetch that found
+  nothing past its offset). This is how a quiet partition whose last entries are not records
+  (markers, an aborted transaction) is seen as read: its processed offset stays behind the
+  watermark for good. A record polled after that event means more has come.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from confluent_kafka import KafkaError, Message
 
@@ -27,9 +30,13 @@ log = logging.getLogger(__name__)
 
 InputPartition = tuple[str, int]
 
+MARKER = 1
+"""Offsets a partition read to its end may stay behind the high watermark: the commit marker
+after a transaction's last record."""
+
 
 class InputEnds:
-    """The input partitions whose end the consumer reached, and what was polled since."""
+    """The input partitions whose end event the consumer gave last, and which are read."""
 
     def __init__(self) -> None:
         self._at_end: set[InputPartition] = set()
@@ -53,15 +60,29 @@ class InputEnds:
         self._at_end = {tp for tp in self._at_end if tp[1] not in gone}
 
     def read_to_end(
-        self, partition: int, topics: Iterable[str], waiting: set[InputPartition]
+        self,
+        partition: int,
+        topics: Iterable[str],
+        waiting: set[InputPartition],
+        highs: Mapping[InputPartition, int],
+        processed: Callable[[InputPartition], int | None],
     ) -> frozenset[str]:
         """Those of ``topics`` whose ``partition`` is read to its end, given the partitions
-        with records ``waiting`` (polled, not processed yet)."""
-        return frozenset(
-            topic
-            for topic in topics
-            if (topic, partition) in self._at_end and (topic, partition) not in waiting
-        )
+        with records ``waiting`` (polled, not processed yet), the high watermarks of the last
+        fetches and the next offset to process of each partition."""
+        read = set()
+        for topic in topics:
+            tp = (topic, partition)
+            if tp in waiting:
+                continue
+            if tp in self._at_end:
+                read.add(topic)
+                continue
+            high = highs.get(tp)
+            next_offset = None if high is None else processed(tp)
+            if high is not None and next_offset is not None and next_offset >= high - MARKER:
+                read.add(topic)
+        return frozenset(read)
 
 
 def split_polled(

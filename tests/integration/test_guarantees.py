@@ -7,6 +7,7 @@ and reads back only its own outputs.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -328,6 +329,47 @@ async def test_an_execution_is_not_orphaned_while_its_order_is_in_a_backlog(
     assert await dlq_of(target, 1, timeout=3) == [], "rejected as an orphan"
     # held since before the backlog began: past the timeout, and a tick to judge it
     assert took > ORPHAN_TIMEOUT_S + TICK_INTERVAL_S, f"the backlog took {took:.1f} s: too short"
+
+
+async def test_an_orphan_is_rejected_in_time_while_its_partition_is_written_to_all_along(
+    send,
+) -> None:
+    """A partition written to all the time is seldom found empty by a fetch, yet the worker is
+    not behind on it: the orphan timeout must still be judged there, not put off until the
+    flow stops."""
+    run = oid()
+    orphan = f"{run}-ORPHAN"
+    flowing = threading.Event()
+    flowing.set()
+
+    def flow() -> None:  # orders with one fill each, 400 a second, on every partition
+        producer = Producer({"bootstrap.servers": BROKER, "linger.ms": 1})
+        started, n = time.monotonic(), 0
+        while flowing.is_set():
+            if time.monotonic() < started + n / 400:
+                time.sleep(0.001)
+                continue
+            order_id = f"{run}-{n}"
+            producer.produce(topics.ORDERS, orjson.dumps(order(order_id)), order_id)
+            producer.produce(topics.EXECUTIONS, orjson.dumps(execution(order_id, 1)), order_id)
+            producer.poll(0)
+            n += 1
+        producer.flush(30)
+
+    writer = threading.Thread(target=flow)
+    writer.start()
+    try:
+        await confirmations_of(f"{run}-0", 1)  # the flow is being processed
+        sent = time.monotonic()
+        await send(topics.EXECUTIONS, execution(orphan, 1), orphan)
+        (dead,) = await dlq_of(orphan, 1, timeout=ORPHAN_TIMEOUT_S + 10)
+        waited = time.monotonic() - sent
+        assert writer.is_alive(), "the flow stopped before the orphan was judged"
+    finally:
+        flowing.clear()
+        writer.join()
+    assert dict(dead.headers)["error.reason"] == b"ORPHAN_EXECUTION"
+    assert waited < ORPHAN_TIMEOUT_S + 3 * TICK_INTERVAL_S + 2, f"rejected after {waited:.1f} s"
 
 
 async def held_executions_of(worker: Worker, order_id: str, seqs: list[int]) -> None:
