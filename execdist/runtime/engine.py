@@ -93,9 +93,8 @@ YIELD_EVERY = 32
 HTTP requests share the loop)."""
 POLL_TIMEOUT_S = 0.1
 WATERMARKS_EVERY_S = 0.5
-"""How often at least the Kafka thread notes the inputs' high watermarks (the source of the
-lag gauge, and of whether an input is read to its end); also after every poll that brought
-records."""
+"""How often the Kafka thread notes the inputs' high watermarks (the source of the lag gauge,
+and of whether an input is read to its end)."""
 RETRY_S = 1.0
 MAX_ATTEMPTS = 3
 """Times a record whose processing raises is tried, each from the last commit, before it is
@@ -374,9 +373,7 @@ class Engine(Service):
         consumer = self._consumer
         assert consumer is not None
         messages = clients.take_fetched(consumer, MAX_POLL, wait)
-        # noted after every poll that brought something, so that they are never older than
-        # the records being processed (the punctuators compare the two)
-        if messages or time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
+        if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
             self._note_watermarks(consumer)
         return split_polled(messages)
 
@@ -686,6 +683,8 @@ class Engine(Service):
             await self.crash(exc)
             raise
         self._ends.forget({tp.partition for tp in committed})
+        # noted afresh at the next poll, not left from partitions owned before
+        self._high_watermarks, self._watermarks_noted = {}, 0.0
         self.rebalancing = False
         self.assigned_once = True
         self._metrics.assigned_partitions.set(len(self._ownership.owned))

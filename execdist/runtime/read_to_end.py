@@ -7,10 +7,13 @@ up to the end the broker last reported; a punctuator that waits for input judges
 
 A partition is read to its end when nothing of it waits unprocessed in the engine and either
 
-* the records processed reach the high watermark of the consumer's last fetch (its last stable
+* the records processed reach the high watermark the consumer last reported (its last stable
   offset, ``read_committed``), give or take one offset: a transaction's commit marker follows
   its last record. This is how a partition written to all the time is seen as read: its fetches
-  rarely come back empty; or
+  rarely come back empty. The engine notes the watermarks every half second or so (they feed
+  its lag gauge too), so what reached the broker within that last moment may still be
+  unread when a timeout is judged, as it may be with the wall clock alone; what a worker
+  catching up has not read is further back than that; or
 * the consumer's last word on it was its end event (``enable.partition.eof``: a fetch that found
   nothing past its offset). This is how a quiet partition whose last entries are not records
   (markers, an aborted transaction) is seen as read: its processed offset stays behind the
