@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TypedDict
 
@@ -89,6 +89,9 @@ class _ExpiryFields(TypedDict):
 
 _read_expiry_fields = msgspec.json.Decoder(_ExpiryFields).decode
 
+DEFERRED_LOG_EVERY = timedelta(seconds=60)
+"""At most how often a partition's timeouts put off while its inputs are read are logged."""
+
 SWEEP_BATCH = 50
 """Keys examined for expiry per partition and tick, plus twice the orders created there since
 the previous tick: the sweep then goes round a partition faster than new keys arrive, so the
@@ -127,6 +130,8 @@ class JoinProcessor:
         self._clock = clock
         self._dead_letters = DeadLetters(settings, out, metrics, clock)
         self._sweep_cursor: dict[int, bytes | None] = {}
+        self._deferred_logged: dict[int, datetime] = {}
+        """When each partition's put-off timeouts were last logged."""
         self._created: dict[int, int] = {}
         self._hot: dict[int, HotStates] = {}
         self._timer_indexes: dict[int, dict[str, str]] = {}
@@ -216,7 +221,31 @@ class JoinProcessor:
         due_index = self._load_timers(partition)
         if context.caught_up(topics.ORDERS, topics.EXECUTIONS):
             await self._fire_due(partition, now, due_index)
+        else:
+            self._log_deferred(partition, now, due_index, context.read_to_end)
         self._sweep_expired(partition, now, due_index)
+
+    def _log_deferred(
+        self, partition: int, now: datetime, due_index: dict[str, str], read: frozenset[str]
+    ) -> None:
+        """Say, now and then, that timeouts are due and wait for the inputs to be read: an SRE
+        watching executions held past their timeout learns why."""
+        logged = self._deferred_logged.get(partition)
+        if logged is not None and now - logged < DEFERRED_LOG_EVERY:
+            return
+        due = sum(1 for when in due_index.values() if datetime.fromisoformat(when) <= now)
+        if not due:
+            return
+        self._deferred_logged[partition] = now
+        behind = sorted({topics.ORDERS, topics.EXECUTIONS} - read)
+        log.info(
+            "partition %d: %d timeouts are due and wait until its %s are read to their end "
+            "(the worker is catching up on a backlog; see execdist_input_lag_records)",
+            partition,
+            due,
+            " and ".join(behind),
+            extra={"partition": partition, "timeouts_due": due},
+        )
 
     async def _fire_due(self, partition: int, now: datetime, due_index: dict[str, str]) -> None:
         for order_id, due in sorted(due_index.items()):
@@ -286,6 +315,7 @@ class JoinProcessor:
         """Drop what is cached for ``partition``: its state was restored or rolled back."""
         self._timer_indexes.pop(partition, None)
         self._sweep_cursor.pop(partition, None)
+        self._deferred_logged.pop(partition, None)
         self._created.pop(partition, None)
         self._hot.pop(partition, None)
         if self._anomalies is not None:

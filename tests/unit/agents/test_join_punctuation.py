@@ -7,6 +7,7 @@ partition's transaction is recorded instead of produced.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -232,3 +233,25 @@ async def test_a_gap_is_jumped_only_once_the_executions_are_read_to_their_end(pa
     assert orjson.loads(value or b"")["seq"] == 2
     (gap,) = [orjson.loads(v or b"") for _, _, v in sent_to(recorder, topics.STATUS)]
     assert gap["type"] == "SEQUENCE_GAP" and gap["details"]["missing_seqs"] == [1]
+
+
+async def test_timeouts_put_off_are_logged_now_and_then_with_what_is_behind(
+    parts, caplog: pytest.LogCaptureFixture
+) -> None:
+    join, *_, clock, _ = parts
+    await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
+    behind = PunctuationContext(0, frozenset({topics.EXECUTIONS}))
+    caplog.set_level(logging.INFO, logger="execdist.agents.join")
+
+    await join.punctuate(behind)  # nothing is due yet
+    clock.now = T0 + SETTINGS.orphan_timeout
+    await join.punctuate(behind)
+    clock.now += timedelta(seconds=59)
+    await join.punctuate(behind)  # within the minute: not again
+    clock.now += timedelta(seconds=1)
+    await join.punctuate(behind)
+
+    lines = [r for r in caplog.records if "timeouts are due" in r.getMessage()]
+    assert len(lines) == 2
+    assert "1 timeouts are due and wait until its orders are read" in lines[0].getMessage()
+    assert lines[0].partition == 0  # type: ignore[attr-defined]
