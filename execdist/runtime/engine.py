@@ -93,8 +93,9 @@ YIELD_EVERY = 32
 HTTP requests share the loop)."""
 POLL_TIMEOUT_S = 0.1
 WATERMARKS_EVERY_S = 0.5
-"""How often the Kafka thread notes the inputs' high watermarks (the source of the lag gauge,
-and of whether an input is read to its end)."""
+"""How often at least the Kafka thread notes the inputs' high watermarks (the source of the
+lag gauge, and of whether an input is read to its end); also after every poll that brought
+records."""
 RETRY_S = 1.0
 MAX_ATTEMPTS = 3
 """Times a record whose processing raises is tried, each from the last commit, before it is
@@ -213,13 +214,14 @@ class Engine(Service):
         return sum(self.partition_lag().values())
 
     def partition_lag(self) -> dict[tuple[str, int], int]:
-        """Input records not yet committed, per owned input partition, as of the consumer's
-        high watermarks last noted on the Kafka thread (no request to the broker)."""
+        """Input records not yet committed, per owned partition of the orders and executions,
+        as of the consumer's high watermarks last noted on the Kafka thread (no request to
+        the broker)."""
         highs = self._high_watermarks
         return {
             tp: max(highs[tp] - position, 0)
             for tp, position in self.committed.items()
-            if tp in highs
+            if tp in highs and tp[0] in (topics.ORDERS, topics.EXECUTIONS)
         }
 
     def _export_lag(self) -> None:
@@ -366,26 +368,29 @@ class Engine(Service):
         now = time.perf_counter()
         return now < self._gather_until(now)
 
-    def _poll(self, wait: float) -> tuple[list[InputRecord], dict[tuple[str, int], bool]]:
+    def _poll(self, wait: float) -> tuple[list[InputRecord], dict[tuple[str, int], int]]:
         """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
-        seconds for the first record. With the records, which partitions they show read to
-        their end (:func:`~execdist.runtime.read_to_end.split_polled`)."""
+        seconds for the first record. With the records, the partitions' end events among
+        them (:func:`~execdist.runtime.read_to_end.split_polled`)."""
         consumer = self._consumer
         assert consumer is not None
         messages = clients.take_fetched(consumer, MAX_POLL, wait)
-        if time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
+        # also after every poll that brought anything, so that they are never older than what
+        # is processed or the end events polled (the punctuators compare them): while enough
+        # records wait the loop does not poll, and one noted before a backlog came would
+        # make the backlog look read
+        if messages or time.monotonic() - self._watermarks_noted >= WATERMARKS_EVERY_S:
             self._note_watermarks(consumer)
         return split_polled(messages)
 
     def _note_watermarks(self, consumer: Consumer) -> None:
         """On the Kafka thread: each owned input partition's high watermark as of the last
-        fetch, for :meth:`partition_lag`. Never asked on the event loop: while this thread
-        is in a rebalance callback (which waits for the loop), librdkafka holds the locks
-        that call waits for, and the two threads would wait for each other for good."""
+        fetch, for :meth:`partition_lag` and the punctuators. Never asked on the event loop:
+        while this thread is in a rebalance callback (which waits for the loop), librdkafka
+        holds the locks that call waits for, and the two threads would wait for each other
+        for good."""
         highs = {}
         for topic, partition in list(self._ownership.positions):
-            if topic not in (topics.ORDERS, topics.EXECUTIONS):
-                continue
             try:
                 _, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True

@@ -5,19 +5,21 @@ an order that never came from one still in the backlog a worker is catching up o
 therefore tells its punctuators which of a partition's input topics it has read and processed
 up to the end the broker last reported; a punctuator that waits for input judges only those.
 
-A partition is read to its end when nothing of it waits unprocessed in the engine and either
+A partition is read to its end when nothing of it waits unprocessed in the engine and, against
+the high watermark the consumer reports after the last poll that brought anything (its last
+stable offset, ``read_committed``; it covers what is fetched and not yet polled, too), either
 
-* the records processed reach the high watermark the consumer last reported (its last stable
-  offset, ``read_committed``), give or take one offset: a transaction's commit marker follows
-  its last record. This is how a partition written to all the time is seen as read: its fetches
-  rarely come back empty. The engine notes the watermarks every half second or so (they feed
-  its lag gauge too), so what reached the broker within that last moment may still be
-  unread when a timeout is judged, as it may be with the wall clock alone; what a worker
-  catching up has not read is further back than that; or
-* the consumer's last word on it was its end event (``enable.partition.eof``: a fetch that found
-  nothing past its offset). This is how a quiet partition whose last entries are not records
-  (markers, an aborted transaction) is seen as read: its processed offset stays behind the
-  watermark for good. A record polled after that event means more has come.
+* the records processed reach it, give or take one offset: a transaction's commit marker follows
+  its last record. This is how a partition written to all the time is seen as read: its
+  fetches rarely come back empty; or
+* the consumer's last end event (``enable.partition.eof``: a fetch that found nothing past its
+  offset) was at that watermark: nothing has come since. This is how a quiet partition whose
+  last entries are not records (markers, an aborted transaction) is seen as read: its
+  processed offset stays behind the watermark for good.
+
+The watermarks must be no older than the records processed and the end events polled: one
+noted before a backlog arrived would make the backlog's first records look like the end, and
+an end event polled while more is fetched behind it would too.
 """
 
 from __future__ import annotations
@@ -39,28 +41,23 @@ after a transaction's last record."""
 
 
 class InputEnds:
-    """The input partitions whose end event the consumer gave last, and which are read."""
+    """Where the consumer last reported the end of each input partition, and which are read."""
 
     def __init__(self) -> None:
-        self._at_end: set[InputPartition] = set()
+        self._ends: dict[InputPartition, int] = {}
 
-    def polled(self, changes: dict[InputPartition, bool]) -> None:
-        """Note what one poll showed, per partition: ``True`` if its end event came after its
-        last record, ``False`` if a record did (see :func:`split_polled`)."""
-        for tp, at_end in changes.items():
-            if at_end:
-                self._at_end.add(tp)
-            else:
-                self._at_end.discard(tp)
+    def polled(self, ends: Mapping[InputPartition, int]) -> None:
+        """Note the end events one poll brought: partition -> the offset of its end."""
+        self._ends.update(ends)
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """The consumer is to read ``partitions`` (all, if ``None``) again from a committed
         offset, or they left the worker: their ends are unknown until reached again."""
         if partitions is None:
-            self._at_end.clear()
+            self._ends.clear()
             return
         gone = set(partitions)
-        self._at_end = {tp for tp in self._at_end if tp[1] not in gone}
+        self._ends = {tp: end for tp, end in self._ends.items() if tp[1] not in gone}
 
     def read_to_end(
         self,
@@ -71,43 +68,38 @@ class InputEnds:
         processed: Callable[[InputPartition], int | None],
     ) -> frozenset[str]:
         """Those of ``topics`` whose ``partition`` is read to its end, given the partitions
-        with records ``waiting`` (polled, not processed yet), the high watermarks of the last
-        fetches and the next offset to process of each partition."""
+        with records ``waiting`` (polled, not processed yet), the high watermarks noted after
+        the last poll and the next offset to process of each partition."""
         read = set()
         for topic in topics:
             tp = (topic, partition)
-            if tp in waiting:
+            high = highs.get(tp)
+            if high is None or tp in waiting:
                 continue
-            if tp in self._at_end:
+            if self._ends.get(tp, -1) >= high:
                 read.add(topic)
                 continue
-            high = highs.get(tp)
-            next_offset = None if high is None else processed(tp)
-            if high is not None and next_offset is not None and next_offset >= high - MARKER:
+            next_offset = processed(tp)
+            if next_offset is not None and next_offset >= high - MARKER:
                 read.add(topic)
         return frozenset(read)
 
 
 def split_polled(
     messages: Iterable[Message],
-) -> tuple[list[InputRecord], dict[InputPartition, bool]]:
-    """The records among ``messages``, in order, and per partition they name, whether what
-    came last about it was its end event (``True``) or a record (``False``), for
-    :meth:`InputEnds.polled`. Errors other than an end are logged and skipped."""
+) -> tuple[list[InputRecord], dict[InputPartition, int]]:
+    """The records among ``messages``, in order, and the end events among them (partition ->
+    the offset of its end, the last one if several), for :meth:`InputEnds.polled`. Errors
+    other than an end are logged and skipped."""
     records: list[InputRecord] = []
     ends: dict[InputPartition, int] = {}
-    """Per partition, the number of records before its last end event."""
     for message in messages:
         error = message.error()
         if error is None:
             records.append(InputRecord.of(message))
         elif error.code() == KafkaError._PARTITION_EOF:
-            ends[(str(message.topic()), int(message.partition() or 0))] = len(records)
+            tp = (str(message.topic()), int(message.partition() or 0))
+            ends[tp] = int(message.offset() or 0)
         else:
             log.warning("the pipeline's consumer reports: %s", error.str())
-    changes = {(record.topic, record.partition): False for record in records}
-    for (topic, partition), before in ends.items():
-        changes[(topic, partition)] = not any(
-            record.partition == partition and record.topic == topic for record in records[before:]
-        )
-    return records, changes
+    return records, ends

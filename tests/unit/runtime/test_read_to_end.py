@@ -24,7 +24,7 @@ def end(topic: str, partition: int, offset: int) -> Message:
 
 
 def test_records_keep_their_order_and_fields_and_end_events_are_not_records() -> None:
-    records, changes = split_polled(
+    records, ends = split_polled(
         [record("orders", 0, 7), end("orders", 0, 9), record("executions", 1, 3)]
     )
 
@@ -32,59 +32,56 @@ def test_records_keep_their_order_and_fields_and_end_events_are_not_records() ->
         InputRecord("orders", 0, 7, b"k", b"v", 5.0),
         InputRecord("executions", 1, 3, b"k", b"v", 5.0),
     ]
-    # offset 8 was a transaction marker: the end event still says the partition is read
-    assert changes == {("orders", 0): True, ("executions", 1): False}
+    assert ends == {("orders", 0): 9}, "offset 8 was a commit marker: the end is past it"
 
 
-def test_a_record_after_the_end_event_means_more_arrived() -> None:
-    _, changes = split_polled(
-        [end("orders", 0, 4), record("orders", 1, 0), record("orders", 0, 4), end("orders", 1, 1)]
-    )
-
-    assert changes == {("orders", 0): False, ("orders", 1): True}
-
-
-def test_other_consumer_errors_are_skipped_and_change_nothing() -> None:
+def test_the_last_end_event_of_a_partition_counts_and_other_errors_are_skipped() -> None:
     failure = Message(
         topic="orders", partition=2, error=KafkaError(KafkaError._TRANSPORT, "broker down")
     )
 
-    records, changes = split_polled([failure])
+    records, ends = split_polled(
+        [end("orders", 0, 4), record("orders", 0, 4), end("orders", 0, 6), failure]
+    )
 
-    assert records == [] and changes == {}
+    assert [r.offset for r in records] == [4]
+    assert ends == {("orders", 0): 6}
 
 
 def nothing_processed(tp: tuple[str, int]) -> int | None:
     return None
 
 
-def test_a_partition_is_read_to_its_end_only_with_nothing_of_it_waiting() -> None:
+TOPICS = ("orders", "executions")
+
+
+def test_a_quiet_partition_is_read_once_its_end_event_is_at_the_watermark() -> None:
+    """Its last entries may be commit markers or an aborted transaction, which no record
+    processed ever reaches: the end event says nothing more is there."""
     ends = InputEnds()
-    ends.polled({("orders", 0): True, ("executions", 0): True, ("orders", 1): True})
-    topics = ("orders", "executions")
+    ends.polled({("orders", 0): 9, ("executions", 0): 4})
+    highs = {("orders", 0): 9, ("executions", 0): 4}
 
-    def read(partition: int, waiting: set[tuple[str, int]]) -> frozenset[str]:
-        return ends.read_to_end(partition, topics, waiting, {}, nothing_processed)
+    def read(*waiting: tuple[str, int]) -> frozenset[str]:
+        return ends.read_to_end(0, TOPICS, set(waiting), highs, nothing_processed)
 
-    assert read(0, set()) == {"orders", "executions"}
-    assert read(1, set()) == {"orders"}, "executions 1: no end seen"
-    assert read(0, {("orders", 0)}) == {"executions"}, "polled, not processed yet"
-
-    ends.polled({("orders", 0): False})  # a record came in after the end
-    assert read(0, set()) == {"executions"}
+    assert read() == {"orders", "executions"}
+    assert read(("orders", 0)) == {"executions"}, "polled, not processed yet"
+    highs[("executions", 0)] = 300  # fetched after the end event, not polled yet
+    assert read() == {"orders"}
+    assert ends.read_to_end(1, TOPICS, set(), highs, nothing_processed) == set(), "no watermark"
 
 
 def test_a_partition_written_to_all_the_time_is_read_once_its_watermark_is_processed() -> None:
     """Its fetches rarely come back empty, so it seldom gets an end event: what counts is
-    whether the records processed reach the watermark of the last fetch (a commit marker may
-    stay one offset beyond them)."""
+    whether the records processed reach the watermark (a commit marker may stay one offset
+    beyond them)."""
     ends = InputEnds()
-    ends.polled({("orders", 0): False, ("executions", 0): False})
     highs = {("orders", 0): 5_000, ("executions", 0): 20_001}
     processed = {("orders", 0): 4_000, ("executions", 0): 20_000}
 
     def read(*waiting: tuple[str, int]) -> frozenset[str]:
-        return ends.read_to_end(0, ("orders", "executions"), set(waiting), highs, processed.get)
+        return ends.read_to_end(0, TOPICS, set(waiting), highs, processed.get)
 
     assert read() == {"executions"}, "1,000 orders behind; the executions' marker is not"
     processed[("orders", 0)] = 5_000
@@ -96,10 +93,11 @@ def test_a_partition_written_to_all_the_time_is_read_once_its_watermark_is_proce
 
 def test_forgetting_partitions_makes_their_ends_unknown_until_reached_again() -> None:
     ends = InputEnds()
-    ends.polled({("orders", 0): True, ("orders", 1): True, ("orders", 2): True})
+    ends.polled({("orders", 0): 3, ("orders", 1): 3, ("orders", 2): 3})
+    highs = {("orders", p): 3 for p in range(3)}
 
     def read(partition: int) -> bool:
-        return bool(ends.read_to_end(partition, ["orders"], set(), {}, nothing_processed))
+        return bool(ends.read_to_end(partition, ["orders"], set(), highs, nothing_processed))
 
     ends.forget([1])
     assert [read(p) for p in range(3)] == [True, False, True]
@@ -107,5 +105,5 @@ def test_forgetting_partitions_makes_their_ends_unknown_until_reached_again() ->
     ends.forget()  # everything is read again from the last commit
     assert [read(p) for p in range(3)] == [False] * 3
 
-    ends.polled({("orders", 1): True})
+    ends.polled({("orders", 1): 3})
     assert read(1)
