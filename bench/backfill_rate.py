@@ -99,7 +99,7 @@ async def run(confirmations: int) -> dict[str, float]:
         started, started_cpu = time.perf_counter(), time.process_time()
         ticks = 0
         while tables[TIMERS].get(0, progress_key(subscription.id)) != DONE:
-            await backfill.punctuate(PunctuationContext(0, frozenset()))
+            await backfill.punctuate(PunctuationContext(0))
             ticks += 1
             routed, out.routed = out.routed, []
             for record in routed:

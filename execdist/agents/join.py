@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,9 @@ _read_expiry_fields = msgspec.json.Decoder(_ExpiryFields).decode
 
 DEFERRED_LOG_EVERY = timedelta(seconds=60)
 """At most how often a partition's timeouts put off while its inputs are read are logged."""
+DEFERRED_LOG_AFTER = timedelta(seconds=5)
+"""How long past its due time a timeout must wait for its inputs to be logged: one put off by
+the worker's own latency under a steady flow fires at the next tick, unremarked."""
 
 SWEEP_BATCH = 50
 """Keys examined for expiry per partition and tick, plus twice the orders created there since
@@ -211,45 +215,59 @@ class JoinProcessor:
         """Fire the partition's due timeouts and expire a slice of its finished orders (the
         engine calls this once per tick interval, inside the partition's transaction).
 
-        The timeouts wait for input (an order, a missing seq), so they fire only once the
-        partition's orders and executions are read to their end: a worker catching up on a
-        backlog does not reject an execution whose order is still in it. Once caught up, what
-        is overdue fires at the next tick."""
+        The timeouts wait for input (an order, a missing seq), so they are judged against how
+        far the partition's orders and executions are read: as many seconds before now as the
+        worker is behind them. A worker catching up on a backlog does not reject an execution
+        whose order is still in it; one keeping up with a steady flow judges its timeouts its
+        own latency late, a fraction of a second."""
         partition = context.partition
         now = self._clock()
         self._input_timestamp = None
         due_index = self._load_timers(partition)
-        if context.caught_up(topics.ORDERS, topics.EXECUTIONS):
-            await self._fire_due(partition, now, due_index)
-        else:
-            self._log_deferred(partition, now, due_index, context.read_to_end)
+        behind = context.behind_by(topics.ORDERS, topics.EXECUTIONS)
+        if behind < math.inf:
+            await self._fire_due(partition, now, now - timedelta(seconds=behind), due_index)
+        if behind > 0:
+            self._log_deferred(partition, now, due_index, context)
         self._sweep_expired(partition, now, due_index)
 
     def _log_deferred(
-        self, partition: int, now: datetime, due_index: dict[str, str], read: frozenset[str]
+        self,
+        partition: int,
+        now: datetime,
+        due_index: dict[str, str],
+        context: PunctuationContext,
     ) -> None:
-        """Say, now and then, that timeouts are due and wait for the inputs to be read: an SRE
-        watching executions held past their timeout learns why."""
+        """Say, now and then, that timeouts are long overdue and wait for the inputs to be
+        read: an SRE watching executions held past their timeout learns why."""
         logged = self._deferred_logged.get(partition)
         if logged is not None and now - logged < DEFERRED_LOG_EVERY:
             return
-        due = sum(1 for when in due_index.values() if datetime.fromisoformat(when) <= now)
-        if not due:
+        overdue = now - DEFERRED_LOG_AFTER
+        waiting = sum(1 for when in due_index.values() if datetime.fromisoformat(when) <= overdue)
+        if not waiting:
             return
         self._deferred_logged[partition] = now
-        behind = sorted({topics.ORDERS, topics.EXECUTIONS} - read)
+        behind = [
+            f"{topic} ({seconds:.1f} s behind)" if seconds < math.inf else f"{topic} (not read yet)"
+            for topic in (topics.ORDERS, topics.EXECUTIONS)
+            if (seconds := context.behind_by(topic)) > 0
+        ]
         log.info(
-            "partition %d: %d timeouts are due and wait until its %s are read to their end "
-            "(the worker is catching up on a backlog; see execdist_input_lag_records)",
+            "partition %d: %d timeouts are overdue and wait until the worker has read its %s "
+            "(it is catching up on a backlog; see execdist_input_lag_records)",
             partition,
-            due,
+            waiting,
             " and ".join(behind),
-            extra={"partition": partition, "timeouts_due": due},
+            extra={"partition": partition, "timeouts_due": waiting},
         )
 
-    async def _fire_due(self, partition: int, now: datetime, due_index: dict[str, str]) -> None:
+    async def _fire_due(
+        self, partition: int, now: datetime, read_until: datetime, due_index: dict[str, str]
+    ) -> None:
+        """Fire the timeouts due by ``read_until``, how far the inputs are read."""
         for order_id, due in sorted(due_index.items()):
-            if datetime.fromisoformat(due) > now:
+            if datetime.fromisoformat(due) > read_until:
                 continue
             state = self._existing(partition, order_id)
             if state is None:
@@ -261,6 +279,7 @@ class JoinProcessor:
                 now,
                 gap_timeout=self._settings.gap_timeout,
                 orphan_timeout=self._settings.orphan_timeout,
+                read_until=read_until,
             )
             self._store(partition, step.state, before)
             # unique per order and moment: a timeout is not an input record with an offset

@@ -160,16 +160,25 @@ def apply_execution(state: OrderState, execution: Execution, origin: object, now
 
 
 def on_tick(
-    state: OrderState, now: datetime, *, gap_timeout: timedelta, orphan_timeout: timedelta
+    state: OrderState,
+    now: datetime,
+    *,
+    gap_timeout: timedelta,
+    orphan_timeout: timedelta,
+    read_until: datetime | None = None,
 ) -> Step:
     """Apply the time-driven rules: report and jump an old gap, reject old orphans.
 
     Call it periodically for every state with held executions (see :func:`next_tick_due`).
+    ``read_until`` is how far the inputs are read, if not up to ``now``: an order or a missing
+    seq written later may still come, so the timeouts are judged against it (what they
+    release is applied at ``now``).
     """
     outputs: list[Output] = []
+    judged = now if read_until is None else min(now, read_until)
     if state.order is None:
-        _reject_orphans(state, now, orphan_timeout, outputs)
-    elif state.gap_since is not None and now - state.gap_since >= gap_timeout:
+        _reject_orphans(state, judged, orphan_timeout, outputs)
+    elif state.gap_since is not None and judged - state.gap_since >= gap_timeout:
         _jump_gap(state, now, outputs)
     if outputs:
         state.last_activity = now

@@ -52,8 +52,9 @@ def pipeline_consumer(settings: Settings, group_id: str) -> Consumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            # an event each time a fetch reaches a partition's end: timeouts that wait for
-            # input judge only partitions read to their end (execdist.runtime.read_to_end)
+            # an event each time a fetch reaches a partition's end: how a quiet partition is
+            # known to be read to its end, for timeouts that wait for input
+            # (execdist.runtime.read_to_end)
             "enable.partition.eof": True,
             "partition.assignment.strategy": "range",
             "session.timeout.ms": session_ms,

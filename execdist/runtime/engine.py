@@ -21,7 +21,7 @@
   punctuators for every owned partition (timeouts, expiry, backfills; :mod:`.punctuation`),
   in the open transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
   through Kafka for it, and a punctuation that changed nothing commits nothing. Each is told
-  which of its partition's inputs are read to their end (:mod:`.read_to_end`), so that a
+  how far behind its partition's inputs the worker is (:mod:`.read_to_end`), so that a
   timeout waiting for input does not fire while that input is still in a backlog.
 * Partitions given to the worker are restored from their changelogs before their inputs are
   read (:mod:`.ownership`, :mod:`.restore`); a taken partition first waits for any transaction
@@ -176,7 +176,7 @@ class Engine(Service):
         self._pending: list[InputRecord] = []
         """Records polled but not processed when the last batch's time budget ran out."""
         self._ends = InputEnds()
-        """The input partitions the consumer has read to their end, for the punctuators."""
+        """How far behind the input partitions the worker is, for the punctuators."""
         self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
         """Records whose processing raised: (attempts, last error), until committed."""
         self.rebalancing = True
@@ -410,6 +410,7 @@ class Engine(Service):
         deadline = started + BATCH_BUDGET_S
         last_call = self._gather_until(started)
         offsets: dict[tuple[str, int], int] = {}
+        newest: dict[tuple[str, int], float] = {}
         continuity = self._topology.continuity
         owned = self._ownership.owned
         taken = len(records)
@@ -424,16 +425,19 @@ class Engine(Service):
                     break
             if record.partition not in owned:
                 continue
+            key = (record.topic, record.partition)
             if continuity.admit(record.tp, record.offset):
                 if record.timestamp is not None:
                     waited(record.topic).observe(max(began - record.timestamp, 0.0))
+                    newest[key] = record.timestamp
                 try:
                     await self._process(record)
                 except RecordFailed as failed:
                     await self._failed(failed)
                     return
-            offsets[(record.topic, record.partition)] = record.offset + 1
+            offsets[key] = record.offset + 1
         del records[:taken]
+        self._ends.processed(newest)
         if not offsets:
             return
         for partition in {p for _, p in offsets}:
@@ -500,10 +504,11 @@ class Engine(Service):
         sources = self._topology.topics
         waiting = {(record.topic, record.partition) for record in self._pending}
         highs, processed = self._high_watermarks, self._topology.continuity.next_offset
+        now = time.time()
         contexts = [
             PunctuationContext(
                 partition,
-                self._ends.read_to_end(partition, sources, waiting, highs, processed),
+                self._ends.behind(partition, sources, waiting, highs, processed, now),
             )
             for partition in owned
         ]

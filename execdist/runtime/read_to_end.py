@@ -1,17 +1,18 @@
-"""Which input partitions the worker has read to their end, for timeouts that wait for input.
+"""How far behind its input partitions the worker is, for timeouts that wait for input.
 
 A timeout such as "the order never came" is judged by the clock, but a clock alone cannot tell
 an order that never came from one still in the backlog a worker is catching up on. The engine
-therefore tells its punctuators which of a partition's input topics it has read and processed
-up to the end the broker last reported; a punctuator that waits for input judges only those.
+therefore tells its punctuators, for each of a partition's input topics, how far behind it the
+worker is in time; a punctuator that waits for input judges its timeouts that much later, so
+an input written before its timeout ran out is always read first.
 
-A partition is read to its end when nothing of it waits unprocessed in the engine and, against
-the high watermark the consumer reports after the last poll that brought anything (its last
-stable offset, ``read_committed``; it covers what is fetched and not yet polled, too), either
+A partition is **read to its end**, 0 seconds behind, when nothing of it waits unprocessed in the
+engine and, against the high watermark the consumer reports after the last poll that brought
+anything (its last stable offset, ``read_committed``; it covers what is fetched and not yet
+polled, too), either
 
 * the records processed reach it, give or take one offset: a transaction's commit marker follows
-  its last record. This is how a partition written to all the time is seen as read: its
-  fetches rarely come back empty; or
+  its last record; or
 * the consumer's last end event (``enable.partition.eof``: a fetch that found nothing past its
   offset) was at that watermark: nothing has come since. This is how a quiet partition whose
   last entries are not records (markers, an aborted transaction) is seen as read: its
@@ -20,6 +21,15 @@ stable offset, ``read_committed``; it covers what is fetched and not yet polled,
 The watermarks must be no older than the records processed and the end events polled: one
 noted before a backlog arrived would make the backlog's first records look like the end, and
 an end event polled while more is fetched behind it would too.
+
+Otherwise it is behind by the **age of the newest record processed** of it: whatever is not
+processed yet was written after that one. Under a steady flow a tick mostly finds more fetched
+than processed, and this is how far behind the worker then is: its own latency, a fraction of a
+second, so a timeout is judged that much late rather than put off until the flow stops. In a
+backlog it is the backlog's age. (The time is the record's timestamp, the producer's clock
+unless the topic stamps its own; a producer clock running ahead makes the worker look less far
+behind, at most as if the clock alone decided.) With no record processed since the partition
+was assigned or rolled back, how far behind is unknown until it is read to its end.
 """
 
 from __future__ import annotations
@@ -41,48 +51,73 @@ after a transaction's last record."""
 
 
 class InputEnds:
-    """Where the consumer last reported the end of each input partition, and which are read."""
+    """Where the consumer last reported the end of each input partition, and when the newest
+    record processed of each was written: how far behind them the worker is."""
 
     def __init__(self) -> None:
         self._ends: dict[InputPartition, int] = {}
+        self._newest: dict[InputPartition, float] = {}
 
     def polled(self, ends: Mapping[InputPartition, int]) -> None:
         """Note the end events one poll brought: partition -> the offset of its end."""
         self._ends.update(ends)
 
+    def processed(self, newest: Mapping[InputPartition, float]) -> None:
+        """Note the timestamps (seconds since the epoch) of the newest records one batch
+        processed: partition -> the last one's."""
+        self._newest.update(newest)
+
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """The consumer is to read ``partitions`` (all, if ``None``) again from a committed
-        offset, or they left the worker: their ends are unknown until reached again."""
+        offset, or they left the worker: how far behind them it is is unknown until their
+        end is reached or a record of them is processed again."""
         if partitions is None:
             self._ends.clear()
+            self._newest.clear()
             return
         gone = set(partitions)
         self._ends = {tp: end for tp, end in self._ends.items() if tp[1] not in gone}
+        self._newest = {tp: at for tp, at in self._newest.items() if tp[1] not in gone}
 
-    def read_to_end(
+    def behind(
         self,
         partition: int,
         topics: Iterable[str],
         waiting: set[InputPartition],
         highs: Mapping[InputPartition, int],
         processed: Callable[[InputPartition], int | None],
-    ) -> frozenset[str]:
-        """Those of ``topics`` whose ``partition`` is read to its end, given the partitions
-        with records ``waiting`` (polled, not processed yet), the high watermarks noted after
-        the last poll and the next offset to process of each partition."""
-        read = set()
+        now: float,
+    ) -> dict[str, float]:
+        """How many seconds behind ``partition`` of each of ``topics`` the worker is at ``now``
+        (seconds since the epoch): 0 for those read to their end, the age of the newest record
+        processed for the others; those of which nothing is known are left out. Given the
+        partitions with records ``waiting`` (polled, not processed yet), the high watermarks
+        noted after the last poll and the next offset to process of each partition."""
+        behind = {}
         for topic in topics:
             tp = (topic, partition)
-            high = highs.get(tp)
-            if high is None or tp in waiting:
+            if self._read_to_end(tp, waiting, highs, processed):
+                behind[topic] = 0.0
                 continue
-            if self._ends.get(tp, -1) >= high:
-                read.add(topic)
-                continue
-            next_offset = processed(tp)
-            if next_offset is not None and next_offset >= high - MARKER:
-                read.add(topic)
-        return frozenset(read)
+            newest = self._newest.get(tp)
+            if newest is not None:
+                behind[topic] = max(now - newest, 0.0)
+        return behind
+
+    def _read_to_end(
+        self,
+        tp: InputPartition,
+        waiting: set[InputPartition],
+        highs: Mapping[InputPartition, int],
+        processed: Callable[[InputPartition], int | None],
+    ) -> bool:
+        high = highs.get(tp)
+        if high is None or tp in waiting:
+            return False
+        if self._ends.get(tp, -1) >= high:
+            return True
+        next_offset = processed(tp)
+        return next_offset is not None and next_offset >= high - MARKER
 
 
 def split_polled(

@@ -12,7 +12,8 @@ they are given when they are built.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,15 +42,17 @@ class PunctuationContext:
     """What a punctuator is told about the partition it is called for."""
 
     partition: int
-    read_to_end: frozenset[str]
-    """The source topics whose partition the worker has read and processed up to the end the
-    broker last reported (:mod:`execdist.runtime.read_to_end`). A timeout that waits for input
-    judges only once that input is read to its end: while the worker catches up on a backlog,
-    what it waits for may be in it."""
+    behind: Mapping[str, float] = field(default_factory=dict)
+    """How many seconds behind this partition of each source topic the worker is: 0 where it
+    has read and processed everything the broker last reported, else the age of the newest
+    record it processed; a topic of which nothing is known yet is missing
+    (:mod:`execdist.runtime.read_to_end`). A timeout that waits for input is judged that much
+    later: while the worker catches up on a backlog, what it waits for may be in it."""
 
-    def caught_up(self, *topics: str) -> bool:
-        """Whether every one of ``topics`` is read to its end in this partition."""
-        return self.read_to_end.issuperset(topics)
+    def behind_by(self, *topics: str) -> float:
+        """How far behind the furthest behind of ``topics`` the worker is, in seconds;
+        ``math.inf`` if that is not known for one of them."""
+        return max((self.behind.get(topic, math.inf) for topic in topics), default=0.0)
 
 
 Punctuator = Callable[[PunctuationContext], Awaitable[None]]

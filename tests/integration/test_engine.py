@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -597,33 +598,44 @@ async def test_punctuation_runs_in_the_transaction_and_commits_only_what_it_chan
     assert stage_seconds(metrics, "punctuate", "count") >= 8
 
 
-class ReadToEndSeen:
+class BehindSeen:
     """A punctuator noting, at each tick of partition 0, how many orders the processor had
-    processed and which inputs the engine said were read to their end."""
+    processed and how far behind each input the engine said it was."""
 
     def __init__(self, forward: Forward) -> None:
         self._forward = forward
-        self.seen: list[tuple[int, frozenset[str]]] = []
+        self.seen: list[tuple[int, dict[str, float]]] = []
 
     def orders_processed(self) -> int:
         return sum(1 for value in self._forward.forwarded if value.startswith(b"order"))
 
     async def __call__(self, context: PunctuationContext) -> None:
         if context.partition == 0:
-            self.seen.append((self.orders_processed(), context.read_to_end))
+            self.seen.append((self.orders_processed(), dict(context.behind)))
 
 
-async def test_punctuators_are_told_which_inputs_are_read_to_their_end(tmp_path: Path) -> None:
+async def test_punctuators_are_told_how_far_behind_their_inputs_the_worker_is(
+    tmp_path: Path,
+) -> None:
     """A partition's input counts as read to its end only once everything the broker holds of
     it is processed: not while a backlog of it is worked through, and also when its last entry
-    is a transaction marker (its committed offset then never reaches the end offset)."""
+    is a transaction marker (its committed offset then never reaches the end offset). While
+    the backlog is worked through, the worker is as far behind as its newest record processed
+    is old."""
     settings, output, rocks, transaction, timers = await fresh_runtime(
         tmp_path, tick_interval=timedelta(seconds=0.1)
     )
+
+    def caught_up(behind: dict[str, float]) -> bool:
+        return all(behind.get(topic) == 0 for topic in SOURCES)
+
     backlog = 200
     plain = Producer({"bootstrap.servers": BROKER})
+    # written a minute ago: a backlog, not records the worker keeps up with (those count as
+    # read while they are fresh, test_read_to_end)
+    a_minute_ago = int((time.time() - 60) * 1000)
     for n in range(backlog):
-        plain.produce(topics.ORDERS, b"order-%d" % n, key=b"k", partition=0)
+        plain.produce(topics.ORDERS, b"order-%d" % n, key=b"k", partition=0, timestamp=a_minute_ago)
     assert plain.flush(30) == 0
     transactional = Producer(
         {"bootstrap.servers": BROKER, "transactional.id": f"{settings.app_id}-feed"}
@@ -634,7 +646,7 @@ async def test_punctuators_are_told_which_inputs_are_read_to_their_end(tmp_path:
     transactional.commit_transaction(30)
 
     forward = Forward(transaction, output, cost=0.01)  # the backlog takes 2 s to process
-    seen = ReadToEndSeen(forward)
+    seen = BehindSeen(forward)
     topology = Topology(
         sources=dict.fromkeys(SOURCES, forward),
         tables=[timers],
@@ -644,13 +656,66 @@ async def test_punctuators_are_told_which_inputs_are_read_to_their_end(tmp_path:
     engine = Engine(settings, topology, rocks, transaction, Metrics())
     await engine.start()
     try:
-        await wait_for(lambda: any(set(SOURCES) <= read for _, read in seen.seen), timeout=60)
+        await wait_for(lambda: any(caught_up(behind) for _, behind in seen.seen), timeout=60)
     finally:
         await engine.stop()
 
-    during = [read for processed, read in seen.seen if processed < backlog]
+    during = [behind.get(topics.ORDERS) for processed, behind in seen.seen if processed < backlog]
     assert len(during) >= 5, f"punctuated while the backlog was processed: {seen.seen}"
-    assert all(topics.ORDERS not in read for read in during), seen.seen
-    processed, _ = next((p, read) for p, read in seen.seen if set(SOURCES) <= read)
+    assert all(lag is None or lag > 55 for lag in during), "a minute behind, or not known yet"
+    assert any(lag is not None and 55 < lag < 120 for lag in during), seen.seen
+    processed, _ = next((p, behind) for p, behind in seen.seen if caught_up(behind))
     assert processed == backlog
     assert forward.forwarded.count(b"execution") == 1
+
+
+async def test_under_a_steady_flow_the_worker_is_behind_by_its_own_latency(
+    tmp_path: Path,
+) -> None:
+    """A partition written to all the time mostly has more fetched than processed when a tick
+    comes, so it is seldom read to its end; the worker is then behind by no more than its own
+    latency, and says so, rather than not knowing."""
+    settings, output, rocks, transaction, timers = await fresh_runtime(
+        tmp_path, tick_interval=timedelta(seconds=0.05)
+    )
+    forward = Forward(transaction, output, cost=0.0002)  # busy 40 % of the time at 2,000/s
+    seen = BehindSeen(forward)
+    topology = Topology(
+        sources=dict.fromkeys(SOURCES, forward),
+        tables=[timers],
+        continuity=InputContinuity(timers),
+        punctuators=[seen],
+    )
+    flowing = threading.Event()
+    flowing.set()
+
+    def flow() -> None:
+        producer = Producer({"bootstrap.servers": BROKER, "linger.ms": 1})
+        started, n = time.monotonic(), 0
+        while flowing.is_set():
+            if time.monotonic() < started + n / 2000:
+                time.sleep(0.001)
+                continue
+            producer.produce(topics.ORDERS, b"order-%d" % n, key=b"k", partition=0)
+            producer.poll(0)
+            n += 1
+        producer.flush(30)
+
+    engine = Engine(settings, topology, rocks, transaction, Metrics())
+    await engine.start()
+    writer = threading.Thread(target=flow)
+    try:
+        await wait_for(lambda: engine.ready, timeout=60)
+        writer.start()
+        await wait_for(lambda: seen.orders_processed() > 0, timeout=60)
+        first_tick = len(seen.seen)
+        await wait_for(lambda: len(seen.seen) >= first_tick + 120, timeout=60)
+        during = [behind.get(topics.ORDERS) for _, behind in seen.seen[first_tick:]]
+    finally:
+        flowing.clear()
+        if writer.is_alive():
+            writer.join()
+        await engine.stop()
+
+    assert all(lag is not None and lag < 2 for lag in during), during
+    assert any(lag for lag in during), f"never short of the end: not what is tested ({during})"

@@ -89,7 +89,7 @@ async def test_it_delivers_what_matches_since_the_time_per_order_in_seq_order(ta
         for seq, minutes in ((1, 5), (2, 15), (3, 20)):
             confirm(history, order_id, seq, symbol, minutes)
     backfill, delivered, subscription = setup(tables, symbols=["AAPL"])
-    await backfill.punctuate(PunctuationContext(0, frozenset()))
+    await backfill.punctuate(PunctuationContext(0))
     assert delivered.records == [
         ("bf-1", "ORD-A", "ORD-A-E2"),
         ("bf-1", "ORD-A", "ORD-A-E3"),
@@ -98,7 +98,7 @@ async def test_it_delivers_what_matches_since_the_time_per_order_in_seq_order(ta
     ], "before backfill_from and other symbols left out; seq 1 predates it"
     assert timers.get(0, progress_key("bf-1")) == DONE
     assert backfill.admits(0, subscription, "ORD-Z")
-    await backfill.punctuate(PunctuationContext(0, frozenset()))
+    await backfill.punctuate(PunctuationContext(0))
     assert len(delivered.records) == 4, "a finished backfill delivers nothing again"
 
 
@@ -111,7 +111,7 @@ async def test_slices_stop_between_orders_and_live_ones_pass_only_walked_orders(
             confirm(history, f"ORD-{n}", seq, "AAPL", 30)
     backfill, delivered, subscription = setup(tables, slice_s=-1.0)  # one order a tick
     assert not backfill.admits(0, subscription, "ORD-0"), "nothing walked yet"
-    await backfill.punctuate(PunctuationContext(0, frozenset()))
+    await backfill.punctuate(PunctuationContext(0))
     assert [r[2] for r in delivered.records] == ["ORD-0-E1", "ORD-0-E2"], "a whole order"
     assert backfill.admits(0, subscription, "ORD-0")
     assert not backfill.admits(0, subscription, "ORD-1"), "its live records wait for the walk"
@@ -119,7 +119,7 @@ async def test_slices_stop_between_orders_and_live_ones_pass_only_walked_orders(
     # delivers it in its place
     confirm(history, "ORD-3", 3, "AAPL", 31)
     for _ in range(10):
-        await backfill.punctuate(PunctuationContext(0, frozenset()))
+        await backfill.punctuate(PunctuationContext(0))
     assert [r[2] for r in delivered.records] == [
         f"ORD-{n}-E{seq}" for n in range(5) for seq in ((1, 2, 3) if n == 3 else (1, 2))
     ]
@@ -134,6 +134,6 @@ async def test_a_subscription_without_backfill_is_not_walked(tables) -> None:
     index = SubscriptionIndex()
     index.upsert(live_only)
     plain = SubscriptionBackfill(history, timers, index, delivered, Metrics())  # type: ignore[arg-type]
-    await plain.punctuate(PunctuationContext(0, frozenset()))
+    await plain.punctuate(PunctuationContext(0))
     assert delivered.records == []
     assert timers.get(0, progress_key("bf-1")) is None

@@ -62,7 +62,7 @@ SETTINGS = Settings(
     orphan_timeout=timedelta(seconds=30),
     gap_timeout=timedelta(seconds=10),
 )
-READ_TO_END = PunctuationContext(0, frozenset({topics.ORDERS, topics.EXECUTIONS}))
+READ_TO_END = PunctuationContext(0, {topics.ORDERS: 0.0, topics.EXECUTIONS: 0.0})
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def keys(table: PartitionedState) -> list[bytes]:
 
 
 async def tick(join: JoinProcessor, *tables: PartitionedState) -> None:
-    await join.punctuate(PunctuationContext(0, frozenset()))
+    await join.punctuate(PunctuationContext(0))
     for table in tables:
         table.committed()
 
@@ -166,7 +166,7 @@ async def test_the_sweep_keeps_states_still_holding_executions_and_those_it_cann
     assert keys(history) == []
 
 
-# ---- timeouts: judged only on inputs read to their end ----------------------------------------
+# ---- timeouts: judged against how far the inputs are read -------------------------------------
 
 
 def input_record(topic: str, offset: int, value: dict[str, object]) -> InputRecord:
@@ -177,22 +177,36 @@ def sent_to(recorder: Recorder, topic: str) -> list[tuple[str, bytes | None, byt
     return [sent for sent in recorder.sent if sent[0] == topic]
 
 
+OVERDUE = timedelta(seconds=5)
+"""How long past the timeout the tests below punctuate."""
+
+
 @pytest.mark.parametrize(
-    "read",
-    [frozenset(), frozenset({topics.EXECUTIONS}), frozenset({topics.ORDERS})],
-    ids=["nothing read to its end", "orders still being read", "executions still being read"],
+    "behind",
+    [
+        {},
+        {topics.EXECUTIONS: 0.0},
+        {topics.ORDERS: 0.0},
+        {topics.ORDERS: OVERDUE.total_seconds() + 1, topics.EXECUTIONS: 0.0},
+    ],
+    ids=[
+        "nothing known",
+        "orders not read yet",
+        "executions not read yet",
+        "orders further behind than the timeout is overdue",
+    ],
 )
-async def test_an_orphan_is_rejected_only_once_orders_and_executions_are_read_to_their_end(
-    parts, read: frozenset[str]
+async def test_an_orphan_is_rejected_only_once_its_inputs_are_read_past_its_timeout(
+    parts, behind: dict[str, float]
 ) -> None:
     """While a worker catches up on a backlog, the order an execution waits for may be in it:
     an execution held past the orphan timeout then waits on, and is joined if its order comes;
     once the worker has read its inputs to their end, an order still missing never came."""
     join, *_, clock, recorder = parts
     await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
-    clock.now = T0 + SETTINGS.orphan_timeout + timedelta(seconds=5)
+    clock.now = T0 + SETTINGS.orphan_timeout + OVERDUE
 
-    await join.punctuate(PunctuationContext(0, read))
+    await join.punctuate(PunctuationContext(0, behind))
     assert sent_to(recorder, topics.DLQ) == [], "its order may still be in the backlog"
 
     await join.punctuate(READ_TO_END)
@@ -201,13 +215,28 @@ async def test_an_orphan_is_rejected_only_once_orders_and_executions_are_read_to
     assert sent_to(recorder, topics.CONFIRMATIONS) == []
 
 
+async def test_an_orphan_is_rejected_when_its_inputs_are_behind_by_less_than_it_is_overdue(
+    parts,
+) -> None:
+    """Under a steady flow the worker is always a little behind: a timeout is judged that much
+    late, not put off until the flow stops."""
+    join, *_, clock, recorder = parts
+    await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
+    clock.now = T0 + SETTINGS.orphan_timeout + OVERDUE
+    nearly = OVERDUE.total_seconds() - 0.5
+
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 0.3, topics.EXECUTIONS: nearly}))
+
+    assert len(sent_to(recorder, topics.DLQ)) == 1
+
+
 async def test_an_order_found_in_the_backlog_after_the_timeout_releases_its_execution(
     parts,
 ) -> None:
     join, *_, clock, recorder = parts
     await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
     clock.now = T0 + SETTINGS.orphan_timeout * 3
-    await join.punctuate(PunctuationContext(0, frozenset({topics.EXECUTIONS})))
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 3600.0, topics.EXECUTIONS: 0.0}))
 
     await join.process(input_record(topics.ORDERS, 0, order_record()))
     await join.punctuate(READ_TO_END)
@@ -217,41 +246,53 @@ async def test_an_order_found_in_the_backlog_after_the_timeout_releases_its_exec
     assert orjson.loads(value or b"")["exec_id"] == execution_record()["exec_id"]
 
 
-async def test_a_gap_is_jumped_only_once_the_executions_are_read_to_their_end(parts) -> None:
+async def test_a_gap_is_jumped_only_once_the_executions_are_read_past_its_timeout(parts) -> None:
     """The missing seq may be further on in the executions' backlog."""
     join, *_, clock, recorder = parts
     await join.process(input_record(topics.ORDERS, 0, order_record()))
     await join.process(input_record(topics.EXECUTIONS, 0, execution_record(exec_id="EX-2", seq=2)))
-    clock.now = T0 + SETTINGS.gap_timeout * 3
+    clock.now = T0 + SETTINGS.gap_timeout * 3  # 20 s overdue
 
-    await join.punctuate(PunctuationContext(0, frozenset({topics.ORDERS})))
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 0.0}))
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 0.0, topics.EXECUTIONS: 20.5}))
     assert sent_to(recorder, topics.CONFIRMATIONS) == []
     assert sent_to(recorder, topics.STATUS) == []
 
-    await join.punctuate(READ_TO_END)
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 0.0, topics.EXECUTIONS: 19.5}))
     ((_, _, value),) = sent_to(recorder, topics.CONFIRMATIONS)
-    assert orjson.loads(value or b"")["seq"] == 2
+    confirmation = orjson.loads(value or b"")
+    assert confirmation["seq"] == 2
+    assert confirmation["confirmed_at"].startswith(clock.now.isoformat()[:19]), "applied now"
     (gap,) = [orjson.loads(v or b"") for _, _, v in sent_to(recorder, topics.STATUS)]
     assert gap["type"] == "SEQUENCE_GAP" and gap["details"]["missing_seqs"] == [1]
 
 
-async def test_timeouts_put_off_are_logged_now_and_then_with_what_is_behind(
+async def test_timeouts_long_overdue_are_logged_now_and_then_with_what_is_behind(
     parts, caplog: pytest.LogCaptureFixture
 ) -> None:
     join, *_, clock, _ = parts
     await join.process(input_record(topics.EXECUTIONS, 0, execution_record()))
-    behind = PunctuationContext(0, frozenset({topics.EXECUTIONS}))
+    not_read = PunctuationContext(0, {topics.EXECUTIONS: 0.0})
     caplog.set_level(logging.INFO, logger="execdist.agents.join")
 
-    await join.punctuate(behind)  # nothing is due yet
-    clock.now = T0 + SETTINGS.orphan_timeout
-    await join.punctuate(behind)
-    clock.now += timedelta(seconds=59)
-    await join.punctuate(behind)  # within the minute: not again
-    clock.now += timedelta(seconds=1)
-    await join.punctuate(behind)
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "timeouts are overdue" in r.getMessage()]
 
-    lines = [r for r in caplog.records if "timeouts are due" in r.getMessage()]
-    assert len(lines) == 2
-    assert "1 timeouts are due and wait until its orders are read" in lines[0].getMessage()
-    assert lines[0].partition == 0  # type: ignore[attr-defined]
+    await join.punctuate(not_read)  # nothing is due yet
+    clock.now = T0 + SETTINGS.orphan_timeout
+    await join.punctuate(not_read)
+    assert lines() == [], "due just now: the next tick may well fire it"
+    clock.now += timedelta(seconds=5)
+    await join.punctuate(not_read)
+    clock.now += timedelta(seconds=59)
+    await join.punctuate(not_read)  # within the minute: not again
+    clock.now += timedelta(seconds=1)
+    await join.punctuate(PunctuationContext(0, {topics.ORDERS: 0.0, topics.EXECUTIONS: 95.25}))
+
+    first, second = lines()
+    assert (
+        "1 timeouts are overdue and wait until the worker has read its orders (not read yet)"
+        in (first.getMessage())
+    )
+    assert "its executions (95.2 s behind)" in second.getMessage()
+    assert first.partition == 0  # type: ignore[attr-defined]

@@ -445,6 +445,32 @@ def test_orphans_are_rejected_after_the_timeout_and_forgotten() -> None:
     assert sorted(state.held) == [1, 2]
 
 
+def test_timeouts_are_judged_against_how_far_the_inputs_are_read() -> None:
+    """An input written before ``read_until`` has been read; one written after may still come,
+    so a timeout is only judged up to there, and what it releases is applied at ``now``."""
+    state = _state_with_gap()  # the gap opened at 1 s
+    outputs = on_tick(state, at(60), gap_timeout=GAP, orphan_timeout=ORPHAN, read_until=at(5.9))
+    assert outputs.outputs == [], "the missing seq may have been written after 5.9 s"
+    outputs = on_tick(state, at(60), gap_timeout=GAP, orphan_timeout=ORPHAN, read_until=at(6))
+    assert confirmed_seqs(outputs.outputs) == [3, 5, 6]
+    assert {c.confirmed_at for c in confirmations(outputs.outputs)} == {at(60)}
+    assert state.last_activity == at(60)
+
+    orphan = _new_state()
+    apply_execution(orphan, trade("T1", 1, "1", "1"), None, at(0))
+    held = on_tick(orphan, at(99), gap_timeout=GAP, orphan_timeout=ORPHAN, read_until=at(29))
+    assert held.outputs == [] and sorted(orphan.held) == [1]
+    later = on_tick(orphan, at(99), gap_timeout=GAP, orphan_timeout=ORPHAN, read_until=at(30))
+    assert [r.reason for r in rejections(later.outputs)] == [RejectReason.ORPHAN_EXECUTION]
+    # never judged past now, whatever a clock running ahead stamped on the inputs
+    assert (
+        on_tick(
+            _state_with_gap(), at(5), gap_timeout=GAP, orphan_timeout=ORPHAN, read_until=at(60)
+        ).outputs
+        == []
+    )
+
+
 def test_orphan_timeout_does_not_apply_once_the_order_is_present() -> None:
     state = _state_with_gap()
     outputs = on_tick(state, at(3), gap_timeout=timedelta(hours=1), orphan_timeout=ORPHAN)

@@ -17,7 +17,7 @@ class Clock:
 
 
 def contexts(*partitions: int) -> list[PunctuationContext]:
-    return [PunctuationContext(p, frozenset()) for p in partitions]
+    return [PunctuationContext(p) for p in partitions]
 
 
 class Calls:

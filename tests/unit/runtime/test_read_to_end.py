@@ -53,6 +53,7 @@ def nothing_processed(tp: tuple[str, int]) -> int | None:
 
 
 TOPICS = ("orders", "executions")
+NOW = 1_700_000_000.0
 
 
 def test_a_quiet_partition_is_read_once_its_end_event_is_at_the_watermark() -> None:
@@ -62,14 +63,14 @@ def test_a_quiet_partition_is_read_once_its_end_event_is_at_the_watermark() -> N
     ends.polled({("orders", 0): 9, ("executions", 0): 4})
     highs = {("orders", 0): 9, ("executions", 0): 4}
 
-    def read(*waiting: tuple[str, int]) -> frozenset[str]:
-        return ends.read_to_end(0, TOPICS, set(waiting), highs, nothing_processed)
+    def behind(*waiting: tuple[str, int]) -> dict[str, float]:
+        return ends.behind(0, TOPICS, set(waiting), highs, nothing_processed, NOW)
 
-    assert read() == {"orders", "executions"}
-    assert read(("orders", 0)) == {"executions"}, "polled, not processed yet"
+    assert behind() == {"orders": 0, "executions": 0}
+    assert behind(("orders", 0)) == {"executions": 0}, "polled, not processed yet"
     highs[("executions", 0)] = 300  # fetched after the end event, not polled yet
-    assert read() == {"orders"}
-    assert ends.read_to_end(1, TOPICS, set(), highs, nothing_processed) == set(), "no watermark"
+    assert behind() == {"orders": 0}
+    assert ends.behind(1, TOPICS, set(), highs, nothing_processed, NOW) == {}, "no watermark"
 
 
 def test_a_partition_written_to_all_the_time_is_read_once_its_watermark_is_processed() -> None:
@@ -80,30 +81,53 @@ def test_a_partition_written_to_all_the_time_is_read_once_its_watermark_is_proce
     highs = {("orders", 0): 5_000, ("executions", 0): 20_001}
     processed = {("orders", 0): 4_000, ("executions", 0): 20_000}
 
-    def read(*waiting: tuple[str, int]) -> frozenset[str]:
-        return ends.read_to_end(0, TOPICS, set(waiting), highs, processed.get)
+    def behind(*waiting: tuple[str, int]) -> dict[str, float]:
+        return ends.behind(0, TOPICS, set(waiting), highs, processed.get, NOW)
 
-    assert read() == {"executions"}, "1,000 orders behind; the executions' marker is not"
+    assert behind() == {"executions": 0}, "1,000 orders behind; the executions' marker is not"
     processed[("orders", 0)] = 5_000
-    assert read() == {"orders", "executions"}
-    assert read(("executions", 0)) == {"orders"}, "polled records wait for processing"
+    assert behind() == {"orders": 0, "executions": 0}
+    assert behind(("executions", 0)) == {"orders": 0}, "polled records wait for processing"
     highs[("orders", 0)] = 5_200  # a later fetch brought more
-    assert read() == {"executions"}
+    assert behind() == {"executions": 0}
 
 
-def test_forgetting_partitions_makes_their_ends_unknown_until_reached_again() -> None:
+def test_short_of_the_end_the_worker_is_as_far_behind_as_its_newest_record_processed_is_old() -> (
+    None
+):
+    """Whatever is not processed was written after the newest record processed: under a steady
+    flow that is the worker's own latency; in a backlog, the backlog's age."""
+    ends = InputEnds()
+    highs = {("orders", 0): 5_000, ("executions", 0): 20_000}
+    processed = {("orders", 0): 4_990, ("executions", 0): 20_000}
+    ends.processed({("orders", 0): NOW - 0.25, ("executions", 0): NOW - 90})
+
+    def behind(*waiting: tuple[str, int]) -> dict[str, float]:
+        return ends.behind(0, TOPICS, set(waiting), highs, processed.get, NOW)
+
+    assert behind() == {"orders": 0.25, "executions": 0}, "the executions are read to the end"
+    assert behind(("executions", 0)) == {"orders": 0.25, "executions": 90}
+    ends.processed({("orders", 0): NOW - 0.125})  # a later batch
+    assert behind()["orders"] == 0.125
+    ends.processed({("orders", 0): NOW + 60})  # a producer's clock running ahead
+    assert behind()["orders"] == 0
+
+
+def test_forgetting_partitions_makes_how_far_behind_them_unknown_until_learnt_again() -> None:
     ends = InputEnds()
     ends.polled({("orders", 0): 3, ("orders", 1): 3, ("orders", 2): 3})
+    ends.processed({("executions", p): NOW - 1 for p in range(3)})
     highs = {("orders", p): 3 for p in range(3)}
 
-    def read(partition: int) -> bool:
-        return bool(ends.read_to_end(partition, ["orders"], set(), highs, nothing_processed))
+    def behind(partition: int) -> dict[str, float]:
+        return ends.behind(partition, TOPICS, set(), highs, nothing_processed, NOW)
 
     ends.forget([1])
-    assert [read(p) for p in range(3)] == [True, False, True]
+    kept = {"orders": 0, "executions": 1}
+    assert [behind(p) for p in range(3)] == [kept, {}, kept]
 
     ends.forget()  # everything is read again from the last commit
-    assert [read(p) for p in range(3)] == [False] * 3
+    assert [behind(p) for p in range(3)] == [{}] * 3
 
     ends.polled({("orders", 1): 3})
-    assert read(1)
+    assert behind(1) == {"orders": 0}
