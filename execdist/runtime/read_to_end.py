@@ -20,7 +20,10 @@ polled, too), either
 
 The watermarks must be no older than the records processed and the end events polled: one
 noted before a backlog arrived would make the backlog's first records look like the end, and
-an end event polled while more is fetched behind it would too.
+an end event polled while more is fetched behind it would too. For the same reason the first
+rule waits, after the partition is assigned (or read again from its last commit), for a record
+of it processed or an end event: until the consumer's first fetch of it returns, the watermark
+it reports may be one cached from an earlier time the worker owned the partition.
 
 Otherwise it is behind by the **age of the newest record processed** of it: whatever is not
 processed yet was written after that one. Under a steady flow a tick mostly finds more fetched
@@ -114,8 +117,11 @@ class InputEnds:
         high = highs.get(tp)
         if high is None or tp in waiting:
             return False
-        if self._ends.get(tp, -1) >= high:
+        end = self._ends.get(tp)
+        if end is not None and end >= high:
             return True
+        if end is None and tp not in self._newest:
+            return False  # nothing fetched of it since it was (re)assigned: high may be stale
         next_offset = processed(tp)
         return next_offset is not None and next_offset >= high - MARKER
 

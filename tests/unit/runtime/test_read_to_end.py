@@ -80,16 +80,39 @@ def test_a_partition_written_to_all_the_time_is_read_once_its_watermark_is_proce
     ends = InputEnds()
     highs = {("orders", 0): 5_000, ("executions", 0): 20_001}
     processed = {("orders", 0): 4_000, ("executions", 0): 20_000}
+    ends.processed({("orders", 0): NOW - 600, ("executions", 0): NOW - 600})
 
     def behind(*waiting: tuple[str, int]) -> dict[str, float]:
         return ends.behind(0, TOPICS, set(waiting), highs, processed.get, NOW)
 
-    assert behind() == {"executions": 0}, "1,000 orders behind; the executions' marker is not"
+    assert behind() == {"orders": 600, "executions": 0}, "1,000 orders behind, written since"
     processed[("orders", 0)] = 5_000
     assert behind() == {"orders": 0, "executions": 0}
-    assert behind(("executions", 0)) == {"orders": 0}, "polled records wait for processing"
+    assert behind(("executions", 0)) == {"orders": 0, "executions": 600}, "polled, not processed"
     highs[("orders", 0)] = 5_200  # a later fetch brought more
-    assert behind() == {"executions": 0}
+    assert behind() == {"orders": 600, "executions": 0}
+
+
+def test_after_an_assignment_a_watermark_counts_once_the_partition_is_fetched_again() -> None:
+    """Until the consumer's first fetch of a partition assigned to it returns, the watermark it
+    reports may be cached from an earlier ownership, and lower than what has been written
+    since: a record of the partition processed, or an end event, shows that the fetch came."""
+    ends = InputEnds()
+    stale = {("orders", 0): 1_000}
+    committed = {("orders", 0): 5_000}  # where another worker left it
+
+    def behind(highs: dict[tuple[str, int], int]) -> dict[str, float]:
+        return ends.behind(0, ["orders"], set(), highs, committed.get, NOW)
+
+    assert behind(stale) == {}, "not known yet"
+    ends.processed({("orders", 0): NOW - 30})  # the first fetch brought a record: high is fresh
+    committed[("orders", 0)] = 5_001
+    assert behind({("orders", 0): 9_000}) == {"orders": 30}
+    assert behind({("orders", 0): 5_001}) == {"orders": 0}
+
+    ends.forget([0])  # assigned once more
+    ends.polled({("orders", 0): 5_001})
+    assert behind({("orders", 0): 5_001}) == {"orders": 0}, "an end event is as good"
 
 
 def test_short_of_the_end_the_worker_is_as_far_behind_as_its_newest_record_processed_is_old() -> (
