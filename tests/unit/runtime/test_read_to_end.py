@@ -1,4 +1,5 @@
-"""Which input partitions are read to their end: what a poll shows, and what undoes it."""
+"""How far behind its input partitions the worker is: what polls and batches show, and what
+undoes it."""
 
 from __future__ import annotations
 
