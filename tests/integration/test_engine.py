@@ -669,12 +669,13 @@ async def test_punctuators_are_told_how_far_behind_their_inputs_the_worker_is(
     assert forward.forwarded.count(b"execution") == 1
 
 
-async def test_under_a_steady_flow_the_worker_is_behind_by_its_own_latency(
+async def test_under_a_steady_flow_the_worker_knows_how_far_behind_it_is(
     tmp_path: Path,
 ) -> None:
-    """A partition written to all the time mostly has more fetched than processed when a tick
-    comes, so it is seldom read to its end; the worker is then behind by no more than its own
-    latency, and says so, rather than not knowing."""
+    """A partition written to all the time often has more fetched than processed when a tick
+    comes, so it is not read to its end; the worker then says how far behind it is (its own
+    latency, the age of the newest record processed) rather than not knowing, and timeouts
+    are judged that much late instead of waiting for the flow to stop."""
     settings, output, rocks, transaction, timers = await fresh_runtime(
         tmp_path, tick_interval=timedelta(seconds=0.05)
     )
@@ -706,6 +707,7 @@ async def test_under_a_steady_flow_the_worker_is_behind_by_its_own_latency(
     writer = threading.Thread(target=flow)
     try:
         await wait_for(lambda: engine.ready, timeout=60)
+        flow_started = time.time()
         writer.start()
         await wait_for(lambda: seen.orders_processed() > 0, timeout=60)
         first_tick = len(seen.seen)
@@ -717,5 +719,8 @@ async def test_under_a_steady_flow_the_worker_is_behind_by_its_own_latency(
             writer.join()
         await engine.stop()
 
-    assert all(lag is not None and lag < 2 for lag in during), during
+    # never unknown, and never more than the flow's age (however far a slowed worker falls
+    # behind it)
+    age = time.time() - flow_started
+    assert all(lag is not None and 0 <= lag <= age for lag in during), (age, during)
     assert any(lag for lag in during), f"never short of the end: not what is tested ({during})"
