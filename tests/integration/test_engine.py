@@ -613,6 +613,15 @@ class BehindSeen:
         if context.partition == 0:
             self.seen.append((self.orders_processed(), dict(context.behind)))
 
+    def topology(self, timers: PartitionedState) -> Topology:
+        """Every source through the forwarding processor, this the one punctuator."""
+        return Topology(
+            sources=dict.fromkeys(SOURCES, self._forward),
+            tables=[timers],
+            continuity=InputContinuity(timers),
+            punctuators=[self],
+        )
+
 
 async def test_punctuators_are_told_how_far_behind_their_inputs_the_worker_is(
     tmp_path: Path,
@@ -647,12 +656,7 @@ async def test_punctuators_are_told_how_far_behind_their_inputs_the_worker_is(
 
     forward = Forward(transaction, output, cost=0.01)  # the backlog takes 2 s to process
     seen = BehindSeen(forward)
-    topology = Topology(
-        sources=dict.fromkeys(SOURCES, forward),
-        tables=[timers],
-        continuity=InputContinuity(timers),
-        punctuators=[seen],
-    )
+    topology = seen.topology(timers)
     engine = Engine(settings, topology, rocks, transaction, Metrics())
     await engine.start()
     try:
@@ -681,12 +685,7 @@ async def test_under_a_steady_flow_the_worker_knows_how_far_behind_it_is(
     )
     forward = Forward(transaction, output, cost=0.0002)  # busy 40 % of the time at 2,000/s
     seen = BehindSeen(forward)
-    topology = Topology(
-        sources=dict.fromkeys(SOURCES, forward),
-        tables=[timers],
-        continuity=InputContinuity(timers),
-        punctuators=[seen],
-    )
+    topology = seen.topology(timers)
     flowing = threading.Event()
     flowing.set()
 
