@@ -225,27 +225,19 @@ class JoinProcessor:
         self._input_timestamp = None
         due_index = self._load_timers(partition)
         behind = context.behind_by(topics.ORDERS, topics.EXECUTIONS)
-        if behind < math.inf:
-            await self._fire_due(partition, now, now - timedelta(seconds=behind), due_index)
-        if behind > 0:
-            self._log_deferred(partition, now, due_index, context)
+        read_until = now - timedelta(seconds=behind) if behind < math.inf else None
+        held = await self._fire_due(partition, now, read_until, due_index)
+        if held:
+            self._log_deferred(partition, now, held, context)
         self._sweep_expired(partition, now, due_index)
 
     def _log_deferred(
-        self,
-        partition: int,
-        now: datetime,
-        due_index: dict[str, str],
-        context: PunctuationContext,
+        self, partition: int, now: datetime, held: int, context: PunctuationContext
     ) -> None:
-        """Say, now and then, that timeouts are long overdue and wait for the inputs to be
-        read: an SRE watching executions held past their timeout learns why."""
+        """Say, now and then, that ``held`` timeouts are long overdue and wait for the inputs
+        to be read: an SRE watching executions held past their timeout learns why."""
         logged = self._deferred_logged.get(partition)
         if logged is not None and now - logged < DEFERRED_LOG_EVERY:
-            return
-        overdue = now - DEFERRED_LOG_AFTER
-        waiting = sum(1 for when in due_index.values() if datetime.fromisoformat(when) <= overdue)
-        if not waiting:
             return
         self._deferred_logged[partition] = now
         behind = [
@@ -257,17 +249,27 @@ class JoinProcessor:
             "partition %d: %d timeouts are overdue and wait until the worker has read its %s "
             "(it is catching up on a backlog; see execdist_input_lag_records)",
             partition,
-            waiting,
+            held,
             " and ".join(behind),
-            extra={"partition": partition, "timeouts_due": waiting},
+            extra={"partition": partition, "timeouts_due": held},
         )
 
     async def _fire_due(
-        self, partition: int, now: datetime, read_until: datetime, due_index: dict[str, str]
-    ) -> None:
-        """Fire the timeouts due by ``read_until``, how far the inputs are read."""
+        self,
+        partition: int,
+        now: datetime,
+        read_until: datetime | None,
+        due_index: dict[str, str],
+    ) -> int:
+        """Fire the timeouts due by ``read_until``, how far the inputs are read (none while
+        that is unknown). Returns how many it holds that are overdue by more than
+        ``DEFERRED_LOG_AFTER``: the ones worth a line in the log."""
+        long_overdue = now - DEFERRED_LOG_AFTER
+        held = 0
         for order_id, due in sorted(due_index.items()):
-            if datetime.fromisoformat(due) > read_until:
+            when = datetime.fromisoformat(due)
+            if read_until is None or when > read_until:
+                held += when <= long_overdue
                 continue
             state = self._existing(partition, order_id)
             if state is None:
@@ -286,6 +288,7 @@ class JoinProcessor:
             await self._publish(
                 partition, "timeout", f"{order_id}:{format_time(now)}", step.outputs
             )
+        return held
 
     # ---- state --------------------------------------------------------------------------
 
