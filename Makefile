@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BROKERS ?= 1
 export EXECDIST_BROKERS := $(BROKERS)
 
-.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile bench-broker-profile bench-outage fanout reliability reliability-quick soak clean help
+.PHONY: install up down status run test test-unit check bench bench-quick bench-floor bench-profile bench-broker-profile bench-outage bench-same fanout reliability reliability-quick soak clean help
 
 help:
 	@echo "make run      start broker, registry, a worker and a demo feed (Ctrl-C stops all)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench    the full benchmark (about 15 minutes); make bench-quick: about 5 minutes"
 	@echo "make bench-floor  the exactly-once hop floor alone (JSON on stdout; BENCH_FLOOR_ARGS=\"--at 1000\")"
 	@echo "make bench-outage  a worker restarted after an outage, its orders behind a backlog: confirmed and dead-lettered"
+	@echo "make bench-same BASE=rev  the same inputs through BASE's worker and this tree's: the same confirmations?"
 	@echo "make reliability  fault injection (SIGKILL/SIGTERM/SIGSTOP, broker kill on 3 brokers, bad input, soak)"
 
 $(STAMP): pyproject.toml
@@ -111,6 +112,12 @@ bench-broker-profile: install $(BENCH_STAMP)
 BENCH_OUTAGE_ARGS ?=
 bench-outage: install $(BENCH_STAMP)
 	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.outage $(BENCH_OUTAGE_ARGS)
+
+# The same inputs through one worker of BASE (a git revision) and one of the working tree
+# (bench/same_confirmations.py): the same confirmations and status events, field for field?
+BASE ?= HEAD~1
+bench-same: install $(BENCH_STAMP)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.same_confirmations $(BASE)
 
 # The fan-out bench runs its own broker and registry on ports of its own (not those of
 # `make run` or `make test`), so it can run beside either; it starts them afresh, because a
