@@ -4,7 +4,7 @@
   source topics ``read_committed``; the range assignor gives a worker the same partition
   numbers of every co-partitioned topic, so partition N of the inputs and of the tables meet.
 * The loop takes what the consumer has fetched (waiting only when nothing is there), processes
-  it in a partition's source order until a small time budget is spent, and commits at once:
+  it until a small time budget is spent, and commits at once:
   every output, changelog record and input offset of the batch, for all the worker's
   partitions, in one transaction of the worker's one producer (:mod:`.transaction`,
   :mod:`.commit`). A record waits for nothing it does not need: no linger, no record count.
@@ -17,6 +17,9 @@
   commit's wait is spent processing, never idle: the slower commits get (a loaded broker, many
   subscriber topics in each transaction), the more each transaction holds, as a group commit
   does, without holding any record longer than the commit before it takes.
+* The records of the topics one processor reads (the join's orders and executions) are
+  processed partition by partition in timestamp order, as Kafka Streams does, whatever order
+  the fetches bring them in (:mod:`.ordering`): for the same inputs the same confirmations.
 * Once per tick interval (``EXECDIST_TICK_INTERVAL_S``) the loop calls the topology's
   punctuators for every owned partition (timeouts, expiry, backfills; :mod:`.punctuation`),
   in the open transaction like a batch, as Kafka Streams runs a wall-clock punctuator: nothing goes
@@ -57,6 +60,7 @@ from execdist import topics
 from execdist.infra import clients
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.runtime.commit import Committer
+from execdist.runtime.ordering import SourceOrder
 from execdist.runtime.ownership import Ownership
 from execdist.runtime.punctuation import Punctuation, PunctuationFailed
 from execdist.runtime.read_to_end import InputEnds, split_polled
@@ -154,7 +158,6 @@ class Engine(Service):
         self._metrics = metrics
         self._committer = Committer(transaction, topology.tables, topology.commit_followers)
         self._ownership = Ownership(settings, topology, rocks, self._committer)
-        self._source_rank = {topic: rank for rank, topic in enumerate(topology.sources)}
         self.group_id = f"{settings.app_id}-pipeline"
         self._consumer: Consumer | None = None
         self._kafka: ThreadPoolExecutor | None = None
@@ -174,7 +177,10 @@ class Engine(Service):
         self._loop_failure: asyncio.Future[None] | None = None
         self._stopping = False
         self._pending: list[InputRecord] = []
-        """Records polled but not processed when the last batch's time budget ran out."""
+        """Records whose turn it is, not processed yet (the last batch's time budget ran out)."""
+        self._order = SourceOrder(topology.sources)
+        """Records polled and held until their turn by timestamp among the topics their
+        processor reads (:mod:`execdist.runtime.ordering`)."""
         self._ends = InputEnds()
         """How far behind the input partitions the worker is, for the punctuators."""
         self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
@@ -290,7 +296,6 @@ class Engine(Service):
 
     async def _run(self) -> None:
         await self._topology.ready()
-        rank = self._source_rank
         while not self._stopping:
             if len(self._pending) < MAX_POLL:
                 try:
@@ -303,11 +308,11 @@ class Engine(Service):
                     log.warning("polling the inputs failed, retrying: %s", exc)
                     await asyncio.sleep(RETRY_S)
                     continue
-                # a partition's records in source order; stable, so each topic's offsets stay
-                # in order (and after the records still waiting from the last poll)
-                polled.sort(key=lambda r: (r.partition, rank[r.topic]))
-                self._pending.extend(polled)
                 self._ends.polled(ends)
+                # those whose turn it is by timestamp, after the records still waiting
+                self._pending.extend(
+                    self._order.arrange(polled, self._fetched_to_end, time.monotonic())
+                )
                 more = bool(polled)
             else:
                 more = True  # enough is waiting already: not polled this time
@@ -367,6 +372,9 @@ class Engine(Service):
         """Whether the open transaction may take another batch while the commit runs."""
         now = time.perf_counter()
         return now < self._gather_until(now)
+
+    def _fetched_to_end(self, tp: tuple[str, int]) -> bool:
+        return self._ends.fetched_to_end(tp, self._order.fetched(tp), self._high_watermarks)
 
     def _poll(self, wait: float) -> tuple[list[InputRecord], dict[tuple[str, int], int]]:
         """On the Kafka thread: what is fetched already; if nothing, wait up to ``wait``
@@ -503,6 +511,7 @@ class Engine(Service):
         owned = [] if self.rebalancing else sorted(self._ownership.owned)
         sources = self._topology.topics
         waiting = {(record.topic, record.partition) for record in self._pending}
+        waiting |= self._order.held()
         highs, processed = self._high_watermarks, self._topology.continuity.next_offset
         now = time.time()
         contexts = [
@@ -610,6 +619,7 @@ class Engine(Service):
         """The transaction is aborted: RocksDB holds exactly what committed, so dropping the
         uncommitted writes and caches and seeking the inputs back is enough."""
         self._pending.clear()
+        self._order.forget()
         self._ends.forget()
         self._processed = None
         self._ownership.forget_uncommitted()
@@ -622,6 +632,7 @@ class Engine(Service):
         what did commit (in a rebalance callback, only drop what is uncommitted: the
         partitions are leaving, and the next assignment restores what it is given)."""
         self._pending.clear()
+        self._order.forget()
         self._ends.forget()
         self._processed = None
         while not self._stopping:
@@ -692,6 +703,7 @@ class Engine(Service):
             log.exception("taking over partitions failed; the worker stops")
             await self.crash(exc)
             raise
+        self._order.forget({tp.partition for tp in committed})
         self._ends.forget({tp.partition for tp in committed})
         # noted afresh at the next poll, not left from partitions owned before
         self._high_watermarks, self._watermarks_noted = {}, 0.0
@@ -706,6 +718,7 @@ class Engine(Service):
         await self._commit_processed(seek=False)
         self.rebalancing = True
         self._pending.clear()
+        self._order.forget({tp.partition for tp in revoked})
         self._ends.forget({tp.partition for tp in revoked})
         # with the eager protocol every partition is revoked before the next assignment
         self._ownership.release(sorted({tp.partition for tp in revoked}))

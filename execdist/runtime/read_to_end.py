@@ -107,6 +107,22 @@ class InputEnds:
                 behind[topic] = max(now - newest, 0.0)
         return behind
 
+    def fetched_to_end(
+        self, tp: InputPartition, fetched: int | None, highs: Mapping[InputPartition, int]
+    ) -> bool:
+        """Whether the consumer has nothing more of ``tp`` to give now, given the offset after
+        the last record polled of it since it was last forgotten (``fetched``): an end event
+        at or past that offset, or the high watermark noted after the last poll there (give or
+        take a commit marker). With nothing polled of it since, only an end event tells: the
+        watermark may be one cached from an earlier time the worker owned it."""
+        end = self._ends.get(tp)
+        if fetched is None:
+            return end is not None
+        if end is not None and end >= fetched:
+            return True
+        high = highs.get(tp)
+        return high is not None and fetched >= high - MARKER
+
     def _read_to_end(
         self,
         tp: InputPartition,

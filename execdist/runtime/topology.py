@@ -1,13 +1,13 @@
 """The topology: which processor reads which input topic, and which tables the engine keeps.
 
 Declared once, in the composition root (:func:`execdist.app.create_app`), and handed to the
-engine whole, the way a Kafka Streams ``Topology`` is: sources, in the order a partition's
-share of a batch is processed; the punctuators the engine calls for each owned partition once
-per tick interval, inside the transaction (Kafka Streams' wall-clock ``schedule``); the tables
-(stores) whose changes the commit sends to their changelogs; and what must hold before the
-first record is processed. Processors forward their
-outputs to the worker's transaction (:class:`~execdist.runtime.transaction.RecordSink`), which
-they are given when they are built.
+engine whole, the way a Kafka Streams ``Topology`` is: sources, and which processor reads
+each (the records of one processor's topics are processed in timestamp order); the
+punctuators the engine calls for each owned partition once per tick interval, inside the
+transaction (Kafka Streams' wall-clock ``schedule``); the tables (stores) whose changes the
+commit sends to their changelogs; and what must hold before the first record is processed.
+Processors forward their outputs to the worker's transaction
+(:class:`~execdist.runtime.transaction.RecordSink`), which they are given when they are built.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ async def _nothing() -> None:
 @dataclass(frozen=True)
 class Topology:
     sources: dict[str, Processor]
-    """Input topic -> its processor, in the order a partition's records are processed within
-    a batch (an order before the executions that arrived with it)."""
+    """Input topic -> its processor. The records of the topics one processor reads are
+    processed in timestamp order, partition by partition (:mod:`execdist.runtime.ordering`);
+    on equal timestamps, in this order (an order before an execution)."""
     tables: list[PartitionedState]
     continuity: InputContinuity
     """Admits each input record once and records the next offsets in the state."""

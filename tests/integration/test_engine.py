@@ -723,3 +723,32 @@ async def test_under_a_steady_flow_the_worker_knows_how_far_behind_it_is(
     age = time.time() - flow_started
     assert all(lag is not None and 0 <= lag <= age for lag in during), (age, during)
     assert any(lag for lag in during), f"never short of the end: not what is tested ({during})"
+
+
+async def test_one_processors_topics_are_processed_in_timestamp_order_however_fetched(
+    tmp_path: Path,
+) -> None:
+    """A backlog of a partition's orders written before its executions, with timestamps that
+    interleave: the processor sees them in timestamp order, as Kafka Streams would, not as the
+    fetches bring them (all the orders, which came first, then the executions). So an order's
+    amendment written after an execution is applied after it, whatever the timing."""
+    settings, output, rocks, transaction, timers = await fresh_runtime(tmp_path)
+    plain = Producer({"bootstrap.servers": BROKER, "linger.ms": 5})
+    base = int(time.time() * 1000) - 60_000
+    written: list[tuple[int, bytes]] = []
+    for topic, name, first in ((topics.ORDERS, b"order", 0), (topics.EXECUTIONS, b"exec", 1)):
+        for n in range(500):
+            stamp = base + 2 * n + first
+            value = b"%s-%d" % (name, n)
+            plain.produce(topic, value, key=b"k", partition=0, timestamp=stamp)
+            written.append((stamp, value))
+    assert plain.flush(30) == 0
+    forward = Forward(transaction, output)
+    engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
+    await engine.start()
+    try:
+        await wait_for(lambda: len(forward.forwarded) >= len(written), timeout=60)
+    finally:
+        await engine.stop()
+
+    assert forward.forwarded == [value for _, value in sorted(written)]
