@@ -116,8 +116,9 @@ bench-outage: install $(BENCH_STAMP)
 # The same inputs through one worker of BASE (a git revision) and one of the working tree
 # (bench/same_confirmations.py): the same confirmations and status events, field for field?
 BASE ?= HEAD~1
+BENCH_SAME_ARGS ?=
 bench-same: install $(BENCH_STAMP)
-	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.same_confirmations $(BASE)
+	@$(BENCH_ENV) bash scripts/with_infra.sh $(PY) -m bench.same_confirmations $(BASE) $(BENCH_SAME_ARGS)
 
 # The fan-out bench runs its own broker and registry on ports of its own (not those of
 # `make run` or `make test`), so it can run beside either; it starts them afresh, because a

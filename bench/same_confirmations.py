@@ -49,14 +49,16 @@ JOIN_STATUS_TYPES = {"SEQUENCE_GAP", "OVERFILL", "ANOMALY"}
 of the run, not of its inputs."""
 
 
-def inputs(orders: int, seed: int) -> list[FeedRecord]:
+def inputs(orders: int, seed: int, amendments: bool = True) -> list[FeedRecord]:
     """The fixed input: ``orders`` demo order flows, made awkward in the ways that exercise the
-    join (held fills, gaps filled late, repeats), in one order that both runs replay."""
+    join (held fills, gaps filled late, repeats), in one order that both runs replay. Without
+    ``amendments`` what is confirmed does not depend on how a partition's orders and
+    executions interleave, only on each topic's own order."""
     rng = random.Random(seed)
     records: list[FeedRecord] = []
     repeat = 0
     for number in range(orders):
-        flow = list(order_flow(rng, f"SAME-{number:05d}", fat_finger=0.02))
+        flow = list(order_flow(rng, f"SAME-{number:05d}", allow_amend=amendments, fat_finger=0.02))
         order, rest = flow[0], flow[1:]
         executions = [r for r in rest if r.topic == topics.EXECUTIONS]
         amends = [r for r in rest if r.topic == topics.ORDERS]
@@ -244,8 +246,15 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--without-amendments",
+        action="store_true",
+        help="no order amendments: for a base revision that did not process a partition's "
+        "orders and executions in timestamp order (before 7d28387), whose confirmations of "
+        "an amended order depended on timing",
+    )
     args = parser.parse_args()
-    records = inputs(args.orders, args.seed)
+    records = inputs(args.orders, args.seed, amendments=not args.without_amendments)
     say(
         f"{len(records):,} input records ({args.orders:,} orders); base {args.base}, "
         f"new: the working tree at {ROOT}"
