@@ -5,10 +5,10 @@ The engine may change how fast a confirmation comes out, never what it says. Thi
 fixed set of inputs (the demo's order flows: trades, corrections, busts, amended orders; some
 orders after their fills, each order's executions shuffled, every seventh one repeated) through
 one real worker of the base revision and one of the working tree, each from nothing on the
-same broker, and compares what each wrote to ``execdist.confirmations`` and the join's status
-events on ``execdist.status`` (sequence gaps, overfills, anomalies): every field but
-``confirmed_at`` and a status event's ``time`` (the worker's clock), in the same order per
-order.
+same broker, as a backlog written before the worker starts, and compares what each wrote to
+``execdist.confirmations`` and the join's status events on ``execdist.status`` (sequence
+gaps, overfills, anomalies): every field but ``confirmed_at`` and a status event's ``time``
+and worker, in the same order per order.
 
 A run is over once a closing execution sent after everything else to each input partition is
 confirmed: a worker takes a partition's records in order, so by then it has processed them all.
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from bench.common import BROKER, PARTITIONS, ROOT, reset_topics, say
+from bench.common import BROKER, PARTITIONS, ROOT, create_topics, reset_topics, say
 from bench.pipeline import WorkerProcess
 from execdist import topics
 from execdist.demo import FeedRecord, order_flow
@@ -141,11 +141,15 @@ def read_topic(topic: str) -> list[dict[str, Any]]:
 def run_revision(source: Path, records: list[FeedRecord], timeout: float) -> dict[str, Any]:
     """One worker of the checkout at ``source``, from nothing, fed ``records``: what it wrote."""
     asyncio.run(reset_topics())
+    asyncio.run(create_topics([topics.ORDERS, topics.EXECUTIONS]))
     run = uuid.uuid4().hex[:6]
     closing = closing_records(run)
     workdir = Path(tempfile.mkdtemp(prefix="execdist-same-"))
     worker = WorkerProcess(f"same-{run}", workdir, env={"PYTHONPATH": str(source)})
     try:
+        # a backlog, as in the comparisons with Kafka Streams: written before the worker
+        # starts, so its order of processing is the records' timestamps', whatever the timing
+        produce([*records, *closing])
         worker.start()
         started = time.monotonic()
         while not worker.ready():
@@ -154,7 +158,6 @@ def run_revision(source: Path, records: list[FeedRecord], timeout: float) -> dic
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"the worker of {source} was not ready in {timeout:.0f} s")
             time.sleep(0.3)
-        produce([*records, *closing])
         awaited = {
             orjson.loads(r.value)["exec_id"] for r in closing if r.topic == topics.EXECUTIONS
         }
