@@ -18,13 +18,13 @@ in the order polled):
 * A topic with nothing held holds the others back only while it may still bring something: not
   once it is fetched to its end (``fetched_to_end``: the consumer's end event, or the high
   watermark it reports, is at the next offset to fetch).
-* Nor for longer than :data:`MAX_HOLD_S`, nor beyond :data:`MAX_HELD` records of one
+* Nor for longer than :data:`MAX_HOLD_S` (a last resort), nor beyond :data:`MAX_HELD` records of one
   partition: then what is held goes in timestamp order as far as it is known (Kafka Streams'
   enforced processing), so a topic that is slow to fetch delays the others, never stops them.
 
-For the same inputs a worker therefore confirms the same things, whatever the timing, as long
-as the fetches come within those bounds; with a timeout that does not wait for input it is no
-different from before.
+For the same backlog a worker therefore confirms the same things, whatever the timing. Records
+arriving while it runs are ordered as far as the fetches show, as in Kafka Streams: one
+written just before another may be fetched just after it has been processed.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ from execdist.runtime.records import InputRecord
 
 InputPartition = tuple[str, int]
 
-MAX_HOLD_S = 1.0
+MAX_HOLD_S = 5.0
 """Longest a partition's records wait for a fetch of the processor's other topics that does not
-come; a fetch normally comes within ``fetch.wait.max.ms`` (100 ms)."""
+come. They wait only while more of it is known to be there, which a fetch brings within
+``fetch.wait.max.ms`` (100 ms) once the worker polls again; the worker may be processing the
+records polled before for a second or more first, so this is a last resort, not a bound that
+a backlog reaches."""
 MAX_HELD = 20_000
 """Most records of one partition held waiting for the others: ten polls' worth."""
 

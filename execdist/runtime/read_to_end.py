@@ -112,16 +112,17 @@ class InputEnds:
     ) -> bool:
         """Whether the consumer has nothing more of ``tp`` to give now, given the offset after
         the last record polled of it since it was last forgotten (``fetched``): an end event
-        at or past that offset, or the high watermark noted after the last poll there (give or
-        take a commit marker). With nothing polled of it since, only an end event tells: the
-        watermark may be one cached from an earlier time the worker owned it."""
+        at or past that offset, or the high watermark noted after the last poll there. (A
+        commit marker after the last record leaves the watermark one past it; the end event
+        that follows it says so.) With nothing polled of it since, only an end event tells:
+        the watermark may be one cached from an earlier time the worker owned it."""
         end = self._ends.get(tp)
         if fetched is None:
             return end is not None
         if end is not None and end >= fetched:
             return True
         high = highs.get(tp)
-        return high is not None and fetched >= high - MARKER
+        return high is not None and fetched >= high
 
     def _read_to_end(
         self,

@@ -62,7 +62,7 @@ def test_records_wait_for_a_fetch_that_may_bring_an_earlier_one() -> None:
     assert order.held() == set()
 
 
-def test_a_fetch_that_does_not_come_holds_the_others_back_for_a_second_at_most() -> None:
+def test_a_fetch_that_does_not_come_holds_the_others_back_for_a_while_at_most() -> None:
     order = SourceOrder(SOURCES)
     assert order.arrange([rec("orders", 0, 1.0), rec("orders", 1, 2.0)], at_end(), 100.0) == []
     assert order.arrange([], at_end(), 100.0 + MAX_HOLD_S - 0.01) == []
@@ -109,11 +109,11 @@ def test_a_partition_is_fetched_to_its_end_by_its_end_event_or_watermark() -> No
     tp = ("executions", 0)
 
     assert not ends.fetched_to_end(tp, None, {tp: 0}), "nothing fetched: the watermark may be stale"
-    assert ends.fetched_to_end(tp, 10, {tp: 11}), "a commit marker after the last record"
-    assert not ends.fetched_to_end(tp, 10, {tp: 12})
+    assert ends.fetched_to_end(tp, 10, {tp: 10})
+    assert not ends.fetched_to_end(tp, 10, {tp: 11}), "one more record, or a commit marker"
     assert not ends.fetched_to_end(tp, 10, {})
 
     ends.polled({tp: 12})
-    assert ends.fetched_to_end(tp, 10, {tp: 40}), "an end event past what was fetched"
+    assert ends.fetched_to_end(tp, 10, {tp: 40}), "an end event past it: a marker, say"
     assert ends.fetched_to_end(tp, None, {}), "an end event since it was assigned"
     assert not ends.fetched_to_end(tp, 13, {tp: 40}), "fetched past that end since"
