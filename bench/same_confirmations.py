@@ -91,11 +91,20 @@ def closing_records(run: str) -> list[FeedRecord]:
     return records
 
 
-def produce(records: Iterable[FeedRecord]) -> None:
+def produce(records: Iterable[FeedRecord], first_ms: int) -> None:
+    """``records`` stamped ``first_ms``, ``first_ms + 1``, ...: the same timestamps in both
+    runs (stamped as they are sent, two runs would differ in which records share a
+    millisecond, and on equal timestamps an order goes before an execution)."""
     producer = Producer({"bootstrap.servers": BROKER, "enable.idempotence": True})
-    for record in records:
+    for index, record in enumerate(records):
         partition = topics.key_partition(record.key, PARTITIONS)
-        producer.produce(record.topic, record.value, record.key, partition=partition)
+        producer.produce(
+            record.topic,
+            record.value,
+            record.key,
+            partition=partition,
+            timestamp=first_ms + index,
+        )
         producer.poll(0)
     if producer.flush(60):
         raise RuntimeError("the inputs were not all acknowledged within 60 s")
@@ -138,8 +147,11 @@ def read_topic(topic: str) -> list[dict[str, Any]]:
         consumer.close()
 
 
-def run_revision(source: Path, records: list[FeedRecord], timeout: float) -> dict[str, Any]:
-    """One worker of the checkout at ``source``, from nothing, fed ``records``: what it wrote."""
+def run_revision(
+    source: Path, records: list[FeedRecord], first_ms: int, timeout: float
+) -> dict[str, Any]:
+    """One worker of the checkout at ``source``, from nothing, fed ``records`` stamped from
+    ``first_ms`` on: what it wrote."""
     asyncio.run(reset_topics())
     asyncio.run(create_topics([topics.ORDERS, topics.EXECUTIONS]))
     run = uuid.uuid4().hex[:6]
@@ -149,7 +161,7 @@ def run_revision(source: Path, records: list[FeedRecord], timeout: float) -> dic
     try:
         # a backlog, as in the comparisons with Kafka Streams: written before the worker
         # starts, so its order of processing is the records' timestamps', whatever the timing
-        produce([*records, *closing])
+        produce([*records, *closing], first_ms)
         worker.start()
         started = time.monotonic()
         while not worker.ready():
@@ -258,6 +270,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     records = inputs(args.orders, args.seed, amendments=not args.without_amendments)
+    first_ms = int(time.time() * 1000) - 3_600_000  # an hour's backlog, a millisecond apart
     say(
         f"{len(records):,} input records ({args.orders:,} orders); base {args.base}, "
         f"new: the working tree at {ROOT}"
@@ -265,14 +278,14 @@ def main() -> int:
     base_tree = worktree(args.base)
     try:
         say(f"base revision {args.base}: one worker from nothing")
-        base = run_revision(base_tree, records, args.timeout)
+        base = run_revision(base_tree, records, first_ms, args.timeout)
     finally:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)],
             check=False,
         )
     say("working tree: one worker from nothing")
-    new = run_revision(ROOT, records, args.timeout)
+    new = run_revision(ROOT, records, first_ms, args.timeout)
     failed = False
     for name, wall_clock in (
         ("confirmations", WALL_CLOCK_FIELDS),
