@@ -44,6 +44,8 @@ WALL_CLOCK_FIELDS = {"confirmed_at"}
 """Stamped by the worker when it confirms: differs between any two runs."""
 STATUS_WALL_CLOCK_FIELDS = {"time", "source"}
 """When the worker emitted a status event, and which worker it was."""
+SHOWN = 5
+"""Orders whose differences are printed."""
 JOIN_STATUS_TYPES = {"SEQUENCE_GAP", "OVERFILL", "ANOMALY"}
 """The status events the join emits; the others (worker reports, subscription changes) speak
 of the run, not of its inputs."""
@@ -217,10 +219,8 @@ def comparable(records: list[dict[str, Any]], wall_clock: set[str]) -> dict[str,
     return dict(by_order)
 
 
-def differences(
-    base: dict[str, list[bytes]], new: dict[str, list[bytes]], limit: int = 5
-) -> list[str]:
-    """What differs between two runs' records, order by order (at most ``limit`` orders)."""
+def differences(base: dict[str, list[bytes]], new: dict[str, list[bytes]]) -> list[str]:
+    """What differs between two runs' records, one text per order that differs."""
     found: list[str] = []
     for order_id in sorted(base.keys() | new.keys()):
         before, after = base.get(order_id, []), new.get(order_id, [])
@@ -233,8 +233,6 @@ def differences(
                     if b != a
                 )
             )
-            if len(found) >= limit:
-                break
     return found
 
 
@@ -268,6 +266,14 @@ def main() -> int:
         "orders and executions in timestamp order (before 7d28387), whose confirmations of "
         "an amended order depended on timing",
     )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="a top-level field to leave out of the comparison as well (repeatable), say "
+        "event_id, which names the input record whose processing emitted a status event",
+    )
     args = parser.parse_args()
     records = inputs(args.orders, args.seed, amendments=not args.without_amendments)
     first_ms = int(time.time() * 1000) - 3_600_000  # an hour's backlog, a millisecond apart
@@ -287,21 +293,29 @@ def main() -> int:
     say("working tree: one worker from nothing")
     new = run_revision(ROOT, records, first_ms, args.timeout)
     failed = False
+    ignored = set(args.ignore)
+    aside = "wall-clock fields" + "".join(f", {field}" for field in sorted(ignored)) + " aside"
     for name, wall_clock in (
         ("confirmations", WALL_CLOCK_FIELDS),
         ("status", STATUS_WALL_CLOCK_FIELDS),
     ):
         count = len(base[name]), len(new[name])
-        found = differences(comparable(base[name], wall_clock), comparable(new[name], wall_clock))
+        found = differences(
+            comparable(base[name], wall_clock | ignored),
+            comparable(new[name], wall_clock | ignored),
+        )
         if found:
             failed = True
-            say(f"{name}: NOT the same (base {count[0]:,}, new {count[1]:,}):")
-            for text in found:
+            say(
+                f"{name}: NOT the same (base {count[0]:,}, new {count[1]:,}; {len(found):,} "
+                f"orders differ, the first {min(len(found), SHOWN)} below; {aside}):"
+            )
+            for text in found[:SHOWN]:
                 sys.stdout.write(text + "\n")
         else:
             say(
                 f"{name}: the same, field for field and in order per order: {count[1]:,} "
-                f"records (wall-clock fields aside)"
+                f"records ({aside})"
             )
     return 1 if failed else 0
 
