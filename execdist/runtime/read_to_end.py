@@ -11,12 +11,14 @@ engine and, against the high watermark the consumer reports after the last poll 
 anything (its last stable offset, ``read_committed``; it covers what is fetched and not yet
 polled, too), either
 
-* the records processed reach it, give or take one offset: a transaction's commit marker follows
-  its last record; or
+* the records processed reach it; or
 * the consumer's last end event (``enable.partition.eof``: a fetch that found nothing past its
-  offset) was at that watermark: nothing has come since. This is how a quiet partition whose
-  last entries are not records (markers, an aborted transaction) is seen as read: its
-  processed offset stays behind the watermark for good.
+  offset) was at that watermark: nothing has come since. This is how a partition whose last
+  entries are not records (a transaction's commit marker, an aborted transaction) is seen as
+  read: its processed offset stays behind the watermark for good. The processed offset is given
+  no tolerance for a marker: one offset short of the watermark may as well be a last record
+  not polled yet (written alone, it often comes in a fetch of its own), and taking it for read
+  would judge a timeout before the record that settles it.
 
 The watermarks must be no older than the records processed and the end events polled: one
 noted before a backlog arrived would make the backlog's first records look like the end, and
@@ -47,11 +49,6 @@ from execdist.runtime.records import InputRecord
 log = logging.getLogger(__name__)
 
 InputPartition = tuple[str, int]
-
-MARKER = 1
-"""Offsets a partition read to its end may stay behind the high watermark: the commit marker
-after a transaction's last record."""
-
 
 class InputEnds:
     """Where the consumer last reported the end of each input partition, and when the newest
@@ -140,7 +137,7 @@ class InputEnds:
         if end is None and tp not in self._newest:
             return False  # nothing fetched of it since it was (re)assigned: high may be stale
         next_offset = processed(tp)
-        return next_offset is not None and next_offset >= high - MARKER
+        return next_offset is not None and next_offset >= high
 
 
 def split_polled(

@@ -308,19 +308,24 @@ async def test_an_execution_is_not_orphaned_while_its_order_is_in_a_backlog(
     whose order is still in it for longer than the orphan timeout, and confirms it once the
     order is read: the order did arrive, the worker had not read it yet."""
     target = oid()
+    backlog = [
+        (f"{target}-B{n}", orjson.dumps(order(f"{target}-B{n}"))) for n in range(BACKLOG_ORDERS)
+    ]
+    backlog.append((target, orjson.dumps(order(target))))
     producer = Producer({"bootstrap.servers": BROKER, "linger.ms": 20})
     producer.produce(topics.EXECUTIONS, orjson.dumps(execution(target, 1)), target, 0)
     assert producer.flush(30) == 0
     await held_executions_of(worker, target, [1])
     # then, on the same partition, more orders than the worker reads within the timeout,
-    # written faster than it reads them, and the execution's order last
+    # written faster than it reads them, and the execution's order last. The worker judges
+    # the timeout by the records' timestamps, so the backlog is stamped as it begins, within
+    # the timeout however long a slow host takes to hand it to the broker.
     started = time.monotonic()
-    for n in range(BACKLOG_ORDERS):
-        other = f"{target}-B{n}"
-        producer.produce(topics.ORDERS, orjson.dumps(order(other)), other, 0)
+    stamp = int(time.time() * 1000)
+    for n, (key, value) in enumerate(backlog):
+        producer.produce(topics.ORDERS, value, key, 0, timestamp=stamp)
         if n % 10_000 == 0:
             producer.poll(0)
-    producer.produce(topics.ORDERS, orjson.dumps(order(target)), target, 0)
     assert producer.flush(60) == 0
 
     (confirmation,) = await confirmations_of(target, 1, timeout=120)
