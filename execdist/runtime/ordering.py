@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from execdist.runtime.records import InputRecord
 
@@ -55,21 +55,15 @@ class _Held:
     """When the wait for a fetch of an empty topic began (``time.monotonic``)."""
 
 
-@dataclass
 class SourceOrder:
     """Holds the records of the topics a processor shares with others until it is their turn
     by timestamp (module docs)."""
 
-    sources: Mapping[str, object]
-    """Input topic -> its processor, in the order that breaks a tie of timestamps."""
-    _groups: dict[str, tuple[str, ...]] = field(init=False)
-    _rank: dict[str, int] = field(init=False)
-    _held: dict[tuple[tuple[str, ...], int], _Held] = field(init=False, default_factory=dict)
-    _fetched: dict[InputPartition, int] = field(init=False, default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self, sources: Mapping[str, object]) -> None:
+        """``sources``: input topic -> its processor, in the order that breaks a tie of
+        timestamps."""
         by_processor: dict[int, list[str]] = {}
-        for topic, processor in self.sources.items():
+        for topic, processor in sources.items():
             by_processor.setdefault(id(processor), []).append(topic)
         self._groups = {
             topic: tuple(group)
@@ -77,7 +71,9 @@ class SourceOrder:
             if len(group) > 1
             for topic in group
         }
-        self._rank = {topic: rank for rank, topic in enumerate(self.sources)}
+        self._rank = {topic: rank for rank, topic in enumerate(sources)}
+        self._held: dict[tuple[tuple[str, ...], int], _Held] = {}
+        self._fetched: dict[InputPartition, int] = {}
 
     def fetched(self, tp: InputPartition) -> int | None:
         """The offset after the last record polled of ``tp`` since it was last forgotten."""
