@@ -21,7 +21,7 @@ from typing import Any
 from bench.ceilings import CeilingPlan, broker_ceiling, eos_floor_at, floor_ceilings, relay_ceiling
 from bench.common import RESULTS, say
 from bench.pipeline import PipelinePlan, quiet_worker_with_interval, run_worker_count
-from bench.report import write_results
+from bench.report import machine, write_results
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "quick" if args.quick else "full"
     profile = PROFILES[name]
     began = time.time()
+    host = machine()  # the load and the host's speed before the run adds its own
     say(f"{name} run; results go to {RESULTS}")
     ceilings: dict[str, Any] = {}
     if args.only in (None, "ceilings"):
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "configurations": profile["configurations"],
         "seconds": round(time.time() - began, 1),
     }
-    paths = write_results(settings, ceilings, saturations, runs, interval_runs)
+    paths = write_results(settings, ceilings, saturations, runs, interval_runs, host)
     say("done: " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import time
+import timeit
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,17 @@ def floors(ceilings: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(found, key=lambda item: (not item[1]["transactional"], item[1]["outputs"]))
 
 
+def python_probe_us() -> float:
+    """How long this host takes, right now, for a fixed piece of pure Python (``sum(range(
+    10000))``, the best of five rounds of 200): the host's own speed, which on a shared VM
+    varies by several times from hour to hour. Figures from runs whose probes differ much are
+    compared by their ratios within each run, not across runs."""
+    rounds = timeit.repeat("sum(range(10000))", repeat=5, number=200)
+    return round(min(rounds) / 200 * 1e6, 1)
+
+
 def machine() -> dict[str, Any]:
+    """The host as a run begins: CPU, memory, kernel, load and the Python speed probe."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -55,6 +66,17 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "load_before": [round(x, 2) for x in load],
+        "python_probe_us_before": python_probe_us(),
+    }
+
+
+def host_after(host: dict[str, Any]) -> dict[str, Any]:
+    """``host`` (from :func:`machine`, taken as the run began) with the load and the probe as
+    it ends."""
+    return {
+        **host,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "python_probe_us_after": python_probe_us(),
     }
 
 
@@ -145,7 +167,10 @@ def write_results(
     saturations: list[dict[str, Any]],
     runs: list[dict[str, Any]],
     interval_runs: list[dict[str, Any]] | None = None,
+    host: dict[str, Any] | None = None,
 ) -> list[Path]:
+    """Write the run's JSON, chart and BENCHMARKS.md section. ``host``: :func:`machine` as
+    the run began (taken now if not given)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = {
         **settings,
@@ -157,7 +182,7 @@ def write_results(
     }
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
+        "machine": host_after(host if host is not None else machine()),
         "versions": versions(),
         "settings": settings,
         "ceilings": ceilings,
@@ -298,7 +323,19 @@ def generated_section(result: dict[str, Any]) -> str:
         f"## Latest run ({s['profile']}, {result['generated_at']}, {s['seconds']:.0f} s)",
         "",
         f"- Machine: {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']} GB, Linux "
-        f"{m['kernel']}; load average before the run {m['load_before']}.",
+        f"{m['kernel']}; load average before the run {m['load_before']}"
+        + (f", after it {m['load_after']}" if "load_after" in m else "")
+        + ".",
+        *(
+            [
+                f"- Host speed: a fixed piece of pure Python (`sum(range(10000))`, best of 5) "
+                f"took {m['python_probe_us_before']} µs as the run began and "
+                f"{m['python_probe_us_after']} µs as it ended. On this shared VM it varies by "
+                "several times from hour to hour: compare runs by the ratios within each."
+            ]
+            if "python_probe_us_after" in m
+            else []
+        ),
         f"- Versions: execdist {v['execdist_commit']}, Python {v['python']}, faust-streaming "
         f"{v['faust-streaming']}, aiokafka {v['aiokafka']}, confluent-kafka "
         f"{v.get('confluent-kafka', '?')} (librdkafka {v.get('librdkafka', '?')}), rocksdict "
