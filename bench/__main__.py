@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "configurations": profile["configurations"],
         "seconds": round(time.time() - began, 1),
     }
-    paths = write_results(settings, ceilings, saturations, runs, interval_runs, host)
+    paths = write_results(settings, ceilings, saturations, runs, interval_runs, host=host)
     say("done: " + ", ".join(str(p) for p in paths))
     return 0
 

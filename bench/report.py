@@ -167,10 +167,11 @@ def write_results(
     saturations: list[dict[str, Any]],
     runs: list[dict[str, Any]],
     interval_runs: list[dict[str, Any]] | None = None,
-    host: dict[str, Any] | None = None,
+    *,
+    host: dict[str, Any],
 ) -> list[Path]:
     """Write the run's JSON, chart and BENCHMARKS.md section. ``host``: :func:`machine` as
-    the run began (taken now if not given)."""
+    the run began."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = {
         **settings,
@@ -182,7 +183,7 @@ def write_results(
     }
     result = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": host_after(host if host is not None else machine()),
+        "machine": host_after(host),
         "versions": versions(),
         "settings": settings,
         "ceilings": ceilings,
@@ -315,6 +316,24 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _host_lines(m: dict[str, Any]) -> list[str]:
+    """The machine, and (for runs since the probe) its load after the run and its speed."""
+    load = f"load average before the run {m['load_before']}"
+    if "load_after" not in m:  # a run from before the probe
+        return [
+            f"- Machine: {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']} GB, "
+            f"Linux {m['kernel']}; {load}."
+        ]
+    return [
+        f"- Machine: {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']} GB, Linux "
+        f"{m['kernel']}; {load}, after it {m['load_after']}.",
+        f"- Host speed: a fixed piece of pure Python (`sum(range(10000))`, best of 5) took "
+        f"{m['python_probe_us_before']} µs as the run began and {m['python_probe_us_after']} µs "
+        "as it ended. On this shared VM it varies by several times from hour to hour: compare "
+        "runs by the ratios within each.",
+    ]
+
+
 def generated_section(result: dict[str, Any]) -> str:
     m, v, s, c = result["machine"], result["versions"], result["settings"], result["ceilings"]
     lines = [
@@ -322,20 +341,7 @@ def generated_section(result: dict[str, Any]) -> str:
         "",
         f"## Latest run ({s['profile']}, {result['generated_at']}, {s['seconds']:.0f} s)",
         "",
-        f"- Machine: {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']} GB, Linux "
-        f"{m['kernel']}; load average before the run {m['load_before']}"
-        + (f", after it {m['load_after']}" if "load_after" in m else "")
-        + ".",
-        *(
-            [
-                f"- Host speed: a fixed piece of pure Python (`sum(range(10000))`, best of 5) "
-                f"took {m['python_probe_us_before']} µs as the run began and "
-                f"{m['python_probe_us_after']} µs as it ended. On this shared VM it varies by "
-                "several times from hour to hour: compare runs by the ratios within each."
-            ]
-            if "python_probe_us_after" in m
-            else []
-        ),
+        *_host_lines(m),
         f"- Versions: execdist {v['execdist_commit']}, Python {v['python']}, faust-streaming "
         f"{v['faust-streaming']}, aiokafka {v['aiokafka']}, confluent-kafka "
         f"{v.get('confluent-kafka', '?')} (librdkafka {v.get('librdkafka', '?')}), rocksdict "
