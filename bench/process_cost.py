@@ -19,11 +19,13 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import instructions
 from bench.load import LoadSpec, execution_record, order_record, stamp_text
 from execdist import topics
 from execdist.agents.anomalies import AnomalyFlags
@@ -176,14 +178,15 @@ async def run(
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        for start in range(0, len(records), BATCH):
-            for record in records[start : start + BATCH]:
-                await join.process(record)
-            routed, out.routed = out.routed, []
-            for record in routed:
-                await sequencer.process(record)
-            committer.send_changelogs()
-            committer.apply()
+        with instructions.counting():
+            for start in range(0, len(records), BATCH):
+                for record in records[start : start + BATCH]:
+                    await join.process(record)
+                routed, out.routed = out.routed, []
+                for record in routed:
+                    await sequencer.process(record)
+                committer.send_changelogs()
+                committer.apply()
         if profiler:
             profiler.disable()
         cpu = time.process_time() - started_cpu
@@ -212,7 +215,16 @@ def main() -> None:
         action="store_true",
         help="keep Python's default garbage collector settings (the worker tunes them)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions per execution with perf (the same from hour to hour, "
+        "where CPU seconds on a shared host are not)",
+    )
     args = parser.parse_args()
+    if args.instructions:
+        counted(args)
+        return
     if not args.python_gc:
         tune_garbage_collector()
     result = asyncio.run(
@@ -224,6 +236,19 @@ def main() -> None:
         f"({result['wall_us_per_execution']:.1f} us wall), "
         f"{result['records_out_per_execution']:.2f} records out per execution"
     )
+
+
+def counted(args: argparse.Namespace) -> None:
+    """Run the same measurement under perf; print its line and the instructions per
+    execution."""
+    command = [sys.executable, "-m", "bench.process_cost", *sys.argv[1:]]
+    command.remove("--instructions")
+    try:
+        total, printed = instructions.count(command)
+    except instructions.Unavailable as exc:
+        sys.exit(f"cannot count instructions: {exc}")
+    print(printed.strip())
+    print(f"{total / args.events:,.0f} instructions per execution (user space, all threads)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Instructions counted over one region of a program (``bench.instructions``)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench import instructions
+
+ROOT = Path(__file__).resolve().parents[3]
+LOOP = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {str(ROOT)!r})
+    from bench.instructions import counting
+    total = 0
+    for _ in range(100_000):  # outside the region: not counted
+        total += 1
+    with counting():
+        for _ in range(int(sys.argv[1])):
+            total += 1
+    print(total)
+    """
+)
+
+
+def test_perf_stat_output_is_read_for_the_instruction_count() -> None:
+    stderr = "1176375792,,instructions:u,154732459,100.00,3.31,insn per cycle\n"
+    assert instructions.parse(stderr) == 1_176_375_792
+
+
+def test_an_event_perf_could_not_count_is_an_error_not_a_zero() -> None:
+    with pytest.raises(instructions.Unavailable, match="counted no"):
+        instructions.parse("<not supported>,,instructions:u,0,100.00,,\n")
+    with pytest.raises(instructions.Unavailable, match="no instructions"):
+        instructions.parse("perf: some other complaint\n")
+
+
+def test_outside_perf_the_region_just_runs() -> None:
+    ran = []
+    with instructions.counting():
+        ran.append(True)
+    assert ran == [True]
+
+
+def test_only_the_region_is_counted_and_it_grows_with_the_work_in_it() -> None:
+    why = instructions.available()
+    if why is not None:  # a machine without instruction counters says so, and why
+        with pytest.raises(instructions.Unavailable):
+            instructions.count([sys.executable, "-c", LOOP, "1"])
+        return
+    small, printed = instructions.count([sys.executable, "-c", LOOP, "100000"])
+    large, _ = instructions.count([sys.executable, "-c", LOOP, "1000000"])
+    assert printed.strip() == "200000"
+    # ten times the iterations in the region: close to ten times the instructions (less a
+    # little for switching counting on and off). Were the start-up and the loop outside the
+    # region (as long as the small region's) counted, the ratio would be nearer 5.
+    assert 8.5 < large / small < 10.5, (small, large)
