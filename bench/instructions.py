@@ -6,17 +6,19 @@ what a before-and-after of the hot path compares. :func:`count` runs a command u
 ``perf stat``, counting the user-space instructions of all its threads (RocksDB's included)
 only while the command has counting switched on; the command switches it on and off around
 the region it measures with :func:`counting`, which does nothing when not run by
-:func:`count`.
+:func:`count`. :class:`Meter` counts running processes (a worker, the broker) over an interval.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 CONTROL = "EXECDIST_PERF_CONTROL"
@@ -28,6 +30,7 @@ class Unavailable(RuntimeError):
     """``perf`` is missing or cannot count instructions on this machine."""
 
 
+@cache
 def available() -> str | None:
     """Why instructions cannot be counted here, or None when they can."""
     if shutil.which("perf") is None:
@@ -73,6 +76,42 @@ def parse(stderr: str) -> int:
                 raise Unavailable(f"perf counted no {EVENT}: {line}")
             return int(fields[0])
     raise Unavailable(f"no {EVENT} in perf's output: {stderr.strip()[:200]}")
+
+
+class Meter:
+    """The user-space instructions of running processes over an interval (``perf stat -p``);
+    :meth:`stop` gives ``None`` where perf cannot count, or a process was gone before the
+    start."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = list(pids)
+        self._perf: subprocess.Popen[str] | None = None
+
+    def start(self) -> Meter:
+        if self._pids and available() is None:
+            self._perf = subprocess.Popen(
+                ["perf", "stat", "-x,", "-e", EVENT, "-p", ",".join(map(str, self._pids))],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        return self
+
+    def stop(self) -> int | None:
+        perf, self._perf = self._perf, None
+        if perf is None:
+            return None
+        perf.send_signal(signal.SIGINT)  # perf prints its counts and exits
+        try:
+            _, stderr = perf.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            perf.kill()
+            perf.communicate()
+            return None
+        try:
+            return parse(stderr)
+        except Unavailable:
+            return None
 
 
 @contextmanager

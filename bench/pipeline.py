@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import instructions
 from bench.common import (
     ADMIN_TOKEN,
     BROKER,
@@ -474,6 +475,10 @@ def drain_pace(drain: Measurement) -> float:
     return drain.check.unique / whole if whole > 0 and drain.check.unique else 0.0
 
 
+def _per_event(count: int | None, drain: Measurement) -> int | None:
+    return round(count / drain.check.unique) if count and drain.check.unique else None
+
+
 def find_saturation(
     cluster: Cluster,
     sub_topics: list[str],
@@ -494,6 +499,8 @@ def find_saturation(
         say(f"{label}: saturation, draining a backlog of {events:,} executions")
         meter = CpuMeter(cluster.pids()).start()
         broker_meter = CpuMeter([pid] if pid else []).start()
+        counted = instructions.Meter(cluster.pids()).start()
+        broker_counted = instructions.Meter([pid] if pid else []).start()
         limit = plan.target_seconds * 3 + 30
         drain = measure(
             LoadSpec(run=run, events=events, rate=None, accounts=config.subscriptions),
@@ -508,6 +515,7 @@ def find_saturation(
         )
         cpu, wall = meter.stop()
         broker_cpu, _ = broker_meter.stop()
+        worker_instructions, broker_instructions = counted.stop(), broker_counted.stop()
         eps = drain.check.steady_eps or drain.throughput_eps or 0.0
         span = drain.check.last_arrival - drain.check.first_arrival
         pace = drain_pace(drain)
@@ -527,6 +535,9 @@ def find_saturation(
                 if drain.check.unique and pid
                 else None,
                 "worker_cores": round(cpu / wall, 2),
+                # the same from hour to hour, where the CPU seconds above are not
+                "worker_instructions_per_event": _per_event(worker_instructions, drain),
+                "broker_instructions_per_event": _per_event(broker_instructions, drain),
                 "attempts": attempt + 1,
             }
         )

@@ -306,6 +306,22 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _saturation_header(counted: bool) -> list[str]:
+    """The saturation table's head; runs since ``perf`` counted also have instructions."""
+    instructions = ["worker instructions/execution", "broker instructions/execution"]
+    columns = [
+        *("workers", "subscriptions", "executions/s", "backlog", "worker cores busy"),
+        *("worker CPU µs/execution", "broker CPU µs/execution"),
+        *(instructions if counted else []),
+        *("lost", "dup", "note"),
+    ]
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
+def _thousands(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1000:,.0f}k"
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -403,25 +419,37 @@ def generated_section(result: dict[str, Any]) -> str:
             "record, two changelog records). CPU is the relay process's, from its first record "
             "to its last commit.",
         ]
+    counted = any(item.get("worker_instructions_per_event") for item in result["saturation"])
     lines += [
         "",
         "### Pipeline saturation (drain of a backlog)",
         "",
-        "| workers | subscriptions | executions/s | backlog | worker cores busy | worker CPU "
-        "µs/execution | broker CPU µs/execution | lost | dup | note |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *_saturation_header(counted),
     ]
     for item in result["saturation"]:
         note = "skipped (time budget)" if item.get("skipped") else item.get("error", "")
         if not item.get("skipped") and not item.get("complete", True) and not note:
             note = "backlog not drained in time"
+        instructions = (
+            f"{_thousands(item.get('worker_instructions_per_event'))} | "
+            f"{_thousands(item.get('broker_instructions_per_event'))} | "
+            if counted
+            else ""
+        )
         lines.append(
             f"| {item['workers']} | {item['subscriptions']} | {_fmt(item.get('saturation_eps'))} "
             f"| {_fmt(item.get('backlog_events'))} | {_fmt(item.get('worker_cores'), 2)} | "
             f"{_fmt(item.get('worker_cpu_us_per_event'), 0)} | "
-            f"{_fmt(item.get('broker_cpu_us_per_event'), 0)} | {_fmt(item.get('lost'))} | "
-            f"{_fmt(item.get('duplicates'))} | {note} |"
+            f"{_fmt(item.get('broker_cpu_us_per_event'), 0)} | {instructions}"
+            f"{_fmt(item.get('lost'))} | {_fmt(item.get('duplicates'))} | {note} |"
         )
+    if counted:
+        lines += [
+            "",
+            "Instructions: user-space instructions per execution over the drain (`perf stat`), "
+            "all threads; they vary far less than CPU seconds with the host's hour (the batches' "
+            "sizes still move them a little).",
+        ]
     lines += [
         "",
         "### Pipeline latency at fixed rates (open loop, intended send time → read_committed "

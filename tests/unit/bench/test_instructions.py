@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,22 @@ def test_only_the_region_is_counted_and_it_grows_with_the_work_in_it() -> None:
     # little for switching counting on and off). Were the start-up and the loop outside the
     # region (as long as the small region's) counted, the ratio would be nearer 5.
     assert 8.5 < large / small < 10.5, (small, large)
+
+
+def test_a_running_process_is_metered_from_start_to_stop() -> None:
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter = instructions.Meter([spinning.pid]).start()
+        if instructions.available() is not None:
+            assert meter.stop() is None  # no counters here: no figure, rather than a zero
+            return
+        # perf attaches, counts while the process spins, and reports when stopped
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        counted = meter.stop()
+        assert counted is not None and counted > 1_000_000
+    finally:
+        spinning.kill()
+        spinning.wait()
+    assert instructions.Meter([]).start().stop() is None

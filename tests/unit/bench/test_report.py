@@ -37,3 +37,21 @@ def test_the_report_shows_the_host_speed_and_still_renders_a_run_from_before_it(
     section = generated_section(result)
     assert "after it [1.5, 2.0, 2.5]." in section
     assert "took 91.2 µs as the run began and 388.4 µs as it ended" in section
+
+
+def test_the_saturation_table_has_instructions_for_a_run_that_counted_them() -> None:
+    result = json.loads(LATEST.read_text())
+    assert "instructions/execution" not in generated_section(result)  # counted by no drain
+    first, second = result["saturation"][0], result["saturation"][1]
+    first["worker_instructions_per_event"] = 663_122
+    first["broker_instructions_per_event"] = 410_488
+    section = generated_section(result)
+    head = next(line for line in section.splitlines() if line.startswith("| workers | subs"))
+    row = next(line for line in section.splitlines() if line.startswith("| 1 | 1 | "))
+    assert head.count("|") == row.count("|")
+    columns = [cell.strip() for cell in head.strip("|").split("|")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[columns.index("worker instructions/execution")] == "663k"
+    assert cells[columns.index("broker instructions/execution")] == "410k"
+    other = f"| {second['workers']} | {second['subscriptions']} | "
+    assert "| - | - |" in next(line for line in section.splitlines() if line.startswith(other))
