@@ -3,7 +3,7 @@
 Ceilings first (broker, exactly-once hop floor, aiokafka relays in the full run), then the
 pipeline, then the exactly-once hop floor again at the pipeline's own fixed rates, so that each
 pipeline latency has the floor at the same rate beside it (``python -m bench.ceilings`` for the
-floor alone).
+floor alone), and the processors alone (``bench.process_cost``) beside the worker's drains.
 
 Expects the broker and registry of ``make bench`` (``EXECDIST_BROKER``,
 ``EXECDIST_SCHEMA_REGISTRY_URL``); ``make bench`` and ``make bench-quick`` start and stop them.
@@ -14,14 +14,21 @@ Writes ``bench/results/latest.json``, ``bench/results/latest.png`` and the gener
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from typing import Any
 
+from bench import instructions, process_cost
 from bench.ceilings import CeilingPlan, broker_ceiling, eos_floor_at, floor_ceilings, relay_ceiling
 from bench.common import RESULTS, say
 from bench.pipeline import PipelinePlan, quiet_worker_with_interval, run_worker_count
 from bench.report import machine, write_results
+
+PROCESSORS_EVENTS = 20_000
+"""Executions fed to the processors alone: about 10 s here, the count steady to about 1 %."""
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -79,6 +86,25 @@ def floor_at_pipeline_rates(runs: list[dict[str, Any]], plan: PipelinePlan) -> l
     return [eos_floor_at(rate, 4, plan.rate_seconds) for rate in rates]
 
 
+def processors_alone() -> dict[str, Any]:
+    """``bench.process_cost``: the processors' own cost per execution, counted in instructions
+    where perf can, so that it compares across hours (CPU seconds alone elsewhere)."""
+    arguments = ["--events", str(PROCESSORS_EVENTS)]
+    say(f"the processors alone: {PROCESSORS_EVENTS:,} executions (bench.process_cost)")
+    try:
+        return process_cost.counted(arguments)
+    except instructions.Unavailable as exc:
+        say(f"instructions not counted: {exc}")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.process_cost", *arguments, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the short run (under 3 minutes)")
@@ -126,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if runs:
             ceilings["eos_floor_at_pipeline_rates"] = floor_at_pipeline_rates(runs, pipeline)
+        ceilings["processors"] = processors_alone()
     settings = {
         "profile": name,
         "ceilings": asdict(profile["ceilings"]),

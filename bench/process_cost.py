@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import pstats
 import sys
 import tempfile
@@ -221,34 +222,45 @@ def main() -> None:
         help="also count the instructions per execution with perf (the same from hour to hour, "
         "where CPU seconds on a shared host are not)",
     )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     if args.instructions:
-        counted(args)
+        command = [a for a in sys.argv[1:] if a not in ("--instructions", "--json")]
+        try:
+            result = counted(command)
+        except instructions.Unavailable as exc:
+            sys.exit(f"cannot count instructions: {exc}")
+    else:
+        if not args.python_gc:
+            tune_garbage_collector()
+        result = asyncio.run(
+            run(args.events, args.subscriptions, args.profile, not args.without_anomalies)
+        )
+    if args.json:
+        print(json.dumps(result))
         return
-    if not args.python_gc:
-        tune_garbage_collector()
-    result = asyncio.run(
-        run(args.events, args.subscriptions, args.profile, not args.without_anomalies)
-    )
     print(
         f"{result['executions']} executions, {args.subscriptions} subscription(s): "
         f"{result['cpu_us_per_execution']:.1f} us CPU per execution "
         f"({result['wall_us_per_execution']:.1f} us wall), "
         f"{result['records_out_per_execution']:.2f} records out per execution"
     )
+    if "instructions_per_execution" in result:
+        print(
+            f"{result['instructions_per_execution']:,} instructions per execution "
+            "(user space, all threads)"
+        )
 
 
-def counted(args: argparse.Namespace) -> None:
-    """Run the same measurement under perf; print its line and the instructions per
-    execution."""
-    command = [sys.executable, "-m", "bench.process_cost", *sys.argv[1:]]
-    command.remove("--instructions")
-    try:
-        total, printed = instructions.count(command)
-    except instructions.Unavailable as exc:
-        sys.exit(f"cannot count instructions: {exc}")
-    print(printed.strip())
-    print(f"{total / args.events:,.0f} instructions per execution (user space, all threads)")
+def counted(arguments: list[str]) -> dict[str, float]:
+    """The measurement with ``arguments``, run under perf: its result, with the instructions
+    per execution. Raises :class:`bench.instructions.Unavailable` where perf cannot count."""
+    total, printed = instructions.count(
+        [sys.executable, "-m", "bench.process_cost", *arguments, "--json"]
+    )
+    result: dict[str, float] = json.loads(printed)
+    result["instructions_per_execution"] = round(total / result["executions"])
+    return result
 
 
 if __name__ == "__main__":

@@ -306,6 +306,37 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _processors_lines(
+    processors: dict[str, Any] | None, saturations: list[dict[str, Any]]
+) -> list[str]:
+    """The processors alone (``bench.process_cost``) beside the whole worker's drain: what the
+    engine and the Kafka client add. Runs from before it have none."""
+    if not processors:
+        return []
+    line = (
+        f"- The processors alone (`bench.process_cost`: the join, the router, the sequencer "
+        f"and the tables, no Kafka), {_fmt(processors['executions'])} executions: "
+        f"{_fmt(processors['cpu_us_per_execution'], 0)} µs of CPU"
+    )
+    counted = processors.get("instructions_per_execution")
+    if counted is None:
+        return [line + " per execution."]
+    line += f" and {_thousands(counted)} instructions per execution"
+    single = [
+        s
+        for s in saturations
+        if s["workers"] == 1 and s.get("subscriptions") == 1 and s.get("complete")
+    ]
+    worker = single[-1].get("worker_instructions_per_event") if single else None
+    if worker:
+        line += (
+            f"; the whole worker's drain (1 subscription) {_thousands(worker)}, so the engine, "
+            f"the Kafka client and the rest of the worker add {_thousands(worker - counted)} "
+            f"({(worker - counted) / worker:.0%})"
+        )
+    return [line + "."]
+
+
 def _saturation_header(counted: bool) -> list[str]:
     """The saturation table's head; runs since ``perf`` counted also have instructions."""
     instructions = ["worker instructions/execution", "broker instructions/execution"]
@@ -585,6 +616,7 @@ def generated_section(result: dict[str, Any]) -> str:
                 f"- Two workers on this machine reach {p['scaling_2_workers']:.2f} times "
                 "one worker (the cores are shared with the broker and the load generator)."
             )
+        lines += _processors_lines(result["ceilings"].get("processors"), result["saturation"])
     lines += ["", "![latest run](bench/results/latest.png)", "", END]
     return "\n".join(lines)
 

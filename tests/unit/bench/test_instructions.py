@@ -57,10 +57,10 @@ def test_only_the_region_is_counted_and_it_grows_with_the_work_in_it() -> None:
     small, printed = instructions.count([sys.executable, "-c", LOOP, "100000"])
     large, _ = instructions.count([sys.executable, "-c", LOOP, "1000000"])
     assert printed.strip() == "200000"
-    # ten times the iterations in the region: close to ten times the instructions (less a
-    # little for switching counting on and off). Were the start-up and the loop outside the
-    # region (as long as the small region's) counted, the ratio would be nearer 5.
-    assert 8.5 < large / small < 10.5, (small, large)
+    # ten times the iterations in the region: about ten times the instructions (9.6-10.6
+    # seen here, on a loaded host too). Were the start-up and the loop outside the region (as
+    # long as the small region's) counted, the ratio would be nearer 5.
+    assert 8.0 < large / small < 12.0, (small, large)
 
 
 def test_a_running_process_is_metered_from_start_to_stop() -> None:

@@ -55,3 +55,24 @@ def test_the_saturation_table_has_instructions_for_a_run_that_counted_them() -> 
     assert cells[columns.index("broker instructions/execution")] == "410k"
     other = f"| {second['workers']} | {second['subscriptions']} | "
     assert "| - | - |" in next(line for line in section.splitlines() if line.startswith(other))
+
+
+def test_the_processors_alone_are_set_beside_the_whole_worker_when_the_run_measured_them() -> None:
+    result = json.loads(LATEST.read_text())
+    assert "processors alone" not in generated_section(result)  # a run from before them
+    single = next(s for s in result["saturation"] if s["workers"] == 1 and s["subscriptions"] == 1)
+    single["worker_instructions_per_event"] = 672_000
+    result["ceilings"]["processors"] = {
+        "executions": 20_000,
+        "cpu_us_per_execution": 250.4,
+        "instructions_per_execution": 481_000,
+    }
+    section = generated_section(result)
+    assert (
+        "- The processors alone (`bench.process_cost`: the join, the router, the sequencer and "
+        "the tables, no Kafka), 20,000 executions: 250 µs of CPU and 481k instructions per "
+        "execution; the whole worker's drain (1 subscription) 672k, so the engine, the Kafka "
+        "client and the rest of the worker add 191k (28%)." in section
+    )
+    del result["ceilings"]["processors"]["instructions_per_execution"]  # no perf counters
+    assert "20,000 executions: 250 µs of CPU per execution." in generated_section(result)
