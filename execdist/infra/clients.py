@@ -99,7 +99,12 @@ def transactional_producer(
             "linger.ms": 1,
             "batch.size": 1024 * 1024,
             "message.max.bytes": MAX_VALUE_BYTES + 64 * 1024,
-            "compression.type": "lz4",
+            # uncompressed, as Kafka Streams' producers are by default: with one topic per
+            # subscription most batches hold a record or two, each compressed on its own here
+            # and decompressed again by the broker to validate it. With 1,000 subscriptions lz4
+            # cost the worker a fifth of its CPU and the broker over half of its own; with one
+            # it saved nothing measurable (BENCHMARKS.md, nineteenth pass)
+            "compression.type": "none",
             "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1024 * 1024,
@@ -222,7 +227,7 @@ def status_producer(settings: Settings) -> Producer:
             "acks": "all",
             "linger.ms": 5,
             "message.max.bytes": MAX_VALUE_BYTES + 64 * 1024,
-            "compression.type": "lz4",
+            "compression.type": "none",  # as the pipeline's producer
         }
     )
 

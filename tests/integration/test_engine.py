@@ -487,7 +487,7 @@ class Spoiling(Forward):
         if record.value == SPOIL and self.spoils:
             self.spoils -= 1
             self._spoiled = True
-            self._out.send(self.small, record.key, os.urandom(4096))  # lz4 cannot shrink it
+            self._out.send(self.small, record.key, os.urandom(4096))  # over its 1,024 bytes
         await super().process(record)
 
 
