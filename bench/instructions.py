@@ -1,8 +1,8 @@
 """Instructions counted over one region of a Python program, with ``perf stat``.
 
 CPU seconds on this shared host vary several times over from hour to hour; the instructions a
-piece of code executes do not (within a fraction of a percent from run to run), so they are
-what a before-and-after of the hot path compares. :func:`count` runs a command under
+piece of code executes barely do (``bench.process_cost`` repeats within about a percent), so
+they are what a before-and-after of the hot path compares. :func:`count` runs a command under
 ``perf stat``, counting the user-space instructions of all its threads (RocksDB's included)
 only while the command has counting switched on; the command switches it on and off around
 the region it measures with :func:`counting`, which does nothing when not run by

@@ -478,8 +478,9 @@ def generated_section(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Instructions: user-space instructions per execution over the drain (`perf stat`), "
-            "all threads; they vary far less than CPU seconds with the host's hour (the batches' "
-            "sizes still move them a little).",
+            "all threads. They move less than CPU seconds with the host's speed, but what else "
+            "the process is doing still moves them (a broker deleting old topics, batches of "
+            "other sizes).",
         ]
     lines += [
         "",
