@@ -14,14 +14,11 @@ Writes ``bench/results/latest.json``, ``bench/results/latest.png`` and the gener
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from typing import Any
 
-from bench import instructions, process_cost
+from bench import process_cost
 from bench.ceilings import CeilingPlan, broker_ceiling, eos_floor_at, floor_ceilings, relay_ceiling
 from bench.common import RESULTS, say
 from bench.pipeline import PipelinePlan, quiet_worker_with_interval, run_worker_count
@@ -89,20 +86,8 @@ def floor_at_pipeline_rates(runs: list[dict[str, Any]], plan: PipelinePlan) -> l
 def processors_alone() -> dict[str, Any]:
     """``bench.process_cost``: the processors' own cost per execution, counted in instructions
     where perf can, so that it compares across hours (CPU seconds alone elsewhere)."""
-    arguments = ["--events", str(PROCESSORS_EVENTS)]
     say(f"the processors alone: {PROCESSORS_EVENTS:,} executions (bench.process_cost)")
-    try:
-        return process_cost.counted(arguments)
-    except instructions.Unavailable as exc:
-        say(f"instructions not counted: {exc}")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.process_cost", *arguments, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return process_cost.measured(["--events", str(PROCESSORS_EVENTS)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -535,7 +535,7 @@ def find_saturation(
                 if drain.check.unique and pid
                 else None,
                 "worker_cores": round(cpu / wall, 2),
-                # the same from hour to hour, where the CPU seconds above are not
+                # steadier than the CPU seconds above from hour to hour (bench.instructions)
                 "worker_instructions_per_event": _per_event(worker_instructions, drain),
                 "broker_instructions_per_event": _per_event(broker_instructions, drain),
                 "attempts": attempt + 1,
