@@ -376,10 +376,10 @@ class JoinProcessor:
         budget = SWEEP_BATCH + 2 * self._created.pop(partition, 0)
         cursor = self._sweep_cursor.get(partition)
         examined = 0
-        for key in list(self._states.keys_from(partition, cursor, budget)):
+        for key, committed in self._states.items_after(partition, cursor, budget):
             examined += 1
             cursor = key
-            raw = self._states.get(partition, key)
+            raw = self._states.seen_as(partition, key, committed)
             if raw is None or key.decode() in due_index:
                 continue
             try:

@@ -49,7 +49,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,6 +58,7 @@ from mode import Service
 from execdist import topics
 from execdist.infra import clients
 from execdist.metrics import LabelledChildren, Metrics
+from execdist.runtime.client_thread import ClientThread
 from execdist.runtime.commit import Committer
 from execdist.runtime.ordering import SourceOrder
 from execdist.runtime.ownership import Ownership
@@ -160,8 +160,8 @@ class Engine(Service):
         self._ownership = Ownership(settings, topology, rocks, self._committer)
         self.group_id = f"{settings.app_id}-pipeline"
         self._consumer: Consumer | None = None
-        self._kafka: ThreadPoolExecutor | None = None
-        self._producing: ThreadPoolExecutor | None = None
+        self._kafka: ClientThread | None = None
+        self._producing: ClientThread | None = None
         self._in_flight: _InFlight | None = None
         """The commit running on the producer's thread while the next batch is processed."""
         self._processed: _Processed | None = None
@@ -248,8 +248,10 @@ class Engine(Service):
 
     async def on_start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="execdist-kafka")
-        self._producing = ThreadPoolExecutor(1, thread_name_prefix="execdist-producer")
+        self._kafka = ClientThread("execdist-kafka")
+        self._kafka.start(self._loop)
+        self._producing = ClientThread("execdist-producer")
+        self._producing.start(self._loop)
         await self._producer_call(self._transaction.open)
         consumer = clients.pipeline_consumer(self._settings, self.group_id)
         consumer.subscribe(
@@ -276,21 +278,21 @@ class Engine(Service):
                 await self._blocking(self._consumer.close)
         with contextlib.suppress(KafkaException, RuntimeError):
             await self._producer_call(self._transaction.close)
-        for executor in (self._kafka, self._producing):
-            if executor is not None:
-                executor.shutdown(wait=True)
+        for thread in (self._kafka, self._producing):
+            if thread is not None:
+                thread.stop()
         self._rocks.close_all()
 
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
         """Run a consumer call that waits on the engine's Kafka thread."""
         assert self._kafka is not None
-        return await asyncio.get_running_loop().run_in_executor(self._kafka, call, *args)
+        return await self._kafka.call(call, *args)
 
     async def _producer_call(self, call: Callable[..., T], *args: Any) -> T:
         """Run a call of the worker's transaction that waits (open, commit, abort, close) on
         the producer's thread, so that the consumer can poll meanwhile."""
         assert self._producing is not None
-        return await asyncio.get_running_loop().run_in_executor(self._producing, call, *args)
+        return await self._producing.call(call, *args)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -542,7 +544,7 @@ class Engine(Service):
         thread; what the next batch sends meanwhile is held for the next transaction."""
         consumer = self._consumer
         processed, self._processed = self._processed, None
-        assert consumer is not None and self._producing is not None and self._loop is not None
+        assert consumer is not None and self._producing is not None
         assert processed is not None
         offsets, batch_started = processed.offsets, processed.started
         self._last_commit = time.perf_counter()
@@ -551,9 +553,7 @@ class Engine(Service):
         if group_metadata is None:  # not assigned yet: nothing can be processed before that
             group_metadata = self._group_metadata = consumer.consumer_group_metadata()
         self._transaction.hold()
-        future = self._loop.run_in_executor(
-            self._producing, self._committer.commit, offsets, group_metadata
-        )
+        future = self._producing.call(self._committer.commit, offsets, group_metadata)
         self._in_flight = _InFlight(future, offsets, batch_started, time.perf_counter())
 
     async def _commit_processed(self, *, seek: bool = True) -> None:

@@ -27,6 +27,7 @@ import rocksdict
 from execdist.tables.declarations import ARENA_BLOCK_BYTES, WRITE_BUFFER_BYTES, TableSpec
 
 _DELETED = object()
+_NOT_PENDING = object()
 
 
 class _Later:
@@ -129,6 +130,22 @@ class PartitionedState:
         :meth:`committed` or :meth:`aborted`; the next batch writes to a new overlay meanwhile."""
 
     def get(self, partition: int, key: bytes) -> bytes | None:
+        value = self._pending(partition, key)
+        if value is _NOT_PENDING:
+            value = self._tables.db(self.spec.name, partition).get(key)
+            return None if value is None else bytes(value)
+        return value  # type: ignore[no-any-return]
+
+    def seen_as(self, partition: int, key: bytes, committed: bytes) -> bytes | None:
+        """``key``'s value as the open transaction sees it, given ``committed``, the committed
+        value a scan read with the key (:meth:`items_after`): that one, unless this
+        transaction or the one being committed has written the key since."""
+        value = self._pending(partition, key)
+        return committed if value is _NOT_PENDING else value  # type: ignore[no-any-return]
+
+    def _pending(self, partition: int, key: bytes) -> Any:
+        """The uncommitted value of ``key`` (``None``: deleted), newest first;
+        ``_NOT_PENDING`` if neither this transaction nor the one being committed wrote it."""
         for generation in (self._overlay, self._sealed):
             pending = None if generation is None else generation.get(partition)
             if pending is not None and key in pending:
@@ -137,9 +154,8 @@ class PartitionedState:
                     return None
                 if type(value) is _Later:
                     value = pending[key] = value.encode()
-                return value  # type: ignore[no-any-return]
-        value = self._tables.db(self.spec.name, partition).get(key)
-        return None if value is None else bytes(value)
+                return value
+        return _NOT_PENDING
 
     def lookup(self, key: bytes) -> bytes | None:
         """Find ``key`` in whichever local partition holds it (committed state only)."""
@@ -186,21 +202,6 @@ class PartitionedState:
     def has_writes(self) -> bool:
         """Whether the open transaction wrote anything to this table."""
         return any(self._overlay.values())
-
-    def keys_from(self, partition: int, start: bytes | None, limit: int) -> Iterator[bytes]:
-        """Up to ``limit`` committed keys of one partition in key order, after ``start``."""
-        it = self._tables.db(self.spec.name, partition).iter()
-        if start is None:
-            it.seek_to_first()
-        else:
-            it.seek(start)
-            if it.valid() and bytes(it.key()) == start:
-                it.next()
-        count = 0
-        while it.valid() and count < limit:
-            yield bytes(it.key())
-            it.next()
-            count += 1
 
     def holds(self, partition: int) -> bool:
         """Whether this worker has the partition's database open."""

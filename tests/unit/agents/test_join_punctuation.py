@@ -103,7 +103,7 @@ async def store_orders(
 
 
 def keys(table: PartitionedState) -> list[bytes]:
-    return list(table.keys_from(0, None, 1_000_000))
+    return [key for key, _ in table.items_after(0, None, 1_000_000)]
 
 
 async def tick(join: JoinProcessor, *tables: PartitionedState) -> None:
@@ -164,6 +164,20 @@ async def test_the_sweep_keeps_states_still_holding_executions_and_those_it_cann
     await tick(join, states, history)
     assert keys(states) == [b"GARBLED", b"PARTIAL", b"WAITING"]
     assert keys(history) == []
+
+
+async def test_the_sweep_judges_a_state_as_the_open_transaction_has_it(parts) -> None:
+    join, states, history, clock, _ = parts
+    await store_orders(states, history, ["DROPPED", "STALE", "TOUCHED"])
+    clock.now = T0 + RETENTION + timedelta(seconds=1)
+    # written in the open transaction, after the scan's committed values: TOUCHED is active
+    # again (its committed state has expired), DROPPED is deleted already
+    states.put(0, b"TOUCHED", orjson.dumps(OrderState.new("TOUCHED", clock.now).to_dict()))
+    states.delete(0, b"DROPPED")
+    await tick(join, states, history)
+    assert keys(states) == [b"TOUCHED"]
+    assert history_key("STALE", 1) not in keys(history)
+    assert history_key("TOUCHED", 1) in keys(history)
 
 
 # ---- timeouts: judged against how far the inputs are read -------------------------------------
