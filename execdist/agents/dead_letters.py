@@ -16,12 +16,11 @@ from datetime import datetime
 
 from execdist import topics
 from execdist.codecs.output import encode_json
-from execdist.domain import Rejected, RejectReason, StatusType, format_time
+from execdist.domain import RecordOrigin, Rejected, RejectReason, StatusType, format_time
 from execdist.metrics import Metrics
 from execdist.runtime.records import InputRecord
 from execdist.runtime.transaction import RecordSink
 from execdist.settings import Settings
-from execdist.topics import TP
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ class DeadLetters:
             "offset": offset,
             "error": error,
         }
-        origin = origin_of(tp, offset, key, value)
+        origin = RecordOrigin(tp.topic, tp.partition, offset, key, value)
         message = (
             f"the record could not be processed ({error}); it was set aside so that the "
             "records behind it go on. Check the worker's log for the traceback, then "
@@ -67,6 +66,8 @@ class DeadLetters:
     async def reject(self, rejected: Rejected) -> None:
         """Dead-letter an input record: its original bytes, with the reason in headers."""
         origin = rejected.origin
+        if isinstance(origin, RecordOrigin):
+            origin = origin.to_dict()
         assert isinstance(origin, dict)
         key = _unb64(origin.get("key"))
         value = _unb64(origin.get("value"))
@@ -119,17 +120,6 @@ class DeadLetters:
         }
         self._out.send(topics.STATUS, self._settings.worker_id.encode(), encode_json(event))
         self._metrics.status_events.labels(type_.value).inc()
-
-
-def origin_of(tp: TP, offset: int, key: bytes | None, value: bytes | None) -> dict[str, object]:
-    """Where an input record came from, with its original bytes (base64), for the DLQ."""
-    return {
-        "topic": tp.topic,
-        "partition": tp.partition,
-        "offset": offset,
-        "key": None if key is None else base64.b64encode(key).decode(),
-        "value": None if value is None else base64.b64encode(value).decode(),
-    }
 
 
 def _unb64(value: object) -> bytes | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from execdist.domain import OrderState
+from execdist.domain import OrderState, RecordOrigin
 
 MAX_STATES = 2048
 MAX_BYTES = 16 * 1024 * 1024
@@ -27,7 +27,9 @@ def approximate_size(state: OrderState) -> int:
     for held in state.held.values():
         size += 384
         origin = held.origin
-        if isinstance(origin, dict):
+        if isinstance(origin, RecordOrigin):
+            size += 4 * (len(origin.key or b"") + len(origin.value or b"")) // 3
+        elif isinstance(origin, dict):
             size += sum(len(value) for value in origin.values() if isinstance(value, str))
     return size
 

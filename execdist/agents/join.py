@@ -23,7 +23,7 @@ import orjson
 
 from execdist import topics
 from execdist.agents.anomalies import AnomalyFlags
-from execdist.agents.dead_letters import DeadLetters, origin_of
+from execdist.agents.dead_letters import DeadLetters
 from execdist.agents.hot_states import HotStates, approximate_size
 from execdist.agents.positions import PositionsProcessor
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
@@ -40,6 +40,7 @@ from execdist.domain import (
     Order,
     OrderState,
     Output,
+    RecordOrigin,
     Rejected,
     RejectReason,
     StatusNotice,
@@ -154,7 +155,7 @@ class JoinProcessor:
         tp, offset, key, value = record.tp, record.offset, record.key, record.value
         self._input_timestamp = record.timestamp
         self._records_in(tp.topic).inc()
-        origin = origin_of(tp, offset, key, value)
+        origin = RecordOrigin(tp.topic, tp.partition, offset, key, value)
         parsed = await self._decode(tp, offset, origin, value)
         if parsed is None:
             return
@@ -182,7 +183,7 @@ class JoinProcessor:
         self._metrics.processing_seconds.observe(time.perf_counter() - started)
 
     async def _decode(
-        self, tp: TP, offset: int, origin: dict[str, object], value: bytes | None
+        self, tp: TP, offset: int, origin: RecordOrigin, value: bytes | None
     ) -> Order | Execution | None:
         while True:
             try:

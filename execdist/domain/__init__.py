@@ -53,6 +53,7 @@ from execdist.domain.model import (
 from execdist.domain.order_state import (
     HeldExecution,
     OrderState,
+    RecordOrigin,
     SeenExecution,
     SeqRange,
     content_fingerprint,
@@ -89,6 +90,7 @@ __all__ = [
     "OrderStatus",
     "OrderType",
     "Output",
+    "RecordOrigin",
     "RejectReason",
     "Rejected",
     "SeenExecution",

@@ -6,13 +6,15 @@ table keyed by order_id, hands it to the transitions in :mod:`execdist.domain.jo
 None; decimals as strings, times as ISO strings) so any JSON codec can write it to a changelog.
 
 ``origin`` values of held executions are stored as they are, which is why they must be
-JSON-compatible (str, int, finite float, bool, None, lists and str-keyed dicts of those). The
-wiring typically stores ``{"topic": ..., "partition": ..., "offset": ..., "key": <base64>,
-"value": <base64>}`` so a rejected execution can still be sent to the DLQ untouched.
+JSON-compatible (str, int, finite float, bool, None, lists and str-keyed dicts of those), or a
+:class:`RecordOrigin`, stored as ``{"topic": ..., "partition": ..., "offset": ..., "key":
+<base64>, "value": <base64>}``: the wiring's origin, so that a rejected execution can still
+be sent to the DLQ untouched.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -42,6 +44,7 @@ __all__ = [
     "STATE_FORMAT",
     "HeldExecution",
     "OrderState",
+    "RecordOrigin",
     "SeenExecution",
     "SeqRange",
     "content_fingerprint",
@@ -73,9 +76,35 @@ def content_fingerprint(execution: Execution) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+@quick_init
+@dataclass(frozen=True, slots=True)
+class RecordOrigin:
+    """Where an input record came from, with its original bytes: the wiring's ``origin`` of an
+    execution. JSON-compatible by construction (:meth:`to_dict`), so it is taken in without a
+    check, and its bytes are spelled in base64 only for an execution that is held (its state
+    is stored) or refused (dead-lettered), not for the many applied at once."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form, as a held execution's state stores it."""
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": None if self.key is None else base64.b64encode(self.key).decode(),
+            "value": None if self.value is None else base64.b64encode(self.value).decode(),
+        }
+
+
 def require_json_compatible(value: object, path: str = "origin") -> None:
-    """Raise :class:`InvalidOrigin` unless ``value`` survives a JSON round trip unchanged."""
-    if _plainly_json(value):
+    """Raise :class:`InvalidOrigin` unless ``value`` survives a JSON round trip unchanged (a
+    :class:`RecordOrigin` does: it is stored as its JSON form)."""
+    if type(value) is RecordOrigin or _plainly_json(value):
         return  # the common case, checked without building the path of every item
     if value is None or isinstance(value, str | bool | int):
         return
@@ -219,7 +248,9 @@ class OrderState:
             "held": [
                 {
                     "execution": held.execution.to_dict(),
-                    "origin": held.origin,
+                    "origin": (
+                        held.origin.to_dict() if type(held.origin) is RecordOrigin else held.origin
+                    ),
                     "held_since": format_time(held.held_since),
                 }
                 for _, held in sorted(self.held.items())

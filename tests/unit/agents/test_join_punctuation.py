@@ -42,9 +42,19 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.headers: list[dict[str, bytes]] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, **_: object) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+        **_: object,
+    ) -> None:
         self.sent.append((topic, key, value))
+        self.headers.append(dict(headers or []))
 
 
 class Clock:
@@ -227,6 +237,38 @@ async def test_an_orphan_is_rejected_only_once_its_inputs_are_read_past_its_time
     ((_, key, _),) = sent_to(recorder, topics.DLQ)
     assert key == execution_record()["order_id"].encode()  # type: ignore[union-attr]
     assert sent_to(recorder, topics.CONFIRMATIONS) == []
+
+
+@pytest.mark.parametrize("read_back", [False, True], ids=["kept decoded", "read back"])
+async def test_a_held_execution_refused_later_goes_to_the_dlq_with_its_original_bytes(
+    parts, read_back: bool
+) -> None:
+    """Its origin is kept as it came (the bytes, not yet in base64) while the state stays
+    decoded, and as its JSON form once the state is stored and read back."""
+    join, states, _, clock, recorder = parts
+    record = input_record(topics.EXECUTIONS, 7, execution_record())
+    await join.process(record)
+    if read_back:
+        for table in (states, join._timers):
+            table.committed()
+        join.release(0)  # the decoded state is dropped (as after a rollback): read from RocksDB
+    clock.now = T0 + SETTINGS.orphan_timeout + OVERDUE
+
+    await join.punctuate(READ_TO_END)
+
+    ((_, key, value),) = sent_to(recorder, topics.DLQ)
+    assert (key, value) == (record.key, record.value)
+    (headers,) = [
+        h
+        for (topic, *_), h in zip(recorder.sent, recorder.headers, strict=True)
+        if topic == topics.DLQ
+    ]
+    assert headers["error.reason"] == b"ORPHAN_EXECUTION"
+    assert (headers["error.topic"], headers["error.partition"], headers["error.offset"]) == (
+        topics.EXECUTIONS.encode(),
+        b"0",
+        b"7",
+    )
 
 
 async def test_an_orphan_is_rejected_when_its_inputs_are_behind_by_less_than_it_is_overdue(

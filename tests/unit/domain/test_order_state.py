@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -33,7 +34,7 @@ from execdist.domain import (
     stored_state_expired,
 )
 from execdist.domain.model import Execution
-from execdist.domain.order_state import require_json_compatible
+from execdist.domain.order_state import RecordOrigin, require_json_compatible
 from tests.unit.domain.fixtures import (
     ORDER_ID,
     T0,
@@ -557,6 +558,25 @@ def test_any_json_value_is_accepted_as_an_origin_and_survives_a_round_trip(origi
 def test_one_non_json_part_anywhere_is_refused_with_its_path(origin, bad) -> None:
     with pytest.raises(InvalidOrigin, match=r"origin\[\'inner\'\]"):
         require_json_compatible({"inner": bad, "rest": origin})
+
+
+@given(st.binary() | st.none(), st.binary() | st.none())
+def test_a_record_origin_is_taken_in_as_is_and_stored_as_its_base64_json_form(key, value) -> None:
+    origin = RecordOrigin("execdist.executions", 3, 41, key, value)
+    state = _new_state()
+    apply_execution(state, trade("T2", 2, "1", "1"), origin, T0)  # seq 2 before 1: held
+    assert state.held[2].origin is origin
+
+    stored = state.to_dict()["held"][0]["origin"]  # type: ignore[index]
+
+    assert stored == origin.to_dict()
+    assert json.loads(json.dumps(stored)) == stored
+    assert (stored["key"], stored["value"]) == (
+        None if key is None else base64.b64encode(key).decode(),
+        None if value is None else base64.b64encode(value).decode(),
+    )
+    restored = OrderState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored.held[2].origin == stored
 
 
 def _busy_state() -> OrderState:
