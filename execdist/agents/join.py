@@ -27,7 +27,7 @@ from execdist.agents.dead_letters import DeadLetters
 from execdist.agents.hot_states import HotStates, approximate_size
 from execdist.agents.positions import PositionsProcessor
 from execdist.codecs.errors import DecodeError, RegistryUnavailable
-from execdist.codecs.input import InputDecoder
+from execdist.codecs.input import InputDecoder, read_typed_json
 from execdist.codecs.output import encode_json
 from execdist.domain import (
     Confirmation,
@@ -185,6 +185,15 @@ class JoinProcessor:
     async def _decode(
         self, tp: TP, offset: int, origin: RecordOrigin, value: bytes | None
     ) -> Order | Execution | None:
+        orders = tp.topic == topics.ORDERS
+        try:
+            # most records: JSON of the contract's shape, read and checked in C
+            typed = read_typed_json(value, order=orders)
+        except InvalidRecord as exc:
+            await self._invalid(origin, exc)
+            return None
+        if typed is not None:
+            return typed
         while True:
             try:
                 data = await self._decoder.decode(value)
@@ -203,14 +212,15 @@ class JoinProcessor:
                 )
                 return None
         try:
-            if tp.topic == topics.ORDERS:
+            if orders:
                 return parse_order(data)
             return parse_execution(data)
         except InvalidRecord as exc:
-            await self._dead_letters.reject(
-                Rejected(RejectReason.VALIDATION_ERROR, str(exc), origin)
-            )
+            await self._invalid(origin, exc)
             return None
+
+    async def _invalid(self, origin: RecordOrigin, error: InvalidRecord) -> None:
+        await self._dead_letters.reject(Rejected(RejectReason.VALIDATION_ERROR, str(error), origin))
 
     async def punctuate(self, context: PunctuationContext) -> None:
         """Fire the partition's due timeouts and expire a slice of its finished orders (the

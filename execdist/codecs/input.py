@@ -13,8 +13,10 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from typing import Annotated
 
 import fastavro
+import msgspec
 import orjson
 from schema_registry.client import AsyncSchemaRegistryClient
 
@@ -23,8 +25,10 @@ from execdist.codecs.errors import DecodeError, UnknownSchemaId
 from execdist.codecs.framing import HEADER_SIZE, is_framed, read_header
 from execdist.codecs.registry import RegistrySchemaLookup, SchemaLookup
 from execdist.codecs.schemas import ParsedSchema
+from execdist.domain.model import ExecType, Execution, Order, OrderType, Side
+from execdist.domain.validation import execution_of_json_types, order_of_json_types
 
-__all__ = ["InputDecoder", "decode_json"]
+__all__ = ["InputDecoder", "decode_json", "read_typed_json"]
 
 _MAX_UNKNOWN_IDS = 1024
 
@@ -146,6 +150,84 @@ def decode_json(value: bytes) -> dict[str, object]:
     if not isinstance(parsed, dict):
         raise DecodeError(f"expected a JSON object, got a JSON {_json_kind(parsed)}")
     return parsed
+
+
+_Integer = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""A JSON integer that :func:`decode_json` (orjson) also reads as an integer: it reads wider
+ones as floats, which validation refuses, so those take the general path."""
+
+
+class _ExecutionJson(msgspec.Struct, forbid_unknown_fields=True):
+    exec_id: str
+    order_id: str
+    seq: _Integer
+    exec_type: ExecType
+    last_qty: str | _Integer
+    last_px: str | _Integer
+    venue: str
+    exec_time: str
+    ref_exec_id: str | None = None
+
+
+class _OrderJson(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: str
+    account: str
+    symbol: str
+    side: Side
+    quantity: str | _Integer
+    order_type: OrderType
+    currency: str
+    version: _Integer
+    event_time: str
+    limit_price: str | _Integer | None = None
+
+
+_read_execution = msgspec.json.Decoder(_ExecutionJson).decode
+_read_order = msgspec.json.Decoder(_OrderJson).decode
+
+
+def read_typed_json(value: bytes | None, *, order: bool) -> Order | Execution | None:
+    """The order (``order``) or execution in ``value`` when it is JSON of the contract's shape
+    with every field of the type validation accepts: read by msgspec in C, then held to the
+    domain's rules (:func:`~execdist.domain.validation.order_of_json_types`,
+    :func:`~execdist.domain.validation.execution_of_json_types`), which raise the
+    :class:`~execdist.domain.errors.InvalidRecord` the general path would.
+
+    ``None`` for anything else (Avro, an unknown field, a field missing, null or of another
+    type, bytes that are not JSON): the general path (:func:`decode_json`, then ``parse_order``
+    or ``parse_execution``) reads those and says what is wrong. Unknown fields are sent there
+    too, because msgspec skips them unread where orjson refuses some (a number too large for
+    a float), and the two paths must take and refuse the same records."""
+    if not value or is_framed(value):
+        return None
+    try:
+        record = _read_order(value) if order else _read_execution(value)
+    except msgspec.MsgspecError:
+        return None
+    if isinstance(record, _OrderJson):
+        return order_of_json_types(
+            record.order_id,
+            record.account,
+            record.symbol,
+            record.side,
+            record.quantity,
+            record.order_type,
+            record.limit_price,
+            record.currency,
+            record.version,
+            record.event_time,
+        )
+    return execution_of_json_types(
+        record.exec_id,
+        record.order_id,
+        record.seq,
+        record.exec_type,
+        record.ref_exec_id,
+        record.last_qty,
+        record.last_px,
+        record.venue,
+        record.exec_time,
+    )
 
 
 def _json_kind(value: object) -> str:

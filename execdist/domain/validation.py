@@ -36,6 +36,8 @@ __all__ = [
     "MAX_FRACTION_DIGITS",
     "MAX_ID_LENGTH",
     "MAX_INTEGER_DIGITS",
+    "execution_of_json_types",
+    "order_of_json_types",
     "parse_execution",
     "parse_order",
 ]
@@ -71,23 +73,11 @@ def parse_order(data: Mapping[str, object]) -> Order:
     account = _identifier(data, "account")
     symbol = _identifier(data, "symbol")
     side = _enum(data, "side", Side)
-    quantity = _decimal(data, "quantity")
-    _check_positive("quantity", quantity)
+    quantity = _quantity(_decimal(data, "quantity"))
     order_type = _enum(data, "order_type", OrderType)
-    limit_price = _optional_decimal(data, "limit_price")
-    if order_type is OrderType.LIMIT:
-        if limit_price is None:
-            raise InvalidRecord("limit_price", "limit_price is required for LIMIT orders")
-        _check_positive("limit_price", limit_price)
-    elif limit_price is not None:
-        raise InvalidRecord(
-            "limit_price",
-            f"limit_price must be null for MARKET orders, got {_show(limit_price)}",
-        )
-    currency = _currency(data, "currency")
-    version = _integer(data, "version")
-    if version < 1:
-        raise InvalidRecord("version", f"version must be 1 or greater, got {version}")
+    limit_price = _limit_price(order_type, _optional_decimal(data, "limit_price"))
+    currency = _check_currency("currency", _required(data, "currency"))
+    version = _version(_integer(data, "version"))
     return Order(
         order_id=order_id,
         account=account,
@@ -102,6 +92,66 @@ def parse_order(data: Mapping[str, object]) -> Order:
     )
 
 
+def order_of_json_types(
+    order_id: str,
+    account: str,
+    symbol: str,
+    side: Side,
+    quantity: str | int,
+    order_type: OrderType,
+    limit_price: str | int | None,
+    currency: str,
+    version: int,
+    event_time: str,
+) -> Order:
+    """:func:`parse_order` of a record whose fields all have the JSON types it accepts (read
+    by :func:`execdist.codecs.input.read_typed_json`): the same rules in the same order, so
+    the same :class:`Order`, or the same :class:`InvalidRecord`."""
+    order_id = _check_identifier("order_id", order_id)
+    account = _check_identifier("account", account)
+    symbol = _check_identifier("symbol", symbol)
+    quantity_value = _quantity(_check_decimal("quantity", quantity))
+    limit = None if limit_price is None else _check_decimal("limit_price", limit_price)
+    limit = _limit_price(order_type, limit)
+    currency = _check_currency("currency", currency)
+    return Order(
+        order_id=order_id,
+        account=account,
+        symbol=symbol,
+        side=side,
+        quantity=quantity_value,
+        order_type=order_type,
+        limit_price=limit,
+        currency=currency,
+        version=_version(version),
+        event_time=_time_of("event_time", event_time),
+    )
+
+
+def _quantity(quantity: Decimal) -> Decimal:
+    _check_positive("quantity", quantity)
+    return quantity
+
+
+def _limit_price(order_type: OrderType, limit_price: Decimal | None) -> Decimal | None:
+    if order_type is OrderType.LIMIT:
+        if limit_price is None:
+            raise InvalidRecord("limit_price", "limit_price is required for LIMIT orders")
+        _check_positive("limit_price", limit_price)
+    elif limit_price is not None:
+        raise InvalidRecord(
+            "limit_price",
+            f"limit_price must be null for MARKET orders, got {_show(limit_price)}",
+        )
+    return limit_price
+
+
+def _version(version: int) -> int:
+    if version < 1:
+        raise InvalidRecord("version", f"version must be 1 or greater, got {version}")
+    return version
+
+
 def parse_execution(data: Mapping[str, object]) -> Execution:
     """Validate a decoded execution record and build an :class:`Execution`.
 
@@ -110,11 +160,66 @@ def parse_execution(data: Mapping[str, object]) -> Execution:
     _require_mapping(data, "an execution")
     exec_id = _identifier(data, "exec_id")
     order_id = _identifier(data, "order_id")
-    seq = _integer(data, "seq")
+    seq = _seq(_integer(data, "seq"))
+    exec_type = _enum(data, "exec_type", ExecType)
+    ref_exec_id = _reference(exec_type, exec_id, _optional_identifier(data, "ref_exec_id"))
+    last_qty = _last_qty(exec_type, _decimal(data, "last_qty"))
+    last_px = _last_px(_decimal(data, "last_px"))
+    return Execution(
+        exec_id=exec_id,
+        order_id=order_id,
+        seq=seq,
+        exec_type=exec_type,
+        ref_exec_id=ref_exec_id,
+        last_qty=last_qty,
+        last_px=last_px,
+        venue=_identifier(data, "venue"),
+        exec_time=_time(data, "exec_time"),
+    )
+
+
+def execution_of_json_types(
+    exec_id: str,
+    order_id: str,
+    seq: int,
+    exec_type: ExecType,
+    ref_exec_id: str | None,
+    last_qty: str | int,
+    last_px: str | int,
+    venue: str,
+    exec_time: str,
+) -> Execution:
+    """:func:`parse_execution` of a record whose fields all have the JSON types it accepts
+    (read by :func:`execdist.codecs.input.read_typed_json`): the same rules in the same order,
+    so the same :class:`Execution`, or the same :class:`InvalidRecord`."""
+    exec_id = _check_identifier("exec_id", exec_id)
+    order_id = _check_identifier("order_id", order_id)
+    seq = _seq(seq)
+    if ref_exec_id is not None:
+        ref_exec_id = _check_identifier("ref_exec_id", ref_exec_id)
+    ref_exec_id = _reference(exec_type, exec_id, ref_exec_id)
+    qty = _last_qty(exec_type, _check_decimal("last_qty", last_qty))
+    px = _last_px(_check_decimal("last_px", last_px))
+    return Execution(
+        exec_id=exec_id,
+        order_id=order_id,
+        seq=seq,
+        exec_type=exec_type,
+        ref_exec_id=ref_exec_id,
+        last_qty=qty,
+        last_px=px,
+        venue=_check_identifier("venue", venue),
+        exec_time=_time_of("exec_time", exec_time),
+    )
+
+
+def _seq(seq: int) -> int:
     if seq < 1:
         raise InvalidRecord("seq", f"seq must be 1 or greater, got {seq}")
-    exec_type = _enum(data, "exec_type", ExecType)
-    ref_exec_id = _optional_identifier(data, "ref_exec_id")
+    return seq
+
+
+def _reference(exec_type: ExecType, exec_id: str, ref_exec_id: str | None) -> str | None:
     if exec_type is ExecType.TRADE:
         if ref_exec_id is not None:
             raise InvalidRecord(
@@ -131,24 +236,20 @@ def parse_execution(data: Mapping[str, object]) -> Execution:
             raise InvalidRecord(
                 "ref_exec_id", f"a {exec_type.value} cannot refer to itself ({exec_id!r})"
             )
-    last_qty = _decimal(data, "last_qty")
+    return ref_exec_id
+
+
+def _last_qty(exec_type: ExecType, last_qty: Decimal) -> Decimal:
     if exec_type is ExecType.BUST:
         _check_not_negative("last_qty", last_qty)
     else:
         _check_positive("last_qty", last_qty, f" for a {exec_type.value}")
-    last_px = _decimal(data, "last_px")
+    return last_qty
+
+
+def _last_px(last_px: Decimal) -> Decimal:
     _check_not_negative("last_px", last_px)
-    return Execution(
-        exec_id=exec_id,
-        order_id=order_id,
-        seq=seq,
-        exec_type=exec_type,
-        ref_exec_id=ref_exec_id,
-        last_qty=last_qty,
-        last_px=last_px,
-        venue=_identifier(data, "venue"),
-        exec_time=_time(data, "exec_time"),
-    )
+    return last_px
 
 
 def _require_mapping(data: object, what: str) -> None:
@@ -217,8 +318,7 @@ def _integer(data: Mapping[str, object], name: str) -> int:
     return value
 
 
-def _currency(data: Mapping[str, object], name: str) -> str:
-    value = _required(data, name)
+def _check_currency(name: str, value: object) -> str:
     if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise InvalidRecord(
             name, f"{name} must be a three-letter upper-case code such as 'USD', got {_show(value)}"
@@ -314,7 +414,10 @@ def _check_not_negative(name: str, value: Decimal) -> None:
 
 
 def _time(data: Mapping[str, object], name: str) -> datetime:
-    value = _required(data, name)
+    return _time_of(name, _required(data, name))
+
+
+def _time_of(name: str, value: object) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
