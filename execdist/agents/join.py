@@ -187,7 +187,7 @@ class JoinProcessor:
     ) -> Order | Execution | None:
         orders = tp.topic == topics.ORDERS
         try:
-            # most records: JSON of the contract's shape, read and checked in C
+            # most records: JSON of the contract's shape, read by msgspec in C, then the rules
             typed = read_typed_json(value, order=orders)
         except InvalidRecord as exc:
             await self._invalid(origin, exc)
