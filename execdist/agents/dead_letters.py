@@ -9,7 +9,6 @@ same way and reported with an ERROR status event.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -66,25 +65,25 @@ class DeadLetters:
     async def reject(self, rejected: Rejected) -> None:
         """Dead-letter an input record: its original bytes, with the reason in headers."""
         origin = rejected.origin
-        if isinstance(origin, RecordOrigin):
-            origin = origin.to_dict()
-        assert isinstance(origin, dict)
-        key = _unb64(origin.get("key"))
-        value = _unb64(origin.get("value"))
+        if not isinstance(origin, RecordOrigin):
+            # a held execution's origin read back from its stored state
+            assert isinstance(origin, dict)
+            origin = RecordOrigin.from_dict(origin)
+        key, value = origin.key, origin.value
         headers = [
             ("error.reason", rejected.reason.value.encode()),
             ("error.message", rejected.message.encode()),
-            ("error.topic", str(origin["topic"]).encode()),
-            ("error.partition", str(origin["partition"]).encode()),
-            ("error.offset", str(origin["offset"]).encode()),
+            ("error.topic", origin.topic.encode()),
+            ("error.partition", str(origin.partition).encode()),
+            ("error.offset", str(origin.offset).encode()),
         ]
         self._out.send(topics.DLQ, key, value, headers=headers)
         self._metrics.dlq.labels(rejected.reason.value).inc()
         if log.isEnabledFor(logging.INFO):
             fields = {
-                "topic": origin["topic"],
-                "partition": origin["partition"],
-                "offset": origin["offset"],
+                "topic": origin.topic,
+                "partition": origin.partition,
+                "offset": origin.offset,
                 "reason": rejected.reason.value,
             }
             if key is not None:
@@ -94,9 +93,9 @@ class DeadLetters:
                 fields["exec_id"] = rejected.exec_id
             log.info(
                 "dead-lettered %s:%s@%s: %s %s",
-                origin["topic"],
-                origin["partition"],
-                origin["offset"],
+                origin.topic,
+                origin.partition,
+                origin.offset,
                 rejected.reason.value,
                 rejected.message,
                 extra=fields,
@@ -120,7 +119,3 @@ class DeadLetters:
         }
         self._out.send(topics.STATUS, self._settings.worker_id.encode(), encode_json(event))
         self._metrics.status_events.labels(type_.value).inc()
-
-
-def _unb64(value: object) -> bytes | None:
-    return None if value is None else base64.b64decode(str(value))

@@ -100,6 +100,18 @@ class RecordOrigin:
             "value": None if self.value is None else base64.b64encode(self.value).decode(),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> RecordOrigin:
+        """Read back :meth:`to_dict` (a held execution's stored origin)."""
+        key, value = data.get("key"), data.get("value")
+        return cls(
+            topic=str(data["topic"]),
+            partition=int(str(data["partition"])),
+            offset=int(str(data["offset"])),
+            key=None if key is None else base64.b64decode(str(key)),
+            value=None if value is None else base64.b64decode(str(value)),
+        )
+
 
 def require_json_compatible(value: object, path: str = "origin") -> None:
     """Raise :class:`InvalidOrigin` unless ``value`` survives a JSON round trip unchanged (a

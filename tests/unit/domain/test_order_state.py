@@ -577,6 +577,7 @@ def test_a_record_origin_is_taken_in_as_is_and_stored_as_its_base64_json_form(ke
     )
     restored = OrderState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert restored.held[2].origin == stored
+    assert RecordOrigin.from_dict(restored.held[2].origin) == origin  # type: ignore[arg-type]
 
 
 def _busy_state() -> OrderState:
