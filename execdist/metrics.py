@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -127,13 +127,13 @@ class Metrics:
             "Partitions of the input topics assigned to this worker.",
             registry=self.registry,
         )
-        self.batch_seconds = Histogram(
+        self.batch_seconds = PlainHistogram(
             "execdist_batch_seconds",
             "Time to process one batch and commit its transaction.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.transaction_records = Histogram(
+        self.transaction_records = PlainHistogram(
             "execdist_transaction_records",
             "Records written per committed transaction (outputs and changelog).",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
@@ -147,7 +147,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.stage_seconds = Histogram(
+        self.stage_seconds = PlainHistogram(
             "execdist_stage_seconds",
             "Time a batch spends in each stage of the engine: process, commit (from its start "
             "on the producer's thread to its outcome applied locally); within the commit, "

@@ -217,6 +217,12 @@ class _Sum:
             latency.max_ms = self.max_ms
 
 
+def bucket_of_time(at: float) -> int:
+    """When the :data:`BUCKET_S`-second bucket holding time ``at`` begins (a day is a whole
+    number of buckets, so two times in one bucket are in one day)."""
+    return int(at) // BUCKET_S * BUCKET_S
+
+
 def keys_of(
     symbol: str, venue: str, account: str, subscriptions: Iterable[str]
 ) -> tuple[tuple[Dimension, str], ...]:
@@ -264,7 +270,7 @@ class WindowedFigures:
         over a few sets of keys)."""
         if not committed:
             return
-        start = int(at) // BUCKET_S * BUCKET_S
+        start = bucket_of_time(at)
         if not self._buckets or self._buckets[-1][0] < start:
             self._buckets.append((start, {}))
         if self._buckets[-1][0] <= start:

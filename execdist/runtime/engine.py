@@ -200,6 +200,7 @@ class Engine(Service):
         refused by the broker (the commit fails and is rolled back), never trusted."""
         self._rebalances = LabelledChildren(metrics.rebalances)
         self._record_wait = LabelledChildren(metrics.record_wait_seconds)
+        self._stage = LabelledChildren(metrics.stage_seconds)
 
     # ---- what the rest of the worker asks -------------------------------------------------
 
@@ -452,7 +453,7 @@ class Engine(Service):
             return
         for partition in {p for _, p in offsets}:
             continuity.flush(partition)
-        self._metrics.stage_seconds.labels("process").observe(time.perf_counter() - started)
+        self._stage("process").observe(time.perf_counter() - started)
         if self._processed is None:
             self._processed = _Processed(offsets, started)
         else:
@@ -535,7 +536,7 @@ class Engine(Service):
             )
             await self._rollback()
             return
-        self._metrics.stage_seconds.labels("punctuate").observe(time.perf_counter() - started)
+        self._stage("punctuate").observe(time.perf_counter() - started)
         if self._processed is None and self._committer.has_changes():
             self._processed = _Processed({}, started)
 
@@ -594,11 +595,11 @@ class Engine(Service):
             }
         done = time.perf_counter()
         self._metrics.transaction_records.observe(committed.records)
-        stages = self._metrics.stage_seconds
-        stages.labels("commit").observe(done - in_flight.committing)
-        stages.labels("offsets").observe(committed.offsets_s)
-        stages.labels("produce").observe(committed.produce_s)
-        stages.labels("end").observe(committed.end_s)
+        stage = self._stage
+        stage("commit").observe(done - in_flight.committing)
+        stage("offsets").observe(committed.offsets_s)
+        stage("produce").observe(committed.produce_s)
+        stage("end").observe(committed.end_s)
         self._metrics.batch_seconds.observe(done - in_flight.batch_started)
         self._transaction.release()
         return True

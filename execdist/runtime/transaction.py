@@ -220,12 +220,27 @@ class WorkerTransaction:
             raise self._failed(exc) from exc
         self._open = False
         self.records = 0
-        return Committed(
+        committed = Committed(
             sent,
             offsets_sent - started,
             acknowledged - offsets_sent,
             time.monotonic() - acknowledged,
         )
+        self._begin_next(producer)
+        return committed
+
+    def _begin_next(self, producer: Producer) -> None:
+        """Begin the next transaction here, on the producer's thread: beginning one takes
+        librdkafka's lock and wakes its broker threads, a wait the event loop is spared (it
+        would otherwise begin it on the next batch's first record). Nothing reaches the
+        broker before a record or offsets are sent in it, so an empty one costs nothing. If
+        it cannot begin, the first send tries again, and says why."""
+        try:
+            producer.begin_transaction()
+        except KafkaException as exc:
+            log.debug("the next transaction will begin on its first record: %s", exc)
+            return
+        self._open = True
 
     def abort(self) -> bool:
         """Abort the open transaction; False when that failed (its outcome is then unknown)."""

@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
@@ -28,7 +29,14 @@ import aiohttp
 import orjson
 from mode import Service
 
-from execdist.domain.analytics import Dimension, Figures, Window, WindowedFigures, merge_windows
+from execdist.domain.analytics import (
+    Dimension,
+    Figures,
+    Window,
+    WindowedFigures,
+    bucket_of_time,
+    merge_windows,
+)
 from execdist.domain.fills import sum_exact
 from execdist.domain.model import Confirmation
 from execdist.metrics import Metrics
@@ -38,20 +46,38 @@ from execdist.settings import Settings
 log = logging.getLogger(__name__)
 
 TOP_N: Final = 20
+FOLD_EVERY_S: Final = 1.0
+"""How often committed confirmations are added to the figures, at the latest."""
+FOLD_AT: Final = 20_000
+"""Committed confirmations waiting to be added past which they are added at once."""
 INTERNAL_PATH: Final = "/internal/v1/analytics"
 FORWARDED_HEADER: Final = "X-Execdist-Forwarded-By"
+
+
+_Recorded = tuple[Confirmation, tuple[str, ...], float | None]
+"""A confirmation, the subscriptions it went to and its input's timestamp."""
 
 
 class Analytics(Service):
     """This worker's figures: fed by the router inside transactions, counted at commit (a
     :class:`~execdist.runtime.commit.CommitFollower`), exported to Prometheus."""
 
-    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self, metrics: Metrics, *, clock: Callable[[], float] = time.time, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._metrics = metrics
-        self.figures = WindowedFigures()
-        self._open: list[tuple[Confirmation, tuple[str, ...], float | None]] = []
-        self._sealed: list[tuple[Confirmation, tuple[str, ...], float | None]] = []
+        self._clock = clock
+        self._figures = WindowedFigures()
+        self._open: list[_Recorded] = []
+        self._sealed: list[_Recorded] = []
+        self._unfolded: list[tuple[float, list[_Recorded]]] = []
+        """Committed confirmations not yet in :attr:`_figures`, with when each commit was
+        applied: folded in together when the figures are read, every :data:`FOLD_EVERY_S`
+        and past :data:`FOLD_AT`. A commit costs an append, and many commits' confirmations
+        are summed per set of keys before they are added (a few confirmations per commit at
+        a low rate would each be added to every one of their keys' figures)."""
+        self._unfolded_count = 0
         self._exported: dict[tuple[str, str], set[str]] = {}
 
     def record(
@@ -72,17 +98,47 @@ class Analytics(Service):
         sealed, self._sealed = self._sealed, []
         if not sealed:
             return
-        now = time.time()
-        self.figures.add_all(
-            now,
-            [
-                (c, subscriptions, 0.0 if ts is None else max(now - ts, 0) * 1000)
+        self._unfolded.append((self._clock(), sealed))
+        self._unfolded_count += len(sealed)
+        if self._unfolded_count >= FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the committed confirmations not added yet to the figures: those of the commits
+        applied within one bucket together, each at its own commit's latency and the bucket
+        of the last of them (the same figures as adding them commit by commit)."""
+        unfolded, self._unfolded, self._unfolded_count = self._unfolded, [], 0
+        group: list[tuple[Confirmation, tuple[str, ...], float]] = []
+        group_at = 0.0
+        for at, sealed in unfolded:
+            if group and bucket_of_time(at) != bucket_of_time(group_at):
+                self._figures.add_all(group_at, group)
+                group = []
+            group_at = at
+            group.extend(
+                (c, subscriptions, 0.0 if ts is None else max(at - ts, 0) * 1000)
                 for c, subscriptions, ts in sealed
-            ],
-        )
+            )
+        if group:
+            self._figures.add_all(group_at, group)
+
+    @property
+    def figures_waiting(self) -> int:
+        """Committed confirmations not added to the figures yet."""
+        return self._unfolded_count
+
+    @property
+    def figures(self) -> WindowedFigures:
+        """This worker's figures, every committed confirmation in."""
+        self.fold()
+        return self._figures
 
     def local(self, by: Dimension, window: Window) -> dict[str, Figures]:
-        return self.figures.window(by, window, time.time())
+        return self.figures.window(by, window, self._clock())
+
+    @Service.timer(FOLD_EVERY_S)
+    async def _fold_often(self) -> None:
+        self.fold()
 
     @Service.timer(10.0)
     async def _export_often(self) -> None:
@@ -90,9 +146,10 @@ class Analytics(Service):
 
     def export(self) -> None:
         """Set the Prometheus series from the last hour's figures."""
-        now = time.time()
+        now = self._clock()
+        figures = self.figures
         for by in Dimension:
-            ranking = self.figures.hour_ranking(by, now)
+            ranking = figures.hour_ranking(by, now)
             ranked = sorted(ranking, key=lambda key: (-ranking[key][1], key))
             top, rest = ranked[:TOP_N], ranked[TOP_N:]
             shown = {key: ranking[key] for key in top}
