@@ -244,15 +244,20 @@ def status_producer(settings: Settings) -> Producer:
 # (``status_producer``).
 
 
-def follower(
-    settings: Settings, *, read_committed: bool, fetch_max_wait_ms: int
-) -> AIOKafkaConsumer:
+FOLLOWER_FETCH_WAIT_MS = 500
+"""How long a follower's fetch waits at the broker for a record. A record is returned as soon
+as it is there (committed, for a read_committed follower), so this bounds only an idle fetch,
+and each one costs the event loop a round trip through aiokafka; a follower reads one
+partition, so no other partition's fetch holds its records back either."""
+
+
+def follower(settings: Settings, *, read_committed: bool) -> AIOKafkaConsumer:
     """Reads one compacted topic from the start without a group (subscriptions, reports)."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         isolation_level="read_committed" if read_committed else "read_uncommitted",
-        fetch_max_wait_ms=fetch_max_wait_ms,
+        fetch_max_wait_ms=FOLLOWER_FETCH_WAIT_MS,
         group_id=None,
     )
 
@@ -286,9 +291,14 @@ def relay_reader(settings: Settings, fetch_max_wait_ms: int) -> AIOKafkaConsumer
     )
 
 
-def offsets_reader(settings: Settings) -> AIOKafkaConsumer:
-    """Asks for topics' first offsets (a cursor older than the retention)."""
-    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+def offsets_reader(settings: Settings, *, read_committed: bool = False) -> AIOKafkaConsumer:
+    """Asks for topics' first or last offsets, fetching nothing (a cursor older than the
+    retention; how far a followed topic goes)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+        group_id=None,
+    )
 
 
 def service_producer(

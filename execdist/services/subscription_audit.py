@@ -22,7 +22,7 @@ from mode import Service
 
 from execdist import topics
 from execdist.domain.audit import AuditEntry
-from execdist.services.follower import follow_from_start
+from execdist.services.follower import EndOffsets, follow_from_start
 from execdist.services.subscription_store import Companion, NotLoaded
 from execdist.settings import Settings
 
@@ -47,17 +47,20 @@ class SubscriptionAudit(Service):
         """The offset this worker has read up to (the next one to read)."""
         self._moved = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
+        self._ends = EndOffsets(settings, read_committed=True)
         self._tp = TopicPartition(topics.SUBSCRIPTION_AUDIT, 0)
 
     async def on_start(self) -> None:
+        await self._ends.start()
         self._consumer, self._tp = await follow_from_start(
-            self._settings, topics.SUBSCRIPTION_AUDIT, read_committed=True, fetch_max_wait_ms=100
+            self._settings, topics.SUBSCRIPTION_AUDIT, read_committed=True
         )
         self.add_future(self._follow())
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._ends.stop()
 
     async def _follow(self) -> None:
         consumer = self._consumer
@@ -94,7 +97,7 @@ class SubscriptionAudit(Service):
             raise NotLoaded("the worker is still starting; retry in a moment")
         # read_committed: the end offsets are the last stable offset, so an open transaction
         # (a change being written) is not waited for
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        end = await self._ends.of(self._tp)
         try:
             async with self._moved:
                 await asyncio.wait_for(self._moved.wait_for(lambda: self._position >= end), timeout)

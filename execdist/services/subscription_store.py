@@ -37,7 +37,7 @@ from execdist.domain.errors import ExecDistError
 from execdist.domain.routing import SubscriptionIndex
 from execdist.domain.subscriptions import Subscription, hash_token, token_matches
 from execdist.infra import clients
-from execdist.services.follower import follow_from_start
+from execdist.services.follower import EndOffsets, follow_from_start
 from execdist.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class SubscriptionStore(Service):
         self.loaded = asyncio.Event()
         self.listeners: list[Listener] = []
         self._consumer: AIOKafkaConsumer | None = None
+        self._ends = EndOffsets(settings, read_committed=True)
         self._producer: AIOKafkaProducer | None = None
         self._tp = TopicPartition(topics.SUBSCRIPTIONS, 0)
 
@@ -93,20 +94,22 @@ class SubscriptionStore(Service):
     async def on_start(self) -> None:
         self._producer = clients.store_producer(self._settings, self._transactional_id)
         await self._producer.start()
+        await self._ends.start()
         self._consumer, self._tp = await follow_from_start(
-            self._settings, topics.SUBSCRIPTIONS, read_committed=True, fetch_max_wait_ms=100
+            self._settings, topics.SUBSCRIPTIONS, read_committed=True
         )
         self.add_future(self._follow())
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._ends.stop()
         if self._producer is not None:
             await self._producer.stop()
 
     async def _follow(self) -> None:
         assert self._consumer is not None
-        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        end = await self._ends.of(self._tp)
         if end == 0:
             self.loaded.set()
         while not self.should_stop:
@@ -184,7 +187,7 @@ class SubscriptionStore(Service):
         if consumer is None:
             raise NotLoaded("the worker is still starting; retry in a moment")
         # read_committed: the last stable offset, so a transaction still open is not waited for
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        end = await self._ends.of(self._tp)
         try:
             async with self._changed:
                 await asyncio.wait_for(

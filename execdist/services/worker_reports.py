@@ -90,12 +90,8 @@ class WorkerReports(Service):
 
     async def on_start(self) -> None:
         self._producer = clients.status_producer(self._settings)
-        # a report is returned as soon as it is written; the wait bounds only an idle fetch,
-        # which costs the event loop a round trip each time. The subscription store and the
-        # audit keep 100 ms: they ask their topic's end offsets on a request's path, and that
-        # request waits at the broker behind the fetch in flight on the same connection
         self._consumer, self._tp = await follow_from_start(
-            self._settings, topics.WORKERS, read_committed=False, fetch_max_wait_ms=500
+            self._settings, topics.WORKERS, read_committed=False
         )
         self.add_future(self._follow())
         self.add_future(self._report_loop())
