@@ -92,8 +92,7 @@ class SubscriptionAudit(Service):
         """(log position, entry) of every change of the subscription, oldest first, including
         every change committed before the call. :class:`NotLoaded` if this worker cannot catch
         up within ``timeout`` (it has only started, or the broker is slow)."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             raise NotLoaded("the worker is still starting; retry in a moment")
         # read_committed: the end offsets are the last stable offset, so an open transaction
         # (a change being written) is not waited for

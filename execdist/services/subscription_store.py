@@ -183,8 +183,7 @@ class SubscriptionStore(Service):
         """Return once everything committed to the topic before the call is applied here: a
         change made on another worker a moment ago is then seen, as a change made here is.
         :class:`NotLoaded` if that takes longer than ``timeout``."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             raise NotLoaded("the worker is still starting; retry in a moment")
         # read_committed: the last stable offset, so a transaction still open is not waited for
         end = await self._ends.of(self._tp)
