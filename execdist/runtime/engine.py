@@ -12,11 +12,14 @@
   processed within that time since the last commit started share one transaction.
 * While a batch commits, the loop polls and processes the next one: its outputs are held and
   its table writes kept apart until the commit has finished, then they begin the next
-  transaction. If the commit fails, the batch built on it is dropped with it. The next batch
-  goes on past its time budget for as long as the commit runs (and input is there), so a
-  commit's wait is spent processing, never idle: the slower commits get (a loaded broker, many
-  subscriber topics in each transaction), the more each transaction holds, as a group commit
-  does, without holding any record longer than the commit before it takes.
+  transaction. A loop with nothing to process waits for input or for the commit's end,
+  whichever comes first: an input that comes during a commit is processed at once, and the
+  commit after it starts as soon as the one before has ended. If the commit fails, the batch
+  built on it is dropped with it. The next batch goes on past its time budget for as long as
+  the commit runs (and input is there), so a commit's wait is spent processing, never idle:
+  the slower commits get (a loaded broker, many subscriber topics in each transaction), the
+  more each transaction holds, as a group commit does, without holding any record longer
+  than the commit before it takes.
 * The records of the topics one processor reads (the join's orders and executions) are
   processed partition by partition in timestamp order, as Kafka Streams does, whatever order
   the fetches bring them in (:mod:`.ordering`): for the same inputs the same confirmations.
@@ -128,6 +131,10 @@ class _InFlight:
     batch_started: float
     committing: float
     """When its commit started (``time.perf_counter``)."""
+
+
+class PollFailed(Exception):
+    """Polling the inputs failed; the consumer's error is chained."""
 
 
 class RecordFailed(Exception):
@@ -300,35 +307,21 @@ class Engine(Service):
     async def _run(self) -> None:
         await self._topology.ready()
         while not self._stopping:
-            if len(self._pending) < MAX_POLL:
-                try:
-                    # wait for input only when there is nothing else to do
-                    idle = not self._pending and self._in_flight is None
-                    polled, ends = await self._blocking(
-                        self._poll, self._poll_wait() if idle else 0.0
-                    )
-                except KafkaException as exc:
-                    log.warning("polling the inputs failed, retrying: %s", exc)
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                self._ends.polled(ends)
-                # those whose turn it is by timestamp, after the records still waiting
-                self._pending.extend(
-                    self._order.arrange(polled, self._fetched_to_end, time.monotonic())
-                )
-                more = bool(polled)
-            else:
-                more = True  # enough is waiting already: not polled this time
             try:
+                if len(self._pending) < MAX_POLL:
+                    await self._take_input()
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
                 if self._punctuation.due():
                     await self._punctuate()
-                if more and self._committing() and self._may_gather():
-                    continue  # more input may be there: take it while the commit runs
+                if self._committing() and self._may_gather():
+                    continue  # the commit is settled as soon as it ends, while input is awaited
                 if await self._settle() and self._processed is not None and self._commit_due():
                     self._start_commit()
+            except PollFailed as exc:
+                log.warning("polling the inputs failed, retrying: %s", exc.__cause__)
+                await asyncio.sleep(RETRY_S)
             except (KafkaException, CommitFailed, TransactionFailed) as exc:
                 # Kafka refused a record or the transaction outside any one record's processing
                 # (a record's own failures are caught per record and end in the DLQ)
@@ -338,6 +331,53 @@ class Engine(Service):
                 await self._rollback()
                 await asyncio.sleep(RETRY_S)
         await self._commit_processed()
+
+    async def _take_input(self) -> None:
+        """Poll the consumer: what it has fetched; with nothing waiting to be processed, the
+        first input to come within :meth:`_poll_wait`. The records whose turn it is join
+        :attr:`_pending`.
+
+        A commit that ends during the wait is settled at once, and what was processed during
+        it starts the next commit then: an input that comes while a commit runs is processed
+        at once and committed right after it, and a quiet worker makes one call to the Kafka
+        thread per input, not one per step of its loop. Meanwhile the loop only settles and
+        starts commits, which do not wait (the rebalance callbacks, which run inside the poll,
+        hand their work to the event loop; the loop processes nothing until the poll is back,
+        so partitions only change between batches)."""
+        assert self._kafka is not None
+        poll = self._kafka.call(self._poll, 0.0 if self._pending else self._poll_wait())
+        try:
+            keep = await self._settle_while(poll)
+        except Exception:
+            await _outcome(poll)  # its records came before the rollback that follows
+            raise
+        if not keep:
+            return
+        try:
+            polled, ends = await poll
+        except KafkaException as exc:
+            raise PollFailed from exc
+        self._ends.polled(ends)
+        # those whose turn it is by timestamp, after the records still waiting
+        self._pending.extend(self._order.arrange(polled, self._fetched_to_end, time.monotonic()))
+
+    async def _settle_while(self, poll: asyncio.Future[Any]) -> bool:
+        """Until ``poll`` is back: settle each commit that ends, and start the next with
+        what is processed (when due). False when a commit failed: it is rolled back once the
+        poll is back, and the poll's records are to be dropped, since they were fetched
+        before the rollback seeks the inputs back to the last commit."""
+        while not poll.done() and (in_flight := self._in_flight) is not None:
+            ended = in_flight.future
+            await asyncio.wait((poll, ended), return_when=asyncio.FIRST_COMPLETED)
+            if poll.done() or in_flight is not self._in_flight:
+                continue  # or a rebalance callback inside the poll settled it
+            if ended.cancelled() or ended.exception() is not None:
+                await _outcome(poll)
+                await self._settle()  # rolls back (or raises, and the loop rolls back)
+                return False
+            if await self._settle() and self._processed is not None and self._commit_due():
+                self._start_commit()
+        return True
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         """Anything else the loop cannot handle stops the worker, visibly, rather than leave it
@@ -351,11 +391,15 @@ class Engine(Service):
 
     def _poll_wait(self) -> float:
         """How long an idle loop may wait for input: until what is processed is due to
-        commit, if anything is, or the punctuators are due."""
+        commit, if anything is, or the punctuators are due. While a commit runs, its end
+        ends the wait too (:meth:`_settle_while`): what is processed is due no sooner."""
         wait = self._punctuation.until_due()
         if self._processed is not None:
             due = self._last_commit + self._commit_interval - time.perf_counter()
-            wait = min(wait, max(due, 0.0))
+            if self._in_flight is None:
+                wait = min(wait, max(due, 0.0))
+            elif due > 0:
+                wait = min(wait, due)
         return min(wait, POLL_TIMEOUT_S)
 
     def _commit_due(self) -> bool:
@@ -731,6 +775,13 @@ class Engine(Service):
         while not self.should_stop:
             await self.sleep(self._tick_s)
             self._export_lag()
+
+
+async def _outcome(future: asyncio.Future[Any]) -> None:
+    """Wait for ``future`` and drop what it brings, its error included."""
+    await asyncio.wait((future,))
+    if not future.cancelled():
+        future.exception()  # retrieved, so that asyncio does not log it as never retrieved
 
 
 def _settled_offsets(consumer: Consumer, assigned: list[TopicPartition]) -> list[TopicPartition]:

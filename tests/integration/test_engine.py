@@ -396,6 +396,75 @@ async def test_while_a_commit_runs_the_engine_keeps_processing_into_the_next_tra
         await engine.stop()
 
 
+async def test_an_input_that_comes_during_a_commit_is_processed_at_once_and_committed_next(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """A quiet worker waits for input or for the commit's end, whichever comes first: a
+    record sent while a 0.5 s commit runs is processed while it runs, not after it, and its
+    own commit starts as soon as that one has ended, not at the next poll."""
+    delay = 0.5
+    settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-during", delay=delay)
+    forward = Forward(transaction, output)
+    engine, metrics = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+    await engine.start()
+    try:
+        await producer.send_and_wait(topics.ORDERS, b"first", key=key)
+        await wait_for(lambda: b"first" in forward.forwarded and transaction.commits_started, 30)
+        first_commit = transaction.commits_started[-1]
+        await producer.send_and_wait(topics.ORDERS, b"second", key=key)
+        await wait_for(lambda: b"second" in forward.forwarded, 30)
+        processed = forward.processed_at[forward.forwarded.index(b"second")]
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= 2, timeout=30, settle=0.5
+        )
+        assert mine(forwarded) == [b"first", b"second"], "each record once, in order"
+        second_commit = next(at for at in transaction.commits_started if at > processed)
+    finally:
+        await engine.stop()
+    assert processed - first_commit < delay * 0.8, (
+        f"processed {processed - first_commit:.3f} s after a {delay} s commit began"
+    )
+    # it began when the first ended (its 0.5 s), not a poll's wait (0.1 s) later
+    assert delay <= second_commit - first_commit < delay + 0.08, second_commit - first_commit
+    assert transactions_committed(metrics) >= 2
+
+
+async def test_records_polled_while_a_commit_fails_are_read_again_from_the_last_commit(
+    tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    """The commit fails (its outcome unknown) while the loop waits for input: the records
+    that came meanwhile, processed or only polled, are dropped with the rollback and read
+    again from the last commit, once each, in order."""
+    settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-failing", delay=0.6, fail_once=True)
+    forward = Forward(transaction, output, table=timers)
+    engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+    values = [b"v-%02d" % n for n in range(12)]
+    await engine.start()
+    try:
+        await producer.send_and_wait(topics.ORDERS, values[0], key=key)
+        await wait_for(lambda: bool(transaction.commits_started), 30)
+        for value in values[1:6]:  # during the commit that fails
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        await wait_for(lambda: transaction.failed, 30)
+        for value in values[6:]:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=60, settle=1
+        )
+    finally:
+        await engine.stop()
+    assert mine(forwarded) == values, "each record once, in order"
+    assert forward.forwarded.count(values[1]) == 2, (
+        "processed during the failed commit, again after"
+    )
+
+
 async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
     tmp_path: Path, producer: AIOKafkaProducer
 ) -> None:
