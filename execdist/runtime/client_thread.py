@@ -7,8 +7,7 @@ same, but every hand-over goes through its work item, a ``concurrent.futures.Fut
 condition, the pool's idle semaphore and an asyncio future chained to that one: about 187,000
 user-space instructions per call on the project's development machine, against about 84,000
 here (a queue written in C, and an asyncio future set by ``call_soon_threadsafe``). A worker
-at 100 inputs/s makes about three such calls per input: two polls and a commit
-(BENCHMARKS.md, twentieth pass).
+at 100 inputs/s makes about two such calls per input: a poll and a commit.
 """
 
 from __future__ import annotations

@@ -308,15 +308,18 @@ class Engine(Service):
         await self._topology.ready()
         while not self._stopping:
             try:
-                if len(self._pending) < MAX_POLL:
-                    await self._take_input()
+                # enough waiting already: not polled this time
+                more = await self._take_input() if len(self._pending) < MAX_POLL else True
                 # the next batch is processed while the previous one commits
                 if self._pending:
                     await self._batch()
                 if self._punctuation.due():
                     await self._punctuate()
-                if self._committing() and self._may_gather():
-                    continue  # the commit is settled as soon as it ends, while input is awaited
+                if self._committing():
+                    if self._processed is None:
+                        continue  # nothing waits for the commit: wait for input or its end
+                    if more and self._may_gather():
+                        continue  # more input may be there: take it while the commit runs
                 if await self._settle() and self._processed is not None and self._commit_due():
                     self._start_commit()
             except PollFailed as exc:
@@ -332,27 +335,31 @@ class Engine(Service):
                 await asyncio.sleep(RETRY_S)
         await self._commit_processed()
 
-    async def _take_input(self) -> None:
-        """Poll the consumer: what it has fetched; with nothing waiting to be processed, the
-        first input to come within :meth:`_poll_wait`. The records whose turn it is join
-        :attr:`_pending`.
+    async def _take_input(self) -> bool:
+        """Poll the consumer: what it has fetched, and, with nothing to do until then, the
+        first input to come within :meth:`_poll_wait`; True if it brought records. Those
+        whose turn it is join :attr:`_pending`.
 
-        A commit that ends during the wait is settled at once, and what was processed during
-        it starts the next commit then: an input that comes while a commit runs is processed
-        at once and committed right after it, and a quiet worker makes one call to the Kafka
-        thread per input, not one per step of its loop. Meanwhile the loop only settles and
-        starts commits, which do not wait (the rebalance callbacks, which run inside the poll,
-        hand their work to the event loop; the loop processes nothing until the poll is back,
-        so partitions only change between batches)."""
+        The loop has nothing to do until then when nothing waits to be processed and nothing
+        processed waits for the commit that runs. A commit that ends during the wait is
+        settled at once: an input that comes while a commit runs is processed at once and
+        committed right after it, and a quiet worker makes one call to the Kafka thread per
+        input. Once something is processed for the next commit, the loop only takes what is
+        fetched already and then waits for the commit, so that what comes meanwhile is
+        processed in one batch after it, not record by record. While it waits for input, the
+        loop only settles and starts commits, which do not wait: the rebalance callbacks,
+        which run inside the poll, hand their work to the event loop, and the loop processes
+        nothing until the poll is back, so partitions only change between batches."""
         assert self._kafka is not None
-        poll = self._kafka.call(self._poll, 0.0 if self._pending else self._poll_wait())
+        busy = self._pending or (self._committing() and self._processed is not None)
+        poll = self._kafka.call(self._poll, 0.0 if busy else self._poll_wait())
         try:
             keep = await self._settle_while(poll)
         except Exception:
             await _outcome(poll)  # its records came before the rollback that follows
             raise
         if not keep:
-            return
+            return False
         try:
             polled, ends = await poll
         except KafkaException as exc:
@@ -360,6 +367,7 @@ class Engine(Service):
         self._ends.polled(ends)
         # those whose turn it is by timestamp, after the records still waiting
         self._pending.extend(self._order.arrange(polled, self._fetched_to_end, time.monotonic()))
+        return bool(polled)
 
     async def _settle_while(self, poll: asyncio.Future[Any]) -> bool:
         """Until ``poll`` is back: settle each commit that ends, and start the next with
@@ -392,14 +400,11 @@ class Engine(Service):
     def _poll_wait(self) -> float:
         """How long an idle loop may wait for input: until what is processed is due to
         commit, if anything is, or the punctuators are due. While a commit runs, its end
-        ends the wait too (:meth:`_settle_while`): what is processed is due no sooner."""
+        ends the wait too (:meth:`_settle_while`)."""
         wait = self._punctuation.until_due()
         if self._processed is not None:
             due = self._last_commit + self._commit_interval - time.perf_counter()
-            if self._in_flight is None:
-                wait = min(wait, max(due, 0.0))
-            elif due > 0:
-                wait = min(wait, due)
+            wait = min(wait, max(due, 0.0))
         return min(wait, POLL_TIMEOUT_S)
 
     def _commit_due(self) -> bool:

@@ -157,8 +157,11 @@ class WorkerTransaction:
 
     @property
     def sending(self) -> bool:
-        """Whether the open transaction (or the next, while one commits) has records."""
-        return self.records > 0 or bool(self._held)
+        """Whether the open transaction has records; while one commits, whether the next
+        has (what is held for it), not the committing one's."""
+        if self._held is not None:
+            return bool(self._held)
+        return self.records > 0
 
     # ---- overlapping a commit with the next batch (on the event loop) --------------------
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from execdist.runtime.transaction import _produce, call_retrying
+from execdist.runtime.transaction import WorkerTransaction, _produce, call_retrying
+from execdist.settings import Settings
 
 
 def concurrent_transactions() -> KafkaException:
@@ -85,3 +87,19 @@ def test_a_record_that_finds_the_queue_full_is_queued_once_there_is_room() -> No
     producer.purge(in_queue=True)
     producer.flush(1.0)  # serves the purge's reports
     assert purged == [b"k1", b"k2"]
+
+
+def test_while_a_commit_runs_only_the_next_transactions_records_count_as_sending(
+    tmp_path: Path,
+) -> None:
+    """A punctuation that changed nothing while a commit runs must not make a commit of its
+    own out of the committing transaction's records."""
+    transaction = WorkerTransaction(Settings(data_dir=tmp_path), "execdist-unit")
+    transaction.records = 3  # sent in the transaction about to commit
+    assert transaction.sending
+    transaction.hold()
+    assert not transaction.sending, "the committing transaction's records are not the next's"
+    transaction.send("execdist.confirmations", b"K", b"v")
+    assert transaction.sending
+    transaction.discard()
+    assert transaction.sending, "with nothing held, the open transaction's records count"
