@@ -35,7 +35,9 @@
 * A record whose processing raises rolls the whole transaction back; the worker resumes every
   partition from its last commit after a second. After ``MAX_ATTEMPTS`` failures the record is
   set aside (the dead-letter path) in the transaction instead. A commit that fails rolls back
-  the same way; one whose outcome is unknown rebuilds the tables from the changelogs.
+  the same way; one whose outcome is unknown rebuilds the tables from the changelogs. A
+  transaction known not to have committed whose abort fails costs the producer, not the
+  tables: a new producer aborts it, and the tables hold exactly what did commit.
 
 librdkafka's calls that wait run on two threads of the engine's own: the consumer's (poll,
 seek) and the producer's (commit, abort), so a commit and the next poll overlap. The
@@ -626,10 +628,12 @@ class Engine(Service):
         except CommitFailed as exc:
             self._transaction.discard()
             log.warning("the commit failed (%s); resuming from the last commit", exc)
-            if exc.aborted:
-                await self._resume_from_commit(seek=seek)
-            else:
+            if not exc.aborted:
                 await self._rebuild(seek=seek)
+                return False
+            if exc.producer_lost:
+                await self._renew_producer()
+            await self._resume_from_commit(seek=seek)
             return False
         # a local write that fails now ends the loop and so the worker (see _loop_ended):
         # rolling back would replay what Kafka already holds as committed
@@ -662,6 +666,11 @@ class Engine(Service):
             return  # it failed, and everything was resumed from the last commit already
         if await self._producer_call(self._transaction.abort):
             await self._resume_from_commit()
+        elif not self._transaction.fenced:
+            # the transaction never committed: a new producer aborts it, and the tables
+            # already hold exactly what did commit
+            await self._renew_producer()
+            await self._resume_from_commit()
         else:
             await self._rebuild()
 
@@ -685,18 +694,23 @@ class Engine(Service):
         self._order.forget()
         self._ends.forget()
         self._processed = None
-        while not self._stopping:
-            try:
-                await self._producer_call(self._transaction.close)
-                await self._producer_call(self._transaction.open)
-                break
-            except KafkaException as exc:
-                log.warning("re-creating the worker's producer failed, retrying: %s", exc)
-                await asyncio.sleep(RETRY_S)
+        await self._renew_producer()
         if seek:
             await self._seek(await self._ownership.rebuild())
         else:
             self._ownership.forget_uncommitted()
+
+    async def _renew_producer(self) -> None:
+        """Replace the worker's producer: the new one's ``init_transactions`` fences the old
+        one and aborts its open transaction, if any."""
+        while not self._stopping:
+            try:
+                await self._producer_call(self._transaction.close)
+                await self._producer_call(self._transaction.open)
+                return
+            except KafkaException as exc:
+                log.warning("re-creating the worker's producer failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_S)
 
     async def _seek(self, positions: list[TopicPartition]) -> None:
         consumer = self._consumer

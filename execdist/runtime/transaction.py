@@ -80,12 +80,15 @@ class TransactionFailed(Exception):
 
 
 class CommitFailed(Exception):
-    """The transaction did not commit. ``aborted`` says whether it is known to be aborted;
-    otherwise its outcome is unknown and the state must be rebuilt from what did commit."""
+    """The transaction did not commit. ``aborted`` says whether it is known not to have
+    committed; otherwise its outcome is unknown and the state must be rebuilt from what did
+    commit. ``producer_lost``: aborting it failed, so the producer must be replaced (the new
+    one's ``init_transactions`` aborts it), but it is still known not to have committed."""
 
-    def __init__(self, message: str, *, aborted: bool) -> None:
+    def __init__(self, message: str, *, aborted: bool, producer_lost: bool = False) -> None:
         super().__init__(message)
         self.aborted = aborted
+        self.producer_lost = producer_lost
 
 
 class WorkerTransaction:
@@ -103,6 +106,9 @@ class WorkerTransaction:
         self._held: list[_Send] | None = None
         """While a commit is in flight: the next transaction's records, kept until it has
         finished (a transaction cannot begin before the previous one is committed)."""
+        self.fenced = False
+        """The last abort that failed did so because another producer with this
+        transactional id fenced this one: what committed since may not be this worker's."""
 
     # ---- lifecycle (blocking: on the Kafka thread) --------------------------------------
 
@@ -114,6 +120,7 @@ class WorkerTransaction:
         )
         producer.init_transactions(INIT_TIMEOUT_S)
         self._producer = producer
+        self.fenced = False
         self._open = False
         self._held = None
         self.records = 0
@@ -246,7 +253,8 @@ class WorkerTransaction:
         self._open = True
 
     def abort(self) -> bool:
-        """Abort the open transaction; False when that failed (its outcome is then unknown)."""
+        """Abort the open transaction; False when that failed: the producer can then no
+        longer be used (:attr:`fenced` says whether another producer fenced it)."""
         producer = self._producer
         self.records = 0
         self._held = None
@@ -257,6 +265,7 @@ class WorkerTransaction:
             producer.abort_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             log.warning("aborting the transaction failed: %s", exc)
+            self.fenced = _fencing(exc.args[0])
             return False
         self._open = False
         return True
@@ -266,10 +275,29 @@ class WorkerTransaction:
         with self._undelivered_lock:
             undelivered, self._undelivered = sorted(self._undelivered), set()
         detail = f"{error.str()}" + (f"; not delivered: {undelivered}" if undelivered else "")
-        if error.txn_requires_abort() and self.abort():
-            return CommitFailed(f"commit failed and was aborted: {detail}", aborted=True)
+        if error.txn_requires_abort():
+            # librdkafka ends no transaction in that state: it did not commit
+            if self.abort():
+                return CommitFailed(f"commit failed and was aborted: {detail}", aborted=True)
+            if not self.fenced:
+                # as when records timed out while the broker was still writing the previous
+                # transaction's markers (hundreds of new subscriber topics): the abort then
+                # fails with INVALID_TXN_STATE, and the producer is lost, not the outcome
+                return CommitFailed(
+                    f"commit failed and was not committed, aborting it failed: {detail}",
+                    aborted=True,
+                    producer_lost=True,
+                )
         # fatal (fenced) or unknown: this producer can no longer be trusted with a transaction
         return CommitFailed(f"commit failed, outcome unknown: {detail}", aborted=False)
+
+
+_FENCING = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+
+
+def _fencing(error: KafkaError) -> bool:
+    """Whether ``error`` says another producer with the same transactional id took over."""
+    return error.code() in _FENCING
 
 
 def _produce(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import threading
 import time
@@ -335,7 +336,8 @@ async def test_a_commit_interval_puts_the_records_of_that_long_into_one_transact
 class ScriptedCommits(WorkerTransaction):
     """The worker's transaction on a broker that takes ``delay`` seconds to commit and, with
     ``fail_once``, fails the first commit with records with its outcome unknown (as when the
-    broker times the transaction out), without committing it."""
+    broker times the transaction out), without committing it; with ``lose_producer_once``, as
+    when its records timed out and the abort failed: not committed, the producer lost."""
 
     def __init__(
         self,
@@ -344,11 +346,15 @@ class ScriptedCommits(WorkerTransaction):
         *,
         delay: float = 0.0,
         fail_once: bool = False,
+        lose_producer_once: bool = False,
     ) -> None:
         super().__init__(settings, transactional_id)
         self.delay = delay
-        self.to_fail = fail_once
+        self.to_fail = fail_once or lose_producer_once
+        self.lose_producer = lose_producer_once
         self.failed = False
+        self.opened = 0
+        """Producers created (``init_transactions``) so far."""
 
         self.commits_started: list[float] = []
         """When each commit began (``time.monotonic``), as the event loop saw it: what the
@@ -360,10 +366,20 @@ class ScriptedCommits(WorkerTransaction):
         self.commits_started.append(time.monotonic())
         super().hold()
 
+    def open(self) -> None:
+        super().open()
+        self.opened += 1
+
     def commit(self, offsets: list[TopicPartition], group_metadata: object) -> Committed:
         time.sleep(self.delay)
         if self.to_fail and not self.failed and self.records:
             self.failed = True
+            if self.lose_producer:
+                raise CommitFailed(
+                    "simulated: records timed out, the abort failed",
+                    aborted=True,
+                    producer_lost=True,
+                )
             raise CommitFailed("simulated: commit failed, outcome unknown", aborted=False)
         return super().commit(offsets, group_metadata)
 
@@ -496,6 +512,41 @@ async def test_a_commit_whose_outcome_is_unknown_is_rebuilt_from_the_changelogs(
         assert transactions_committed(metrics) >= 1
     finally:
         await engine.stop()
+
+
+async def test_a_commit_known_not_to_have_committed_costs_the_producer_not_the_tables(
+    tmp_path: Path, producer: AIOKafkaProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first commit with records fails as when its records timed out and the abort failed
+    too: the transaction did not commit, so the worker replaces its producer (which aborts
+    it) and reads the inputs again from the last commit, without restoring its tables from
+    the changelogs; each record arrives once, in order."""
+    settings, output, rocks, _, timers = await fresh_runtime(tmp_path)
+    transaction = ScriptedCommits(settings, f"{settings.app_id}-lost", lose_producer_once=True)
+    forward = Forward(transaction, output, table=timers)
+    engine, _ = forwarding_engine(settings, rocks, transaction, timers, forward)
+    key = f"K-{settings.app_id}".encode()
+    mine = keyed(key)
+    values = [b"v-%02d" % n for n in range(20)]
+    await engine.start()
+    try:
+        await wait_for(lambda: engine.ready, 30)
+        caplog.set_level(logging.INFO, logger="execdist.runtime.restore")
+        caplog.clear()
+        for value in values[:10]:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        await wait_for(lambda: transaction.failed, 30)
+        for value in values[10:]:
+            await producer.send_and_wait(topics.ORDERS, value, key=key)
+        forwarded = await read_committed(
+            [output], lambda got: len(mine(got)) >= len(values), timeout=60, settle=1
+        )
+    finally:
+        await engine.stop()
+    assert mine(forwarded) == values, "each record once, in order"
+    assert transaction.opened == 2, "a new producer after the failed abort"
+    restores = [r for r in caplog.records if "changelog records for partitions" in r.message]
+    assert not restores, [r.message for r in restores]
 
 
 async def test_a_slow_commit_is_spent_processing_for_a_bounded_time(

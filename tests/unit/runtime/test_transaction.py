@@ -103,3 +103,29 @@ def test_while_a_commit_runs_only_the_next_transactions_records_count_as_sending
     assert transaction.sending
     transaction.discard()
     assert transaction.sending, "with nothing held, the open transaction's records count"
+
+
+def test_a_transaction_that_cannot_be_aborted_is_still_known_not_to_have_committed(
+    tmp_path: Path,
+) -> None:
+    """Records that timed out make the transaction abortable: librdkafka ends no transaction
+    in that state, so it did not commit, whether or not the abort works. An abort that fails
+    (here librdkafka refuses it outright: this producer never initialised its transactions)
+    costs the producer, not a rebuild of the tables; a fatal error such as being fenced by
+    another producer leaves the outcome open, and is still a rebuild."""
+    transaction = WorkerTransaction(Settings(data_dir=tmp_path), "execdist-unit")
+    unusable = Producer(
+        {"bootstrap.servers": "127.0.0.1:1", "transactional.id": "execdist-unit", "log_level": 0}
+    )
+    timed_out = KafkaException(
+        KafkaError(KafkaError._TIMED_OUT, "4 message(s) timed out", txn_requires_abort=True)
+    )
+
+    transaction._producer, transaction._open = unusable, True
+    failed = transaction._failed(timed_out)
+    assert failed.aborted and failed.producer_lost, failed
+    assert not transaction.fenced
+
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    failed = transaction._failed(fenced)
+    assert not failed.aborted and not failed.producer_lost
