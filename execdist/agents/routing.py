@@ -24,7 +24,7 @@ from execdist.domain.delivery import DeliveryStats
 from execdist.domain.expressions import EvaluationError
 from execdist.domain.model import Confirmation
 from execdist.domain.routing import SubscriptionIndex
-from execdist.domain.subscriptions import Subscription
+from execdist.domain.subscriptions import OutputFormat, Subscription
 from execdist.metrics import LabelledChildren, Metrics
 from execdist.services.analytics import Analytics
 
@@ -48,9 +48,11 @@ class SubscriptionRouter:
         self._output = output
         self._backfill = backfill
         self._stats = stats
-        self._metrics = metrics
         self._expression_errors = LabelledChildren(metrics.expression_errors)
         self._failures_logged: set[tuple[str, int]] = set()
+        # fetched once rather than per confirmation: the hot path of distribution
+        self._latency = metrics.distribution_latency.labels()
+        self._on_error = self._expression_failed
 
     async def __call__(
         self,
@@ -64,19 +66,25 @@ class SubscriptionRouter:
         latency_ms = (
             0.0 if input_timestamp is None else max(time.time() - input_timestamp, 0) * 1000
         )
-        self._stats.record_confirmation(input_timestamp)
-        self._metrics.distribution_latency.observe(latency_ms / 1000)
-        encodings = Encodings(json_value)
-        delivered: list[str] = []
-        for subscription in self._index.match(confirmation, self._expression_failed):
-            if subscription.backfill_from is not None and not self._backfill.admits(
-                partition, subscription, confirmation.order_id
-            ):
-                continue  # its backfill has yet to reach this order, and will deliver this too
-            await self._output.deliver(subscription, key, body, encodings)
-            self._stats.record(subscription.id, input_timestamp)
-            delivered.append(subscription.id)
-        self._analytics.record(confirmation, tuple(delivered), input_timestamp)
+        self._latency.observe(latency_ms / 1000)
+        delivered: tuple[str, ...] = ()
+        matches = self._index.match(confirmation, self._on_error)
+        if matches:
+            encodings = Encodings(json_value)
+            ids: list[str] = []
+            for subscription in matches:
+                if subscription.backfill_from is not None and not self._backfill.admits(
+                    partition, subscription, confirmation.order_id
+                ):
+                    continue  # its backfill has yet to reach this order, and will deliver this too
+                if subscription.format is _JSON:
+                    self._output.deliver_json(subscription, key, body, encodings)
+                else:
+                    await self._output.deliver(subscription, key, body, encodings)
+                ids.append(subscription.id)
+            delivered = tuple(ids)
+        self._stats.record(input_timestamp, delivered)
+        self._analytics.record(confirmation, delivered, input_timestamp)
 
     def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
         self._expression_errors(subscription.id).inc()
@@ -91,3 +99,7 @@ class SubscriptionRouter:
                 subscription.id,
                 error,
             )
+
+
+_JSON = OutputFormat.JSON
+"""Looked up once: an enum member read from its class costs a descriptor call each time."""

@@ -170,18 +170,15 @@ class DeliveryStats:
     def __init__(self) -> None:
         self.by_subscription: dict[str, SubscriptionDelivery] = {}
         self.overall = LatencyHistogram()
-        self._open: list[tuple[str | None, float | None]] = []
-        """(subscription id, or None for a confirmation; the input's timestamp) of the
-        transaction being built."""
-        self._sealed: list[tuple[str | None, float | None]] = []
+        self._open: list[tuple[float | None, tuple[str, ...]]] = []
+        """(the input's timestamp, the subscriptions its confirmation went to) of each
+        confirmation of the transaction being built."""
+        self._sealed: list[tuple[float | None, tuple[str, ...]]] = []
 
-    def record(self, subscription_id: str, input_timestamp: float | None) -> None:
-        """A record for ``subscription_id`` went into the open transaction."""
-        self._open.append((subscription_id, input_timestamp))
-
-    def record_confirmation(self, input_timestamp: float | None) -> None:
-        """A confirmation went into the open transaction."""
-        self._open.append((None, input_timestamp))
+    def record(self, input_timestamp: float | None, subscription_ids: tuple[str, ...]) -> None:
+        """A confirmation, and a record of it for each of ``subscription_ids``, went into the
+        open transaction."""
+        self._open.append((input_timestamp, subscription_ids))
 
     def acknowledge(self, subscription_id: str, sub_seq: int) -> None:
         """A WebSocket client holds every record up to ``sub_seq``."""
@@ -217,17 +214,21 @@ class DeliveryStats:
             return
         moment = time.time() if now is None else now
         at = datetime.fromtimestamp(moment, UTC)
-        for subscription_id, input_timestamp in sealed:
+        by_subscription = self.by_subscription
+        overall = self.overall
+        for input_timestamp, subscription_ids in sealed:
+            # one latency per confirmation, counted in the overall histogram and in that of
+            # each subscription it went to
             latency_ms = 0.0 if input_timestamp is None else max(moment - input_timestamp, 0) * 1000
-            if subscription_id is None:
-                self.overall.observe(latency_ms)
-                continue
-            delivery = self.by_subscription.get(subscription_id)
-            if delivery is None:
-                delivery = self.by_subscription[subscription_id] = SubscriptionDelivery()
-            delivery.delivered += 1
-            delivery.last_delivery = at
-            delivery.latency.observe(latency_ms)
+            bucket = bucket_of(latency_ms)
+            overall.observe_in(bucket, latency_ms)
+            for subscription_id in subscription_ids:
+                delivery = by_subscription.get(subscription_id)
+                if delivery is None:
+                    delivery = by_subscription[subscription_id] = SubscriptionDelivery()
+                delivery.delivered += 1
+                delivery.last_delivery = at
+                delivery.latency.observe_in(bucket, latency_ms)
 
     def snapshot(self) -> dict[str, object]:
         return {key: value.to_dict() for key, value in self.by_subscription.items()}
