@@ -98,24 +98,24 @@ class SubscriberSequencer:
         self._on_the_way: dict[int, dict[tuple[str, bytes], int]] = {}
         """Route partition -> how many of those unread records each (subscription id, key)
         has: a record of such an order is routed too, behind them."""
-        self._route_partitions = KeyPartitions(partitions)
+        self._route_partition_of = KeyPartitions(partitions).of
         self._instance = uuid.uuid4().hex.encode()
         self._tokens = itertools.count(1)
 
     def route_partition(self, subscription_id: str) -> int:
         """The route partition of a subscription (murmur2 of its id)."""
-        return self._route_partitions.of(subscription_id)
+        return self._route_partition_of(subscription_id)
 
     def deliver(self, subscription_id: str, topic: str, key: bytes, value: bytes) -> None:
         """Write one subscriber record (its value encoded, not yet numbered): numbered now if
         this worker may, else routed to the worker that numbers the subscription."""
-        partition = self.route_partition(subscription_id)
-        order = (subscription_id, key)
+        partition = self._route_partition_of(subscription_id)
         if partition in self._local:
             on_the_way = self._on_the_way.get(partition)
-            if not on_the_way or order not in on_the_way:
+            if not on_the_way or (subscription_id, key) not in on_the_way:
                 self._number(partition, subscription_id, topic, key, value)
                 return
+        order = (subscription_id, key)
         token = b""
         if self.counters.holds(partition):
             token = b"%s:%d" % (self._instance, next(self._tokens))
