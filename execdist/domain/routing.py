@@ -106,7 +106,8 @@ _Postings = dict[str, _Bucket]
 
 _ANCHORS = ("accounts", "symbols", "venues", "exec_types", "sides")
 """Filter fields in anchor order; indexes into this tuple are the ``_Entry.anchor`` values."""
-_entry_id = attrgetter("id")
+_by_id = attrgetter("id")
+"""The id of a subscription or of an entry."""
 
 
 def restrictions(f: Filter) -> tuple[frozenset[str] | None, ...]:
@@ -153,7 +154,7 @@ class SubscriptionIndex:
 
     def __iter__(self) -> Iterator[Subscription]:
         """Every subscription held, in id order."""
-        return iter(sorted(self._by_id.values(), key=_entry_id))
+        return iter(sorted(self._by_id.values(), key=_by_id))
 
     def get(self, subscription_id: str) -> Subscription | None:
         return self._by_id.get(subscription_id)
@@ -178,7 +179,7 @@ class SubscriptionIndex:
         A subscription whose expression cannot be evaluated on ``confirmation`` is left out
         and passed to ``on_error``.
         """
-        found: list[_Entry] = []
+        found: list[Subscription] = []
         accounts, symbols, venues, exec_types, sides = self._postings
         account = confirmation.account
         symbol = confirmation.symbol
@@ -199,7 +200,7 @@ class SubscriptionIndex:
             for entry in bucket.values():
                 # Unrolled on purpose: this loop is the hot path of distribution.
                 if entry.plain:
-                    found.append(entry)
+                    found.append(entry.subscription)
                     continue
                 if entry.accounts is not None and account not in entry.accounts:
                     continue
@@ -221,10 +222,10 @@ class SubscriptionIndex:
                         if on_error is not None:
                             on_error(entry.subscription, exc)
                         continue
-                found.append(entry)
+                found.append(entry.subscription)
         if len(found) > 1:
-            found.sort(key=_entry_id)
-        return [entry.subscription for entry in found]
+            found.sort(key=_by_id)
+        return found
 
     def _file(self, subscription: Subscription) -> None:
         dimensions = restrictions(subscription.filter)
