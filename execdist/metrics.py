@@ -194,19 +194,26 @@ class Metrics:
         )
 
 
-class LabelledChildren:
-    """``metric.labels(value)``, looked up once per value: prometheus-client takes a lock and
-    builds a tuple on every ``labels()`` call, which is too much on the per-record path."""
+class LabelledChildren(dict[str, Any]):
+    """``metric.labels(value)`` by value, each looked up once: ``children[value]``.
+
+    prometheus-client takes a lock and builds a tuple on every ``labels()`` call, which is too
+    much on the per-record path. A dict filled on first use, so that the usual lookup is the
+    dict's own (a Python ``__call__`` or ``get`` method would cost about twice as much).
+    """
+
+    __slots__ = ("_metric",)
 
     def __init__(self, metric: Any) -> None:
+        super().__init__()
         self._metric = metric
-        self._children: dict[str, Any] = {}
 
-    def __call__(self, value: str) -> Any:
-        child = self._children.get(value)
-        if child is None:
-            child = self._children[value] = self._metric.labels(value)
+    def __missing__(self, value: str) -> Any:
+        child = self[value] = self._metric.labels(value)
         return child
+
+    __call__ = dict.__getitem__
+    """``children(value)``, the same as ``children[value]``."""
 
 
 class PlainCounter:

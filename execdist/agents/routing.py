@@ -87,7 +87,7 @@ class SubscriptionRouter:
         self._analytics.record(confirmation, delivered, input_timestamp)
 
     def _expression_failed(self, subscription: Subscription, error: EvaluationError) -> None:
-        self._expression_errors(subscription.id).inc()
+        self._expression_errors[subscription.id].inc()
         key = (subscription.id, subscription.version)
         if key not in self._failures_logged:
             if len(self._failures_logged) > 10_000:  # bounded whatever the churn

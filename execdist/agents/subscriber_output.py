@@ -60,7 +60,7 @@ class SubscriberOutput:
             encodings.avro = avro_body("confirmation", body)
         value = frame(schema_id, encodings.avro)
         self._sequencer.deliver(subscription.id, subscription.topic, key, value)
-        self._delivered(subscription.id).inc()
+        self._delivered[subscription.id].inc()
 
     def deliver_json(
         self,
@@ -82,7 +82,7 @@ class SubscriberOutput:
                 )
             value = projected
         self._sequencer.deliver(subscription.id, subscription.topic, key, value)
-        self._delivered(subscription.id).inc()
+        self._delivered[subscription.id].inc()
 
 
 _AVRO = OutputFormat.AVRO

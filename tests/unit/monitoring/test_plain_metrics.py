@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from execdist.metrics import LATENCY_BUCKETS, PlainCounter, PlainHistogram
+from execdist.metrics import LATENCY_BUCKETS, LabelledChildren, PlainCounter, PlainHistogram
 
 
 def exposition(registry: CollectorRegistry) -> list[str]:
@@ -68,3 +68,23 @@ def test_a_name_registered_twice_is_refused() -> None:
     PlainCounter("dup_total", "Dup.", registry=registry)
     with pytest.raises(ValueError, match="Duplicated"):
         PlainCounter("dup_total", "Dup.", registry=registry)
+
+
+def test_labelled_children_look_each_child_up_once() -> None:
+    registry = CollectorRegistry()
+    counter = PlainCounter("sent_total", "Sent.", ["subscription"], registry=registry)
+    asked: list[str] = []
+    labels = counter.labels
+
+    def counted_labels(*values: str) -> object:
+        asked.extend(values)
+        return labels(*values)
+
+    counter.labels = counted_labels  # type: ignore[method-assign]
+    children = LabelledChildren(counter)
+    children["s-1"].inc()
+    children("s-1").inc()
+    children["s-2"].inc()
+    assert children("s-1") is children["s-1"] is labels("s-1")
+    assert asked == ["s-1", "s-2"]
+    assert registry.get_sample_value("sent_total", {"subscription": "s-1"}) == 2
