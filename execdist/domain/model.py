@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import TypeVar
 
 from execdist.domain.values import quick_init
 
@@ -45,6 +46,8 @@ __all__ = [
     "remember_formatted_time",
     "status_event",
 ]
+
+_T = TypeVar("_T")
 
 
 class Side(StrEnum):
@@ -141,11 +144,45 @@ class Anomaly:
         )
 
 
-_FORMATTED: dict[Decimal, str] = {}
-"""Recent :func:`format_decimal` results. Equal decimals have one spelling whatever their
-scale, so the value (which hashes and compares by value) is the key; prices and quantities
-repeat so much that most calls are a lookup. Emptied when it reaches ``_FORMATTED_MAX``."""
 _FORMATTED_MAX = 8192
+
+
+class _Spellings(dict[_T, str]):
+    """Recent renderings of one formatter, by value: a hit is a plain subscript, a miss
+    (``__missing__``) renders the value and keeps it. Prices, quantities and times repeat so
+    much that most renderings are a hit, and a subscript costs about a third of a call to
+    :func:`format_decimal` (the ``to_dict`` methods below index these directly, for values
+    they hold that are finite and aware by construction). Emptied when it reaches
+    ``_FORMATTED_MAX`` entries."""
+
+    __slots__ = ()
+
+    def remember(self, value: _T, text: str) -> None:
+        if len(self) >= _FORMATTED_MAX:
+            self.clear()
+        self[value] = text
+
+
+class _DecimalSpellings(_Spellings[Decimal]):
+    """The :func:`format_decimal` cache. Equal decimals have one spelling whatever their
+    scale, so the value (which hashes and compares by value) is the key."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: Decimal) -> str:
+        if not value.is_finite():
+            raise ValueError(f"cannot serialise the non-finite decimal {value}")
+        if value.is_zero():
+            text = "0"  # also folds "-0" and "0E-8" into one spelling
+        else:
+            text = format(value, "f")
+            if "." in text:
+                text = text.rstrip("0").rstrip(".")
+        self.remember(value, text)
+        return text
+
+
+_DECIMAL_TEXT = _DecimalSpellings()
 
 
 def format_decimal(value: Decimal) -> str:
@@ -154,24 +191,46 @@ def format_decimal(value: Decimal) -> str:
     Canonical so that equal values always serialise identically whatever their scale, which
     makes duplicate detection and output comparison independent of the input encoding.
     """
-    if not value.is_finite():
-        raise ValueError(f"cannot serialise the non-finite decimal {value}")
-    text = _FORMATTED.get(value)
-    if text is None:
-        text = _format_decimal(value)
-        if len(_FORMATTED) >= _FORMATTED_MAX:
-            _FORMATTED.clear()
-        _FORMATTED[value] = text
-    return text
+    try:
+        return _DECIMAL_TEXT[value]
+    except TypeError:  # a signalling NaN cannot be hashed
+        raise ValueError(f"cannot serialise the non-finite decimal {value}") from None
 
 
-def _format_decimal(value: Decimal) -> str:
-    if value.is_zero():
-        return "0"  # also folds "-0" and "0E-8" into one spelling
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+class _TimeSpellings(_Spellings[datetime]):
+    """The :func:`format_time` cache: an execution's exec_time and the moment it was applied
+    are each written several times (the confirmation, the order's state, the history).
+
+    Aware datetimes hash and compare by instant across zones, so any offset of an instant
+    finds the spelling of its UTC twin, and a naive datetime never equals an aware one, so it
+    misses and is refused. Only UTC moments are kept: two datetimes of one other zone compare
+    by their local fields, so the two instants of a repeated hour would share an entry."""
+
+    __slots__ = ()
+
+    def __missing__(self, moment: datetime) -> str:
+        if moment.tzinfo is not UTC:
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                raise ValueError(
+                    f"cannot serialise the naive datetime {moment!r}; times must be UTC"
+                )
+            return self[moment.astimezone(UTC)]
+        # one %-format: about 40 % cheaper than isoformat(timespec=...) and trimming its
+        # offset, and half the cost of the same f-string
+        text = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+            moment.year,
+            moment.month,
+            moment.day,
+            moment.hour,
+            moment.minute,
+            moment.second,
+            moment.microsecond,
+        )
+        self.remember(moment, text)
+        return text
+
+
+_TIME_TEXT = _TimeSpellings()
 
 
 def format_time(moment: datetime) -> str:
@@ -180,41 +239,14 @@ def format_time(moment: datetime) -> str:
     Built by hand rather than with ``isoformat`` so the microseconds are always present and
     the zone is always spelled 'Z', whatever the input's offset or precision.
     """
-    text = _FORMATTED_TIMES.get(moment)
-    if text is not None and moment.tzinfo is UTC:
-        return text
-    if moment.tzinfo is not UTC:
-        if moment.tzinfo is None or moment.utcoffset() is None:
-            raise ValueError(f"cannot serialise the naive datetime {moment!r}; times must be UTC")
-        moment = moment.astimezone(UTC)
-    # one %-format: about 40 % cheaper than isoformat(timespec=...) and trimming its offset,
-    # and half the cost of the same f-string
-    text = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-    )
-    remember_formatted_time(moment, text)
-    return text
-
-
-_FORMATTED_TIMES: dict[datetime, str] = {}
-"""Recent :func:`format_time` results of UTC times: an execution's exec_time and the moment it
-was applied are each written several times (the confirmation, the order's state, the
-history), so most calls are a lookup. Emptied when it reaches ``_FORMATTED_MAX``."""
+    return _TIME_TEXT[moment]
 
 
 def remember_formatted_time(moment: datetime, text: str) -> None:
     """Note that :func:`format_time` renders ``moment`` (aware, UTC) as ``text``: for an input
     time that arrived spelled that way already, so that its first rendering is a lookup
     rather than a formatting. The caller vouches that ``text`` is exactly that rendering."""
-    if len(_FORMATTED_TIMES) >= _FORMATTED_MAX:
-        _FORMATTED_TIMES.clear()
-    _FORMATTED_TIMES[moment] = text
+    _TIME_TEXT.remember(moment, text)
 
 
 def status_event(
@@ -314,12 +346,12 @@ class Order:
             "account": self.account,
             "symbol": self.symbol,
             "side": self.side._value_,
-            "quantity": format_decimal(self.quantity),
+            "quantity": _DECIMAL_TEXT[self.quantity],
             "order_type": self.order_type._value_,
-            "limit_price": None if self.limit_price is None else format_decimal(self.limit_price),
+            "limit_price": None if self.limit_price is None else _DECIMAL_TEXT[self.limit_price],
             "currency": self.currency,
             "version": self.version,
-            "event_time": format_time(self.event_time),
+            "event_time": _TIME_TEXT[self.event_time],
         }
 
     @classmethod
@@ -371,10 +403,10 @@ class Execution:
             "seq": self.seq,
             "exec_type": self.exec_type._value_,
             "ref_exec_id": self.ref_exec_id,
-            "last_qty": format_decimal(self.last_qty),
-            "last_px": format_decimal(self.last_px),
+            "last_qty": _DECIMAL_TEXT[self.last_qty],
+            "last_px": _DECIMAL_TEXT[self.last_px],
             "venue": self.venue,
-            "exec_time": format_time(self.exec_time),
+            "exec_time": _TIME_TEXT[self.exec_time],
         }
 
     @classmethod
@@ -439,15 +471,15 @@ class Confirmation:
             "exec_type": self.exec_type._value_,
             "ref_exec_id": self.ref_exec_id,
             "seq": self.seq,
-            "last_qty": format_decimal(self.last_qty),
-            "last_px": format_decimal(self.last_px),
-            "cum_qty": format_decimal(self.cum_qty),
-            "leaves_qty": format_decimal(self.leaves_qty),
-            "avg_px": format_decimal(self.avg_px),
-            "order_qty": format_decimal(self.order_qty),
+            "last_qty": _DECIMAL_TEXT[self.last_qty],
+            "last_px": _DECIMAL_TEXT[self.last_px],
+            "cum_qty": _DECIMAL_TEXT[self.cum_qty],
+            "leaves_qty": _DECIMAL_TEXT[self.leaves_qty],
+            "avg_px": _DECIMAL_TEXT[self.avg_px],
+            "order_qty": _DECIMAL_TEXT[self.order_qty],
             "order_status": self.order_status._value_,
-            "exec_time": format_time(self.exec_time),
-            "confirmed_at": format_time(self.confirmed_at),
+            "exec_time": _TIME_TEXT[self.exec_time],
+            "confirmed_at": _TIME_TEXT[self.confirmed_at],
             "anomaly": None if self.anomaly is None else self.anomaly.to_dict(),
         }
 

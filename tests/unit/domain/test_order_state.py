@@ -682,3 +682,24 @@ def test_format_time_gives_one_spelling_per_instant_and_refuses_naive_times() ->
     assert format_time(utc) == "2024-05-01T13:30:00.000005Z"
     with pytest.raises(ValueError, match="naive"):
         format_time(utc.replace(tzinfo=None))  # even right after its UTC twin was formatted
+
+
+def test_format_time_tells_apart_the_two_instants_of_a_repeated_local_hour() -> None:
+    from zoneinfo import ZoneInfo
+
+    from execdist.domain.model import format_time
+
+    # 01:30 happens twice in New York on 2024-11-03; within one zone the two compare equal
+    first = datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    second = first.replace(fold=1)
+    assert format_time(first) == "2024-11-03T05:30:00.000000Z"
+    assert format_time(second) == "2024-11-03T06:30:00.000000Z"
+    assert format_time(first) == "2024-11-03T05:30:00.000000Z"
+
+
+@pytest.mark.parametrize("text", ["NaN", "sNaN", "Infinity", "-Infinity"])
+def test_format_decimal_refuses_non_finite_decimals(text: str) -> None:
+    from execdist.domain.model import format_decimal
+
+    with pytest.raises(ValueError, match="non-finite"):
+        format_decimal(Decimal(text))
