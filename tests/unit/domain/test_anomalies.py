@@ -17,6 +17,7 @@ from execdist.domain.anomalies import (
     LEARN_BANDS,
     AnomalyRules,
     RecentFills,
+    _Decay,
     anomaly_event_details,
     observe,
 )
@@ -132,6 +133,27 @@ def test_stored_statistics_read_back_exactly(items) -> None:
     for qty, px, at in items:
         stats.add(qty, px, at, HALF_LIFE)
     assert RecentFills.from_dict(orjson.loads(orjson.dumps(stats.to_dict()))) == stats
+
+
+@given(
+    st.decimals(min_value="0.000001", max_value=10**9, places=6),
+    st.integers(min_value=0, max_value=6),
+    st.sampled_from([Decimal("0.5"), Decimal(300), Decimal("300.000"), Decimal(86_400)]),
+)
+def test_a_decay_factor_has_the_same_digits_for_every_spelling_of_its_age(
+    age: Decimal, extra_places: int, half_life: Decimal
+) -> None:
+    # the last factor is remembered by the age's value, so it must not depend on its spelling
+    respelled = age.quantize(Decimal(1).scaleb(-6 - extra_places))  # more trailing zeros
+    assert respelled == age
+
+    def computed(value: Decimal) -> tuple[object, ...]:
+        return tuple(_Decay()(value, half_life).as_tuple())  # a new one remembers nothing
+
+    assert computed(respelled) == computed(age) == computed(age.normalize())
+    remembering = _Decay()
+    remembering(age, half_life)
+    assert tuple(remembering(respelled, half_life).as_tuple()) == computed(respelled)
 
 
 # ---- the rules ----------------------------------------------------------------------------
