@@ -37,22 +37,39 @@ class _Kept:
         self.encode = partial(_encoded, stats)
 
 
+class _PartitionStats:
+    """The statistics of one partition kept decoded, by symbol and by account."""
+
+    __slots__ = ("accounts", "symbols")
+
+    def __init__(self) -> None:
+        self.symbols: dict[str, _Kept] = {}
+        self.accounts: dict[str, _Kept] = {}
+
+
 class AnomalyFlags:
     """Sets ``anomaly`` on the confirmations whose execution broke a rule."""
 
     def __init__(self, stats: PartitionedState, rules: AnomalyRules, metrics: Metrics) -> None:
         self._stats = stats
         self._rules = rules
-        self._symbols: dict[int, dict[str, _Kept]] = {}
-        self._accounts: dict[int, dict[str, _Kept]] = {}
+        self._enabled = rules.enabled
+        self._partitions: dict[int, _PartitionStats] = {}
         self._flagged = LabelledChildren(metrics.anomalies)
 
     def flag(self, partition: int, confirmation: Confirmation) -> Confirmation:
         """``confirmation``, with ``anomaly`` set if it broke a rule; learns from its fill."""
-        if not self._rules.enabled:
+        if not self._enabled:
             return confirmation
-        symbol = self._kept(self._symbols, partition, b"symbol:", confirmation.symbol)
-        account = self._kept(self._accounts, partition, b"account:", confirmation.account)
+        kept = self._partitions.get(partition)
+        if kept is None:
+            kept = self._partitions[partition] = _PartitionStats()
+        symbol = kept.symbols.get(confirmation.symbol) or self._load(
+            partition, kept.symbols, b"symbol:", confirmation.symbol
+        )
+        account = kept.accounts.get(confirmation.account) or self._load(
+            partition, kept.accounts, b"account:", confirmation.account
+        )
         anomaly = observe(confirmation, symbol.stats, account.stats, self._rules)
         self._stats.put_encoded_later(partition, symbol.key, symbol.encode)
         self._stats.put_encoded_later(partition, account.key, account.encode)
@@ -64,21 +81,14 @@ class AnomalyFlags:
 
     def release(self, partition: int) -> None:
         """Forget the decoded statistics of ``partition``: its uncommitted work is gone."""
-        self._symbols.pop(partition, None)
-        self._accounts.pop(partition, None)
+        self._partitions.pop(partition, None)
 
-    def _kept(
-        self, kept: dict[int, dict[str, _Kept]], partition: int, prefix: bytes, name: str
-    ) -> _Kept:
-        in_partition = kept.get(partition)
-        if in_partition is None:
-            in_partition = kept[partition] = {}
-        entry = in_partition.get(name)
-        if entry is None:
-            key = prefix + name.encode()
-            raw = self._stats.get(partition, key)
-            stats = RecentFills() if raw is None else RecentFills.from_dict(orjson.loads(raw))
-            entry = in_partition[name] = _Kept(key, stats)
+    def _load(self, partition: int, kept: dict[str, _Kept], prefix: bytes, name: str) -> _Kept:
+        """The statistic ``prefix + name`` of ``partition`` as the table has it, kept."""
+        key = prefix + name.encode()
+        raw = self._stats.get(partition, key)
+        stats = RecentFills() if raw is None else RecentFills.from_dict(orjson.loads(raw))
+        entry = kept[name] = _Kept(key, stats)
         return entry
 
 
