@@ -382,14 +382,16 @@ def _canonical_within_bounds(name: str, number: Decimal) -> Decimal:
     """
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite, checked by the caller
-    significant = list(digits)
-    while len(significant) > 1 and significant[-1] == 0 and exponent < 0:
-        significant.pop()
-        exponent += 1
-    if all(digit == 0 for digit in significant):
+    if not any(digits):
         return Decimal(0)
+    # Index arithmetic on the digit tuple rather than list edits: this runs for every price
+    # not seen recently, and the tuple is only rebuilt when the value changes.
+    end = len(digits)
+    while exponent < 0 and digits[end - 1] == 0:
+        end -= 1
+        exponent += 1
     fraction_digits = max(0, -exponent)
-    integer_digits = max(0, len(significant) + exponent)
+    integer_digits = max(0, end + exponent)
     if integer_digits > MAX_INTEGER_DIGITS or fraction_digits > MAX_FRACTION_DIGITS:
         raise InvalidRecord(
             name,
@@ -398,9 +400,10 @@ def _canonical_within_bounds(name: str, number: Decimal) -> Decimal:
             f"{integer_digits} and {fraction_digits}",
         )
     if exponent > 0:  # 1E+2 -> 100, so the value prints and compares in plain notation
-        significant.extend([0] * exponent)
-        exponent = 0
-    return Decimal((sign, tuple(significant), exponent))
+        return Decimal((sign, digits + (0,) * exponent, 0))
+    if end < len(digits):
+        return Decimal((sign, digits[:end], exponent))
+    return number
 
 
 def _check_positive(name: str, value: Decimal, context: str = "") -> None:

@@ -182,6 +182,28 @@ def test_bad_quantities(quantity: object, fragment: str) -> None:
     assert fragment in error.message
 
 
+@given(
+    st.decimals(min_value=0, max_value=Decimal("999999999999999999.99999999"), places=8),
+    st.integers(min_value=0, max_value=3),
+    st.booleans(),
+)
+def test_a_decimal_is_read_in_its_one_canonical_form(
+    value: Decimal, zeros: int, scientific: bool
+) -> None:
+    """Whatever the spelling: no trailing fractional zeros, no positive exponent, one zero."""
+    mantissa, e, power = (f"{value:E}" if scientific else f"{value:f}").partition("E")
+    if zeros:
+        mantissa += ("" if "." in mantissa else ".") + "0" * zeros
+    parsed = parse_execution(execution_record(last_px=mantissa + e + power)).last_px
+    assert parsed == value
+    _sign, digits, exponent = parsed.as_tuple()
+    assert isinstance(exponent, int)
+    assert exponent <= 0
+    assert exponent == 0 or digits[-1] != 0
+    if value == 0:
+        assert parsed.as_tuple() == Decimal(0).as_tuple()
+
+
 def test_limit_order_needs_positive_limit_price() -> None:
     assert _refused_order(limit_price=None).message == "limit_price is required for LIMIT orders"
     record = order_record()
