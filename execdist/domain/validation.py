@@ -242,7 +242,7 @@ def _reference(exec_type: ExecType, exec_id: str, ref_exec_id: str | None) -> st
 def _last_qty(exec_type: ExecType, last_qty: Decimal) -> Decimal:
     if exec_type is ExecType.BUST:
         _check_not_negative("last_qty", last_qty)
-    else:
+    elif last_qty <= 0:  # the message only when it is needed: formatting it costs more
         _check_positive("last_qty", last_qty, f" for a {exec_type.value}")
     return last_qty
 
