@@ -2,12 +2,12 @@
 
 Feeds the bench's load (an order, then its fills, as ``bench.load`` writes them) straight into
 the join, the subscription router and the sequencer, with the transaction replaced by a
-recorder and each batch committed to real RocksDB tables as the engine's committer would (what
-the sequencer routes to itself is handed back to it, as one worker owning every partition
-reads it back). What it measures is the
-Python work the engine does per execution on the event loop, apart from the Kafka client: the
-part this project's code decides. ``--profile`` prints the functions that take the time
-(cProfile, sorted by own time).
+recorder and each batch committed to real RocksDB tables as the engine's committer would,
+with the delivery figures and analytics that follow each commit (what the sequencer routes to
+itself is handed back to it, as one worker owning every partition reads it back). What it
+measures is the Python work the engine does per execution on the event loop, apart from the
+Kafka client: the part this project's code decides. ``--profile`` prints the functions that
+take the time (cProfile, sorted by own time).
 
 Repeatable to a few percent on an idle core, so it is the figure to compare before and after a
 change to the hot path; the pipeline bench then says what the change is worth end to end.
@@ -151,9 +151,9 @@ async def run(
         )
         output = SubscriberOutput(sequencer, None, metrics)  # type: ignore[arg-type]
         backfill = SubscriptionBackfill(tables[HISTORY], tables[TIMERS], index, output, metrics)
-        router = SubscriptionRouter(
-            index, output, backfill, DeliveryStats(), metrics, Analytics(metrics)
-        )
+        # the commit followers, as the worker has them: what they fold at each commit counts
+        stats, analytics = DeliveryStats(), Analytics(metrics)
+        router = SubscriptionRouter(index, output, backfill, stats, metrics, analytics)
         join = JoinProcessor(
             settings=settings,
             states=tables[ORDER_STATE],
@@ -174,7 +174,7 @@ async def run(
         )
         records = inputs(events, subscriptions)
         # the commit's table half, as the worker runs it (its Kafka half is the broker's)
-        committer = Committer(out, list(tables.values()))  # type: ignore[arg-type]
+        committer = Committer(out, list(tables.values()), [stats, analytics])  # type: ignore[arg-type]
         profiler = cProfile.Profile() if profile else None
         started_cpu = time.process_time()
         started = time.perf_counter()
@@ -189,6 +189,7 @@ async def run(
                     await sequencer.process(record)
                 committer.send_changelogs()
                 committer.apply()
+            analytics.fold()  # what the worker folds every second, the last of it here
         if profiler:
             profiler.disable()
         cpu = time.process_time() - started_cpu
