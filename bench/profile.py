@@ -1,10 +1,11 @@
 """Profile one worker at saturation with py-spy: ``python -m bench.profile [--seconds 30]``.
 
 Starts one worker with ``--subscriptions`` subscriptions (as :mod:`bench.pipeline` does), keeps
-a backlog in front of it, records it with ``py-spy record -f raw`` (collapsed stacks, CPU only
-unless ``--idle``) and writes ``bench/results/profile-worker.txt`` (the stacks, for flame-graph
-tools) and ``bench/results/profile-worker.md`` (the functions with the most self and total
-time, by sample count).
+a backlog in front of it, records it with ``py-spy record -f raw --gil`` (collapsed stacks of
+the thread holding the interpreter lock: the worker's Python runs one thread at a time, so
+these are where its time goes) and writes ``bench/results/profile-worker.txt`` (the stacks,
+for flame-graph tools) and ``bench/results/profile-worker.md`` (the functions with the most
+self and total time, by sample count).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--subscriptions", type=int, default=100)
     parser.add_argument("--events", type=int, default=0, help="backlog size (default: adaptive)")
-    parser.add_argument("--idle", action="store_true", help="also sample waiting threads")
+    parser.add_argument("--idle", action="store_true", help="sample every thread, waiting or not")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     asyncio.run(reset_topics())
@@ -126,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             "-o",
             str(raw),
         ]
-        if args.idle:
-            command.append("--idle")
+        # Without --gil, py-spy also samples the worker's Kafka threads while they wait for
+        # their next call or for the broker inside librdkafka (a queue's or a condition's
+        # wait, which it takes for running code): about a quarter of all samples, none of
+        # them work. --idle samples every thread, waiting or not.
+        command.append("--idle" if args.idle else "--gil")
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         generator.kill()
     finally:
