@@ -212,9 +212,6 @@ class LabelledChildren(dict[str, Any]):
         child = self[value] = self._metric.labels(value)
         return child
 
-    __call__ = dict.__getitem__
-    """``children(value)``, the same as ``children[value]``."""
-
 
 class PlainCounter:
     """A counter for the per-record path, exposed like a prometheus-client ``Counter``.

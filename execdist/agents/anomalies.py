@@ -76,7 +76,7 @@ class AnomalyFlags:
         if anomaly is None:
             return confirmation
         for rule in anomaly.rules:
-            self._flagged(rule.value).inc()
+            self._flagged[rule.value].inc()
         return replace(confirmation, anomaly=anomaly)
 
     def release(self, partition: int) -> None:

@@ -154,7 +154,7 @@ class JoinProcessor:
         started = time.perf_counter()
         tp, offset, key, value = record.tp, record.offset, record.key, record.value
         self._input_timestamp = record.timestamp
-        self._records_in(tp.topic).inc()
+        self._records_in[tp.topic].inc()
         origin = RecordOrigin(tp.topic, tp.partition, offset, key, value)
         parsed = await self._decode(tp, offset, origin, value)
         if parsed is None:
@@ -439,7 +439,7 @@ class JoinProcessor:
                 )
                 for sink in self._confirmation_sinks:
                     await sink(partition, key, confirmation, body, value, self._input_timestamp)
-                self._confirmed(confirmation.exec_type._value_).inc()
+                self._confirmed[confirmation.exec_type._value_].inc()
                 if confirmation.anomaly is not None:
                     await self._dead_letters.publish_status(
                         StatusType.ANOMALY,

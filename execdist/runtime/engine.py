@@ -490,7 +490,7 @@ class Engine(Service):
             key = (record.topic, record.partition)
             if continuity.admit(record.tp, record.offset):
                 if record.timestamp is not None:
-                    waited(record.topic).observe(max(began - record.timestamp, 0.0))
+                    waited[record.topic].observe(max(began - record.timestamp, 0.0))
                     newest[key] = record.timestamp
                 try:
                     await self._process(record)
@@ -504,7 +504,7 @@ class Engine(Service):
             return
         for partition in {p for _, p in offsets}:
             continuity.flush(partition)
-        self._stage("process").observe(time.perf_counter() - started)
+        self._stage["process"].observe(time.perf_counter() - started)
         if self._processed is None:
             self._processed = _Processed(offsets, started)
         else:
@@ -587,7 +587,7 @@ class Engine(Service):
             )
             await self._rollback()
             return
-        self._stage("punctuate").observe(time.perf_counter() - started)
+        self._stage["punctuate"].observe(time.perf_counter() - started)
         if self._processed is None and self._committer.has_changes():
             self._processed = _Processed({}, started)
 
@@ -649,10 +649,10 @@ class Engine(Service):
         done = time.perf_counter()
         self._metrics.transaction_records.observe(committed.records)
         stage = self._stage
-        stage("commit").observe(done - in_flight.committing)
-        stage("offsets").observe(committed.offsets_s)
-        stage("produce").observe(committed.produce_s)
-        stage("end").observe(committed.end_s)
+        stage["commit"].observe(done - in_flight.committing)
+        stage["offsets"].observe(committed.offsets_s)
+        stage["produce"].observe(committed.produce_s)
+        stage["end"].observe(committed.end_s)
         self._metrics.batch_seconds.observe(done - in_flight.batch_started)
         self._transaction.release()
         return True
@@ -729,7 +729,7 @@ class Engine(Service):
     # ---- partitions coming and going (rebalance callbacks, on the Kafka thread) ---------
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
-        self._rebalances("assigned").inc()
+        self._rebalances["assigned"].inc()
         # KIP-447: this fetch waits while a previous owner's transaction holds offsets of
         # these partitions, so the changelogs are read only once that transaction settled
         committed = _settled_offsets(consumer, assigned) if assigned else []
@@ -742,12 +742,12 @@ class Engine(Service):
         self._group_metadata = consumer.consumer_group_metadata()
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._rebalances("revoked").inc()
+        self._rebalances["revoked"].inc()
         self._on_loop(self._revoked(revoked))
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         # the group moved on without this worker (a missed session timeout, say)
-        self._rebalances("lost").inc()
+        self._rebalances["lost"].inc()
         partitions = sorted({tp.partition for tp in lost})
         log.warning(
             "partitions lost to the group: %s", partitions, extra={"partitions": partitions}

@@ -83,8 +83,8 @@ def test_labelled_children_look_each_child_up_once() -> None:
     counter.labels = counted_labels  # type: ignore[method-assign]
     children = LabelledChildren(counter)
     children["s-1"].inc()
-    children("s-1").inc()
+    children["s-1"].inc()
     children["s-2"].inc()
-    assert children("s-1") is children["s-1"] is labels("s-1")
+    assert children["s-1"] is labels("s-1")
     assert asked == ["s-1", "s-2"]
     assert registry.get_sample_value("sent_total", {"subscription": "s-1"}) == 2
