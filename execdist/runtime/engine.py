@@ -488,7 +488,7 @@ class Engine(Service):
             if record.partition not in owned:
                 continue
             key = (record.topic, record.partition)
-            if continuity.admit(record.tp, record.offset):
+            if continuity.admit(key, record.offset):
                 if record.timestamp is not None:
                     waited[record.topic].observe(max(began - record.timestamp, 0.0))
                     newest[key] = record.timestamp
