@@ -63,7 +63,6 @@ from execdist.runtime.transaction import RecordSink
 from execdist.settings import Settings
 from execdist.tables.declarations import history_key, history_prefix
 from execdist.tables.store import PartitionedState
-from execdist.topics import TP
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +151,21 @@ class JoinProcessor:
     async def process(self, record: InputRecord) -> None:
         """One input record: an order or an execution."""
         started = time.perf_counter()
-        tp, offset, key, value = record.tp, record.offset, record.key, record.value
+        topic, partition, offset = record.topic, record.partition, record.offset
+        key, value = record.key, record.value
         self._input_timestamp = record.timestamp
-        self._records_in[tp.topic].inc()
-        origin = RecordOrigin(tp.topic, tp.partition, offset, key, value)
-        parsed = await self._decode(tp, offset, origin, value)
-        if parsed is None:
+        self._records_in[topic].inc()
+        origin = RecordOrigin(topic, partition, offset, key, value)
+        try:
+            # most records: JSON of the contract's shape, read by msgspec in C, then the rules
+            parsed = read_typed_json(value, order=topic == topics.ORDERS)
+        except InvalidRecord as exc:
+            await self._invalid(origin, exc)
             return
+        if parsed is None:
+            parsed = await self._decode(origin)
+            if parsed is None:
+                return
         order_id = parsed.order_id
         if key != order_id.encode():
             await self._dead_letters.reject(
@@ -172,28 +179,22 @@ class JoinProcessor:
             )
             return
         now = self._clock()
-        state = self._load(tp.partition, order_id, now)
+        state = self._load(partition, order_id, now)
         before = dict(state.live_fills)
         if isinstance(parsed, Order):
             step = apply_order(state, parsed, now)
         else:
             step = apply_execution(state, parsed, origin, now)
-        self._store(tp.partition, step.state, before)
-        await self._publish(tp.partition, tp.topic, offset, step.outputs)
+        self._store(partition, step.state, before)
+        await self._publish(partition, topic, offset, step.outputs)
         self._metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    async def _decode(
-        self, tp: TP, offset: int, origin: RecordOrigin, value: bytes | None
-    ) -> Order | Execution | None:
-        orders = tp.topic == topics.ORDERS
-        try:
-            # most records: JSON of the contract's shape, read by msgspec in C, then the rules
-            typed = read_typed_json(value, order=orders)
-        except InvalidRecord as exc:
-            await self._invalid(origin, exc)
-            return None
-        if typed is not None:
-            return typed
+    async def _decode(self, origin: RecordOrigin) -> Order | Execution | None:
+        """The general path, for a record the typed JSON read did not take (Avro, JSON of
+        another shape): decoded (asking the schema registry, waiting for it if need be), then
+        parsed; ``None`` if it was dead-lettered instead. The typed read is done in
+        :meth:`process` itself, not here: most records take it, and never wait."""
+        value = origin.value
         while True:
             try:
                 data = await self._decoder.decode(value)
@@ -203,7 +204,11 @@ class JoinProcessor:
                 log.warning(
                     "schema registry unavailable, retrying in 1 s: %s",
                     exc,
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                    extra={
+                        "topic": origin.topic,
+                        "partition": origin.partition,
+                        "offset": origin.offset,
+                    },
                 )
                 await asyncio.sleep(1.0)
             except DecodeError as exc:
@@ -212,7 +217,7 @@ class JoinProcessor:
                 )
                 return None
         try:
-            if orders:
+            if origin.topic == topics.ORDERS:
                 return parse_order(data)
             return parse_execution(data)
         except InvalidRecord as exc:
