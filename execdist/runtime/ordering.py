@@ -50,6 +50,8 @@ MAX_HELD = 20_000
 @dataclass(slots=True)
 class _Held:
     queues: dict[str, deque[InputRecord]]
+    """Each topic's records, the topics in the topology's source order: the order that breaks a
+    tie of timestamps."""
     count: int = 0
     since: float | None = None
     """When the wait for a fetch of an empty topic began (``time.monotonic``)."""
@@ -62,7 +64,7 @@ class SourceOrder:
     def __init__(self, sources: Mapping[str, object]) -> None:
         """``sources``: input topic -> its processor, in the order that breaks a tie of
         timestamps."""
-        by_processor: dict[int, list[str]] = {}
+        by_processor: dict[int, list[str]] = {}  # each in source order
         for topic, processor in sources.items():
             by_processor.setdefault(id(processor), []).append(topic)
         self._groups = {
@@ -71,7 +73,6 @@ class SourceOrder:
             if len(group) > 1
             for topic in group
         }
-        self._rank = {topic: rank for rank, topic in enumerate(sources)}
         self._held: dict[tuple[tuple[str, ...], int], _Held] = {}
         self._fetched: dict[InputPartition, int] = {}
 
@@ -127,10 +128,10 @@ class SourceOrder:
         now: float,
         ready: list[InputRecord],
     ) -> None:
-        queues, rank = held.queues, self._rank
+        queues = held.queues
         while held.count:
-            heads = [queue[0] for queue in queues.values() if queue]
-            if len(heads) < len(queues) and any(
+            filled = [queue for queue in queues.values() if queue]
+            if len(filled) < len(queues) and any(
                 not queue and not fetched_to_end((topic, partition))
                 for topic, queue in queues.items()
             ):
@@ -138,19 +139,15 @@ class SourceOrder:
                     held.since = now
                 if held.count < MAX_HELD and now - held.since < MAX_HOLD_S:
                     return
-                # waited long enough for that fetch: go on without it
-            else:
-                held.since = None
-            first = heads[0]
-            for head in heads[1:]:
-                if (head.timestamp or 0.0, rank[head.topic]) < (
-                    first.timestamp or 0.0,
-                    rank[first.topic],
-                ):
-                    first = head
-            queues[first.topic].popleft()
-            held.count -= 1
-            ready.append(first)
+                # waited long enough for that fetch: go on without it, one record at a time
+                # (the count of those held decides too)
+                ready.append(_earliest(filled).popleft())
+                held.count -= 1
+                continue
+            held.since = None
+            # Nothing is awaited, and nothing can change that until one of the topics' records
+            # run out (fetched_to_end does not change meanwhile): take them in turn until then.
+            held.count -= _take_in_turn(filled, ready)
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """Drop what is held of ``partitions`` (all, if ``None``) and where their fetches
@@ -166,3 +163,31 @@ class SourceOrder:
 
 def _partition(record: InputRecord) -> int:
     return record.partition
+
+
+def _earliest(queues: list[deque[InputRecord]]) -> deque[InputRecord]:
+    """Of ``queues`` (none empty, in source order), the one whose next record goes first: the
+    earliest timestamp, the first in source order on a tie."""
+    first = queues[0]
+    for queue in queues[1:]:
+        if (queue[0].timestamp or 0.0) < (first[0].timestamp or 0.0):
+            first = queue
+    return first
+
+
+def _take_in_turn(queues: list[deque[InputRecord]], ready: list[InputRecord]) -> int:
+    """Move the records of ``queues`` (none empty, in source order) to ``ready`` by timestamp
+    (:func:`_earliest`) until one of them is empty; how many it moved."""
+    if len(queues) == 1:  # the others are fetched to their end: this one goes whole
+        (queue,) = queues
+        moved = len(queue)
+        ready.extend(queue)
+        queue.clear()
+        return moved
+    moved = 0
+    while True:
+        first = _earliest(queues)
+        ready.append(first.popleft())
+        moved += 1
+        if not first:  # only the queue taken from can have run out
+            return moved

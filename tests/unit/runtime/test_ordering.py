@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from execdist.runtime.ordering import MAX_HELD, MAX_HOLD_S, SourceOrder
 from execdist.runtime.read_to_end import InputEnds
 from execdist.runtime.records import InputRecord
@@ -45,6 +48,65 @@ def test_equal_timestamps_go_in_the_topologys_source_order() -> None:
         [rec("executions", 0, 7.0), rec("orders", 0, 7.0)], at_end(), now=0.0
     )
     assert names(ready[:1]) == ["o0@0"]
+
+
+def test_three_topics_of_one_processor_go_by_timestamp_and_source_order_as_each_runs_out() -> None:
+    order = SourceOrder({"c": JOIN, "a": JOIN, "b": JOIN})
+    polled = [
+        rec("a", 0, 2.0),
+        rec("a", 1, 4.0),
+        rec("b", 0, 2.0),
+        rec("b", 1, 9.0),
+        rec("b", 2, 1.0),
+        rec("c", 0, None),
+        rec("c", 1, 4.0),
+    ]
+
+    ready = order.arrange(polled, at_end(("a", 0), ("b", 0), ("c", 0)), now=0.0)
+
+    # c@0 has no timestamp (0), then a tie at 2 (a before b: the source order), one at 4 (c
+    # first), then the records of b, the last topic left, in their offset order
+    assert names(ready) == ["c0@0", "a0@0", "b0@0", "c0@1", "a0@1", "b0@1", "b0@2"]
+
+
+def test_what_one_topic_has_left_goes_once_the_others_are_fetched_to_their_end() -> None:
+    order = SourceOrder(SOURCES)
+    polled = [rec("orders", 0, 5.0), *(rec("executions", n, float(n)) for n in range(4))]
+
+    held_back = order.arrange(polled, at_end(), now=0.0)
+    assert names(held_back) == ["e0@0", "e0@1", "e0@2", "e0@3"]
+    assert order.arrange([], at_end(), now=0.0) == [], "the order waits for the next execution"
+
+    ready = order.arrange([], at_end(("executions", 0)), now=0.0)
+    assert names(ready) == ["o0@0"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["orders", "executions"]),
+            st.one_of(st.none(), st.integers(0, 6).map(float)),
+        ),
+        max_size=30,
+    )
+)
+def test_a_partition_fetched_to_its_end_goes_as_a_merge_of_its_topics(
+    polled_topics: list[tuple[str, float | None]],
+) -> None:
+    polled = [rec(topic, offset, stamp) for offset, (topic, stamp) in enumerate(polled_topics)]
+    queues = {topic: [r for r in polled if r.topic == topic] for topic in ("orders", "executions")}
+    expected = []
+    while any(queues.values()):
+        # the earliest head goes next; on a tie, the topic first in the topology's sources
+        topic = min(
+            (topic for topic, queue in queues.items() if queue),
+            key=lambda topic: (queues[topic][0].timestamp or 0.0, list(SOURCES).index(topic)),
+        )
+        expected.append(queues[topic].pop(0))
+
+    ready = SourceOrder(SOURCES).arrange(polled, at_end(("orders", 0), ("executions", 0)), now=0.0)
+
+    assert ready == expected
 
 
 def test_records_wait_for_a_fetch_that_may_bring_an_earlier_one() -> None:
