@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 InputPartition = tuple[str, int]
 
+
 class InputEnds:
     """Where the consumer last reported the end of each input partition, and when the newest
     record processed of each was written: how far behind them the worker is."""
