@@ -468,4 +468,4 @@ class JoinProcessor:
 
 def _encoded(state: OrderState) -> bytes:
     """The stored form of an order state (JSON), as the table's changelog and RocksDB hold it."""
-    return orjson.dumps(state.to_dict())
+    return state.to_json()

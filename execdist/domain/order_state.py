@@ -2,8 +2,9 @@
 
 One :class:`OrderState` per order_id is the whole state of the join: the wiring keeps it in a
 table keyed by order_id, hands it to the transitions in :mod:`execdist.domain.join`, and stores
-``state.to_dict()`` back. The serialised form holds only JSON types (str, int, list, dict,
-None; decimals as strings, times as ISO strings) so any JSON codec can write it to a changelog.
+``state.to_json()`` back (``state.to_dict()`` as JSON). The serialised form holds only JSON
+types (str, int, list, dict, None; decimals as strings, times as ISO strings) so any JSON codec
+can read it back.
 
 ``origin`` values of held executions are stored as they are, which is why they must be
 JSON-compatible (str, int, finite float, bool, None, lists and str-keyed dicts of those), or a
@@ -228,6 +229,11 @@ class OrderState:
     """When the current sequence gap was first seen; ``None`` when there is none."""
     duplicates_dropped: int = 0
     stale_orders_ignored: int = 0
+    _order_json: tuple[Order, orjson.Fragment] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """``order`` and its JSON, encoded for :meth:`to_json` and reused while ``order`` is that
+    very object (an order is immutable, so its JSON cannot change under it)."""
 
     @classmethod
     def new(cls, order_id: str, now: datetime) -> OrderState:
@@ -251,27 +257,41 @@ class OrderState:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-compatible form; :meth:`from_dict` restores an equal state from it."""
+        return self._stored_form(None if self.order is None else self.order.to_dict())
+
+    def to_json(self) -> bytes:
+        """The stored form: :meth:`to_dict` as JSON, byte for byte ``orjson.dumps(to_dict())``.
+
+        The wiring stores a state at every commit that touches its order, and the order itself
+        changes only with a new version, so its part is encoded once per version."""
+        order = self.order
+        if order is None:
+            return orjson.dumps(self._stored_form(None))
+        encoded = self._order_json
+        if encoded is None or encoded[0] is not order:
+            encoded = (order, orjson.Fragment(orjson.dumps(order.to_dict())))
+            self._order_json = encoded
+        return orjson.dumps(self._stored_form(encoded[1]))
+
+    def _stored_form(self, order: object) -> dict[str, object]:
+        """The form :meth:`to_dict` and :meth:`to_json` share, around ``order``'s (its dict,
+        or its JSON already encoded)."""
         return {
             "format": STATE_FORMAT,
             "order_id": self.order_id,
             "last_activity": format_time(self.last_activity),
-            "order": None if self.order is None else self.order.to_dict(),
+            "order": order,
             "next_seq": self.next_seq,
-            "held": [
-                {
-                    "execution": held.execution.to_dict(),
-                    "origin": (
-                        held.origin.to_dict() if type(held.origin) is RecordOrigin else held.origin
-                    ),
-                    "held_since": format_time(held.held_since),
-                }
-                for _, held in sorted(self.held.items())
-            ],
+            # most states hold and skipped nothing: a comprehension over nothing still costs
+            # a call, and a state is stored at every commit that touches its order
+            "held": self._held_form() if self.held else [],
             "seen": {
                 exec_id: {"fingerprint": seen.fingerprint, "seq": seen.seq}
                 for exec_id, seen in self.seen.items()
             },
-            "skipped": [[skipped.first, skipped.last] for skipped in self.skipped],
+            "skipped": [[skipped.first, skipped.last] for skipped in self.skipped]
+            if self.skipped
+            else [],
             "live_fills": {
                 trade_id: {"qty": format_decimal(fill.qty), "px": format_decimal(fill.px)}
                 for trade_id, fill in self.live_fills.items()
@@ -285,6 +305,18 @@ class OrderState:
             "duplicates_dropped": self.duplicates_dropped,
             "stale_orders_ignored": self.stale_orders_ignored,
         }
+
+    def _held_form(self) -> list[dict[str, object]]:
+        return [
+            {
+                "execution": held.execution.to_dict(),
+                "origin": (
+                    held.origin.to_dict() if type(held.origin) is RecordOrigin else held.origin
+                ),
+                "held_since": format_time(held.held_since),
+            }
+            for _, held in sorted(self.held.items())
+        ]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> OrderState:

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -616,6 +617,32 @@ def test_restored_state_behaves_like_the_original() -> None:
     assert original == restored
     assert steps[0].outputs == steps[1].outputs
     assert [c.seq for c in confirmations(steps[1].outputs)] == [9, 10, 11]
+
+
+def test_the_stored_json_is_the_dict_form_encoded() -> None:
+    origin = RecordOrigin("execdist.executions", 0, 12, b"key", b"value")
+    waiting = _new_state()
+    apply_execution(waiting, trade("T1", 1, "1", "1"), origin, T0)  # held for its order
+    for state in (_new_state(), waiting, _with_order(), _busy_state()):
+        assert state.to_json() == orjson.dumps(state.to_dict())
+        assert state.to_json() == orjson.dumps(state.to_dict())  # the order's JSON reused
+
+
+def test_the_stored_json_follows_each_version_of_the_order() -> None:
+    state = _with_order("100")
+    _feed(state, trade("T1", 1, "40", "10"))
+    first = state.to_json()
+    apply_order(state, make_order("90", version=2), at(2))
+    assert state.to_json() == orjson.dumps(state.to_dict()) != first
+    assert OrderState.from_dict(orjson.loads(state.to_json())).order == make_order("90", version=2)
+
+
+def test_the_order_json_kept_by_a_state_leaves_its_equality_and_repr_alone() -> None:
+    encoded, fresh = _busy_state(), _busy_state()
+    encoded.to_json()
+    assert encoded == fresh
+    assert repr(encoded) == repr(fresh)
+    assert OrderState.from_dict(orjson.loads(encoded.to_json())) == encoded
 
 
 def test_format_1_states_are_still_read() -> None:
