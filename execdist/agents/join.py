@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import TypedDict
 
 import msgspec
@@ -327,7 +326,7 @@ class JoinProcessor:
 
     def _store(self, partition: int, state: OrderState, fills_before: dict[str, Fill]) -> None:
         key = state.order_id.encode()
-        self._states.put_encoded_later(partition, key, partial(_encoded, state))
+        self._states.put_encoded_later(partition, key, state.to_json)
         hot = self._hot.get(partition)
         if hot is None:
             hot = self._hot[partition] = HotStates()
@@ -464,8 +463,3 @@ class JoinProcessor:
         """Move on past an input record whose processing keeps failing (dead-lettered, with an
         ERROR status event for the operators)."""
         await self._dead_letters.set_aside(record, error)
-
-
-def _encoded(state: OrderState) -> bytes:
-    """The stored form of an order state (JSON), as the table's changelog and RocksDB hold it."""
-    return state.to_json()

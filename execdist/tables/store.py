@@ -190,10 +190,11 @@ class PartitionedState:
         commit, or by a read), so a key written many times in one transaction is encoded once,
         as Kafka Streams' record cache serialises on flush. ``encode`` must give the value as
         of its last write: the caller puts again after every change (with the same ``encode``
-        again, that costs a lookup)."""
+        again, or an equal one such as the same method of the same object, that costs a
+        lookup)."""
         pending = self._overlay.setdefault(partition, {})
         current = pending.get(key)
-        if type(current) is not _Later or current.encode is not encode:
+        if type(current) is not _Later or current.encode != encode:
             pending[key] = _Later(encode)
 
     def delete(self, partition: int, key: bytes) -> None:
