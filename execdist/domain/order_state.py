@@ -229,11 +229,12 @@ class OrderState:
     """When the current sequence gap was first seen; ``None`` when there is none."""
     duplicates_dropped: int = 0
     stale_orders_ignored: int = 0
-    _order_json: tuple[Order, orjson.Fragment] | None = field(
+    _order_json: tuple[Order, bytes] | None = field(
         default=None, init=False, repr=False, compare=False
     )
     """``order`` and its JSON, encoded for :meth:`to_json` and reused while ``order`` is that
-    very object (an order is immutable, so its JSON cannot change under it)."""
+    very object (an order is immutable, so its JSON cannot change under it). Plain bytes, so
+    that a state still copies and pickles."""
 
     @classmethod
     def new(cls, order_id: str, now: datetime) -> OrderState:
@@ -269,9 +270,8 @@ class OrderState:
             return orjson.dumps(self._stored_form(None))
         encoded = self._order_json
         if encoded is None or encoded[0] is not order:
-            encoded = (order, orjson.Fragment(orjson.dumps(order.to_dict())))
-            self._order_json = encoded
-        return orjson.dumps(self._stored_form(encoded[1]))
+            encoded = self._order_json = (order, orjson.dumps(order.to_dict()))
+        return orjson.dumps(self._stored_form(orjson.Fragment(encoded[1])))
 
     def _stored_form(self, order: object) -> dict[str, object]:
         """The form :meth:`to_dict` and :meth:`to_json` share, around ``order``'s (its dict,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -637,12 +639,15 @@ def test_the_stored_json_follows_each_version_of_the_order() -> None:
     assert OrderState.from_dict(orjson.loads(state.to_json())).order == make_order("90", version=2)
 
 
-def test_the_order_json_kept_by_a_state_leaves_its_equality_and_repr_alone() -> None:
+def test_the_order_json_kept_by_a_state_leaves_its_equality_repr_and_copies_alone() -> None:
     encoded, fresh = _busy_state(), _busy_state()
     encoded.to_json()
     assert encoded == fresh
     assert repr(encoded) == repr(fresh)
     assert OrderState.from_dict(orjson.loads(encoded.to_json())) == encoded
+    for copied in (copy.deepcopy(encoded), pickle.loads(pickle.dumps(encoded))):
+        assert copied == encoded
+        assert copied.to_json() == encoded.to_json()
 
 
 def test_format_1_states_are_still_read() -> None:
