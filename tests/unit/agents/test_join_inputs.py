@@ -17,11 +17,8 @@ from execdist import topics
 from execdist.agents.join import JoinProcessor
 from execdist.codecs.errors import RegistryUnavailable
 from execdist.codecs.input import InputDecoder
-from execdist.metrics import Metrics
 from execdist.runtime.records import InputRecord
-from execdist.tables.declarations import HISTORY, ORDER_STATE, TIMERS, table_specs
-from execdist.tables.store import PartitionedState, RocksTables
-from tests.unit.agents.test_join_punctuation import SETTINGS, Clock, Recorder, sent_to
+from tests.unit.agents.test_join_punctuation import Recorder, join_with_tables, sent_to
 from tests.unit.domain.fixtures import ORDER_ID, execution_record, order_record
 
 FRAMED = b"\x00\x00\x00\x00\x07avro"
@@ -46,25 +43,8 @@ class FlakyRegistryDecoder:
 
 @contextmanager
 def join_over(tmp_path: Path, decoder: object) -> Iterator[tuple[JoinProcessor, Recorder]]:
-    rocks = RocksTables(tmp_path, table_specs(SETTINGS.app_id), 8 * 1024 * 1024)
-    tables = {
-        name: PartitionedState(rocks, rocks.specs[name]) for name in (ORDER_STATE, TIMERS, HISTORY)
-    }
-    for name in tables:
-        rocks.open(name, 3, fresh=True)
-    recorder = Recorder()
-    join = JoinProcessor(
-        settings=SETTINGS,
-        states=tables[ORDER_STATE],
-        timers=tables[TIMERS],
-        history=tables[HISTORY],
-        out=recorder,
-        decoder=decoder,  # type: ignore[arg-type]
-        metrics=Metrics(),
-        clock=Clock(),
-    )
-    yield join, recorder
-    rocks.close_all()
+    with join_with_tables(tmp_path, partition=3, decoder=decoder) as (join, _, _, _, recorder):
+        yield join, recorder
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -75,29 +76,38 @@ SETTINGS = Settings(
 READ_TO_END = PunctuationContext(0, {topics.ORDERS: 0.0, topics.EXECUTIONS: 0.0})
 
 
-@pytest.fixture
-def parts(tmp_path: Path) -> Iterator[Parts]:
-    settings = SETTINGS
-    rocks = RocksTables(tmp_path, table_specs(settings.app_id), 8 * 1024 * 1024)
+@contextmanager
+def join_with_tables(
+    tmp_path: Path, *, partition: int = 0, decoder: object | None = None
+) -> Iterator[Parts]:
+    """A join over real RocksDB tables of one partition, its outputs recorded, its clock set
+    by the test; ``decoder`` reads what the typed JSON path does not take."""
+    rocks = RocksTables(tmp_path, table_specs(SETTINGS.app_id), 8 * 1024 * 1024)
     recorder = Recorder()
     tables = {
         name: PartitionedState(rocks, rocks.specs[name]) for name in (ORDER_STATE, TIMERS, HISTORY)
     }
     for name in tables:
-        rocks.open(name, 0, fresh=True)
+        rocks.open(name, partition, fresh=True)
     clock = Clock()
     join = JoinProcessor(
-        settings=settings,
+        settings=SETTINGS,
         states=tables[ORDER_STATE],
         timers=tables[TIMERS],
         history=tables[HISTORY],
         out=recorder,
-        decoder=InputDecoder(None),
+        decoder=InputDecoder(None) if decoder is None else decoder,  # type: ignore[arg-type]
         metrics=Metrics(),
         clock=clock,
     )
     yield join, tables[ORDER_STATE], tables[HISTORY], clock, recorder
     rocks.close_all()
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    with join_with_tables(tmp_path) as made:
+        yield made
 
 
 async def store_orders(
