@@ -94,13 +94,9 @@ def transactional_producer(
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "enable.idempotence": True,
             "acks": "all",
-            # the commit flushes at once (librdkafka's flush does not wait for the linger), so
-            # a batch never waits for it. While a large batch is processed its outputs still go
-            # out before the commit, a request per partition every 10 ms rather than every
-            # millisecond: that took a third to a half off the Kafka threads' CPU per execution in
-            # a drain and lowered the broker's (BENCHMARKS.md, twenty-fourth pass). Kafka
-            # Streams' producers linger 100 ms for the same reason
-            "linger.ms": 10,
+            # the commit flushes at once, so a batch never waits for linger; outputs of a large
+            # batch still go out while it is being processed
+            "linger.ms": 1,
             "batch.size": 1024 * 1024,
             "message.max.bytes": MAX_VALUE_BYTES + 64 * 1024,
             # uncompressed, as Kafka Streams' producers are by default: with one topic per
