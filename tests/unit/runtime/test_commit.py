@@ -89,15 +89,18 @@ def test_an_abandoned_transaction_leaves_rocksdb_as_committed(rocks) -> None:
 
 
 class Counted:
-    """An encoder that counts its calls, standing in for a state's JSON encoding."""
+    """An encoder that counts its calls, standing in for a state's JSON encoding: called
+    itself, or through its ``to_json`` method, as the join stores an order's state."""
 
     def __init__(self, value: bytes) -> None:
         self.value = value
         self.calls = 0
 
-    def __call__(self) -> bytes:
+    def to_json(self) -> bytes:
         self.calls += 1
         return self.value
+
+    __call__ = to_json
 
 
 def test_a_value_put_to_be_encoded_later_is_encoded_once_at_the_commit(rocks) -> None:
@@ -117,23 +120,11 @@ def test_a_value_put_to_be_encoded_later_is_encoded_once_at_the_commit(rocks) ->
     assert bytes(rocks.db(ORDER_STATE, 0)[b"ORD-1"]) == b"v3"  # what was sent, not later
 
 
-class _Held:
-    """A mutable value stored by its own method, as the join stores an order's state."""
-
-    def __init__(self, value: bytes) -> None:
-        self.value = value
-        self.calls = 0
-
-    def to_json(self) -> bytes:
-        self.calls += 1
-        return self.value
-
-
 def test_a_value_put_again_by_the_same_objects_method_is_kept_and_encoded_as_last_changed(
     rocks,
 ) -> None:
     states = PartitionedState(rocks, rocks.specs[ORDER_STATE])
-    held = _Held(b"fills=1")
+    held = Counted(b"fills=1")
     states.put_encoded_later(0, b"ORD-1", held.to_json)
     held.value = b"fills=2"
     states.put_encoded_later(0, b"ORD-1", held.to_json)  # an equal method, not the same object
@@ -141,7 +132,7 @@ def test_a_value_put_again_by_the_same_objects_method_is_kept_and_encoded_as_las
     assert held.calls == 1
     states.committed()
 
-    other = _Held(b"another state")
+    other = Counted(b"another state")
     states.put_encoded_later(0, b"ORD-1", held.to_json)
     states.put_encoded_later(0, b"ORD-1", other.to_json)  # another object's method replaces it
     assert list(states.pending()) == [(0, b"ORD-1", b"another state")]
