@@ -70,9 +70,10 @@ def content_fingerprint(execution: Execution) -> str:
     """
     data = execution.to_dict()
     canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    if not canonical.isascii() or b"\x7f" in canonical:
+    if not canonical.isascii() or 127 in canonical:
         # the digest has always been over json.dumps' ASCII-escaped form, which orjson's
         # output equals only when there is nothing to escape: json.dumps also escapes DEL
+        # (sought as the int 127: a one-byte bytes operand costs about 0.2 us more)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(canonical).hexdigest()
 

@@ -32,3 +32,9 @@ def test_the_digest_equals_the_json_dumps_form_for_any_text(venue: str, exec_id:
 def test_a_non_ascii_execution_keeps_its_digest() -> None:
     record = parse_execution(execution_record(venue="Zürich Börse"))
     assert content_fingerprint(record) == reference_digest(record.to_dict())
+
+
+def test_an_execution_with_the_del_character_keeps_its_digest() -> None:
+    """DEL is ASCII, so orjson leaves it as it is, but json.dumps escapes it."""
+    record = parse_execution(execution_record(venue="X\x7fNAS"))
+    assert content_fingerprint(record) == reference_digest(record.to_dict())
