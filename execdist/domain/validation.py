@@ -336,19 +336,9 @@ def _optional_decimal(data: Mapping[str, object], name: str) -> Decimal | None:
 
 
 def _check_decimal(name: str, value: object) -> Decimal:
-    if isinstance(value, float):
-        raise InvalidRecord(
-            name,
-            f'{name} must be a decimal string such as "187.45" or an integer, got the '
-            f"JSON number {value!r}: numbers with a fraction are binary floats and inexact",
-        )
-    if isinstance(value, bool):
-        raise InvalidRecord(name, f"{name} must be a decimal, got a boolean")
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, str):
+    # text first: most records carry it, and a known text then needs no other test (no value
+    # is both text and a number, so the order changes no outcome)
+    if isinstance(value, str):
         known = _PARSED.get(value)
         if known is not None:
             return known
@@ -360,6 +350,18 @@ def _check_decimal(name: str, value: object) -> Decimal:
             number = Decimal(value)
         except InvalidOperation as exc:  # unreachable after the regex, kept as a safety net
             raise InvalidRecord(name, f"{name} is not a decimal: {_show(value)}") from exc
+    elif isinstance(value, float):
+        raise InvalidRecord(
+            name,
+            f'{name} must be a decimal string such as "187.45" or an integer, got the '
+            f"JSON number {value!r}: numbers with a fraction are binary floats and inexact",
+        )
+    elif isinstance(value, bool):
+        raise InvalidRecord(name, f"{name} must be a decimal, got a boolean")
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
     else:
         raise InvalidRecord(
             name, f'{name} must be a decimal string such as "187.45", got {_type_name(value)}'
