@@ -69,12 +69,10 @@ def summarize_fills(
 ) -> FillSummary:
     """Compute the contract's fill figures over ``live_fills`` (trade exec_id -> (qty, px))."""
     cum_qty, notional = fill_totals(live_fills.values())
-    return FillSummary(
-        cum_qty=cum_qty,
-        leaves_qty=max(_EXACT.subtract(order_qty, cum_qty), _ZERO),
-        avg_px=_average(notional, cum_qty),
-        order_status=order_status_for(order_qty, cum_qty),
-    )
+    leaves_qty = max(_EXACT.subtract(order_qty, cum_qty), _ZERO)
+    avg_px = _average(notional, cum_qty)
+    # by position (keywords cost about 40 ns each to match; this runs for every execution)
+    return FillSummary(cum_qty, leaves_qty, avg_px, order_status_for(order_qty, cum_qty))
 
 
 def average_price(fills: list[tuple[Decimal, Decimal]]) -> Decimal:

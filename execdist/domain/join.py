@@ -354,26 +354,28 @@ def _apply(
 
     summary = summarize_fills(order.quantity, state.live_fills)
     previous_status = state.last_confirmed_status or OrderStatus.UNFILLED
+    # by position, each value named by the field it fills where its own name differs:
+    # matching nineteen keywords costs about 0.7 us, more than building the confirmation
     confirmation = Confirmation(
-        confirmation_id=execution.exec_id,
-        exec_id=execution.exec_id,
-        order_id=order.order_id,
-        account=order.account,
-        symbol=order.symbol,
-        side=order.side,
-        venue=execution.venue,
-        exec_type=execution.exec_type,
-        ref_exec_id=execution.ref_exec_id,
-        seq=execution.seq,
-        last_qty=execution.last_qty,
-        last_px=execution.last_px,
-        cum_qty=summary.cum_qty,
-        leaves_qty=summary.leaves_qty,
-        avg_px=summary.avg_px,
-        order_qty=order.quantity,
-        order_status=summary.order_status,
-        exec_time=execution.exec_time,
-        confirmed_at=now,
+        execution.exec_id,  # confirmation_id
+        execution.exec_id,
+        order.order_id,
+        order.account,
+        order.symbol,
+        order.side,
+        execution.venue,
+        execution.exec_type,
+        execution.ref_exec_id,
+        execution.seq,
+        execution.last_qty,
+        execution.last_px,
+        summary.cum_qty,
+        summary.leaves_qty,
+        summary.avg_px,
+        order.quantity,  # order_qty
+        summary.order_status,
+        execution.exec_time,
+        now,  # confirmed_at
     )
     state.confirmation_count += 1
     state.last_confirmed_status = confirmation.order_status

@@ -200,16 +200,17 @@ def execution_of_json_types(
     ref_exec_id = _reference(exec_type, exec_id, ref_exec_id)
     qty = _last_qty(exec_type, _check_decimal("last_qty", last_qty))
     px = _last_px(_check_decimal("last_px", last_px))
+    # by position, in the fields' order (keywords cost about 40 ns each to match)
     return Execution(
-        exec_id=exec_id,
-        order_id=order_id,
-        seq=seq,
-        exec_type=exec_type,
-        ref_exec_id=ref_exec_id,
-        last_qty=qty,
-        last_px=px,
-        venue=_check_identifier("venue", venue),
-        exec_time=_time_of("exec_time", exec_time),
+        exec_id,
+        order_id,
+        seq,
+        exec_type,
+        ref_exec_id,
+        qty,
+        px,
+        _check_identifier("venue", venue),
+        _time_of("exec_time", exec_time),
     )
 
 
