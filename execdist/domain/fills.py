@@ -2,9 +2,12 @@
 
 Everything is exact. Sums run in a local decimal context wide enough for any decimal(26,8)
 values and with ``Inexact`` trapped, so an impossible rounding raises instead of silently
-changing a figure. The average is divided in integers and rounded once, half-even, to eight
-places: dividing in Decimal first and quantizing afterwards would round twice, and a quotient
-such as 1.234567885000…01 could then come out as …88 instead of …89.
+changing a figure. The average is rounded once, half-even, to eight places. A division to some
+precision quantized afterwards would round twice, and a quotient such as 1.234567885000…01
+could then come out as …88 instead of …89; so the division rounds ``ROUND_05UP``, the rounding
+made for rounding again: its last digit is 0 or 5 only when the quotient is exact, so a
+quotient kept to nine places or more never lands on a tie or an eight-place value it does
+not equal, and stays on the same side of each as the exact quotient.
 
 The summary is recomputed from all live fills each time rather than kept as running sums:
 corrections and busts change earlier fills, and an order has few fills, so recomputing is both
@@ -44,6 +47,20 @@ _EXACT = decimal.Context(
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
 )
 _ZERO = Decimal(0)
+# The average's division and its one rounding (see the module docstring). An average lies
+# between its least and greatest price, under 10^18 in decimal(26,8): far inside the 72 integer
+# digits that these precisions keep exact (_divide_half_even).
+_FOR_REROUNDING = decimal.Context(
+    prec=81,
+    rounding=decimal.ROUND_05UP,
+    traps=[decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
+)
+_ROUNDING = decimal.Context(
+    prec=80,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
+)
+_AVG_PX_STEP = Decimal(1).scaleb(-AVG_PX_PLACES)
 
 
 class Fill(NamedTuple):
@@ -120,7 +137,7 @@ def product_exact(qty: Decimal, px: Decimal) -> Decimal:
 def _average(notional: Decimal, cum_qty: Decimal) -> Decimal:
     if cum_qty == 0:
         return _ZERO
-    return _divide_half_even(notional, cum_qty, AVG_PX_PLACES)
+    return _divide_half_even(notional, cum_qty)
 
 
 def order_status_for(order_qty: Decimal, cum_qty: Decimal) -> OrderStatus:
@@ -134,17 +151,11 @@ def order_status_for(order_qty: Decimal, cum_qty: Decimal) -> OrderStatus:
     return OrderStatus.OVERFILLED
 
 
-def _divide_half_even(numerator: Decimal, denominator: Decimal, places: int) -> Decimal:
-    """numerator / denominator rounded once, half-even, to ``places`` decimal places."""
-    # exact rationals: value = (a / b) / (c / d) = a·d / (b·c); we want round(value · 10^places)
-    a, b = numerator.as_integer_ratio()
-    c, d = denominator.as_integer_ratio()
-    num_int = a * d * 10**places
-    den_int = b * c
-    if den_int < 0:
-        num_int, den_int = -num_int, -den_int
-    quotient, remainder = divmod(num_int, den_int)  # floor division: 0 <= remainder < den
-    twice = 2 * remainder
-    if twice > den_int or (twice == den_int and quotient % 2 == 1):
-        quotient += 1
-    return Decimal(quotient).scaleb(-places, _EXACT)
+def _divide_half_even(numerator: Decimal, denominator: Decimal) -> Decimal:
+    """numerator / denominator rounded once, half-even, to ``AVG_PX_PLACES`` decimal places.
+
+    Exact for a quotient of up to 72 integer digits, for which the division keeps at least nine
+    places; a wider one makes the quantize raise InvalidOperation (more than 80 digits) rather
+    than round twice."""
+    quotient = _FOR_REROUNDING.divide(numerator, denominator)
+    return quotient.quantize(_AVG_PX_STEP, context=_ROUNDING)

@@ -133,3 +133,28 @@ def test_summary_matches_rational_arithmetic(
     else:
         notional = sum((Fraction(qty) * Fraction(px) for qty, px in pairs), Fraction(0))
         assert Fraction(summary.avg_px) == _round_half_even(notional / cum)
+
+
+_eight_places = st.decimals(min_value=Decimal(0), max_value=Decimal("1e9"), places=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _eight_places,
+    _quantities,
+    st.sampled_from(["0", "0.00000001", "0.0000000001"]),
+    st.sampled_from([Decimal(0), Decimal("1e-8"), Decimal("2e9")]),
+)
+def test_avg_px_at_and_around_ties_matches_rational_rounding(
+    price: Decimal, qty: Decimal, nudge_qty: str, nudge_px: Decimal
+) -> None:
+    """Two equal fills a tick apart average to a tie exactly; a tiny third fill moves it just
+    below or just above. Each must round as the exact rational does, to exactly eight places."""
+    pairs = [(qty, price), (qty, price + Decimal("0.00000001"))]
+    if nudge_qty != "0":
+        pairs.append((Decimal(nudge_qty), nudge_px))
+    average = average_price(pairs)
+    cum = sum((Fraction(q) for q, _ in pairs), Fraction(0))
+    notional = sum((Fraction(q) * Fraction(p) for q, p in pairs), Fraction(0))
+    assert Fraction(average) == _round_half_even(notional / cum)
+    assert average.as_tuple().exponent == -8
