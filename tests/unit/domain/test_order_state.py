@@ -735,3 +735,34 @@ def test_format_decimal_refuses_non_finite_decimals(text: str) -> None:
 
     with pytest.raises(ValueError, match="non-finite"):
         format_decimal(Decimal(text))
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.decimals(allow_nan=False, allow_infinity=False, places=8),
+)
+def test_a_confirmation_spells_its_figures_as_format_decimal_does(
+    quantity: Decimal, price: Decimal
+) -> None:
+    from execdist.domain.model import format_decimal
+    from tests.unit.codecs.fixtures import sample_confirmation
+
+    # figures the join works out anew are new objects: spelled from their str, not their hash
+    body = sample_confirmation(
+        cum_qty=quantity, leaves_qty=-quantity, avg_px=price.copy_abs()
+    ).to_dict()
+    assert body["cum_qty"] == format_decimal(quantity)
+    assert body["leaves_qty"] == format_decimal(-quantity)
+    assert body["avg_px"] == format_decimal(price.copy_abs())
+
+
+@pytest.mark.parametrize(
+    ("figure", "text"),
+    [("0E-8", "0"), ("-0", "0"), ("1E+2", "100"), ("1E-7", "0.0000001"), ("415.10000000", "415.1")],
+)
+def test_a_confirmation_spells_each_form_of_a_figure_in_plain_notation(
+    figure: str, text: str
+) -> None:
+    from tests.unit.codecs.fixtures import sample_confirmation
+
+    assert sample_confirmation(avg_px=Decimal(figure)).to_dict()["avg_px"] == text
