@@ -36,8 +36,9 @@ from execdist.domain import (
     order_view,
     stored_state_expired,
 )
-from execdist.domain.model import Execution
+from execdist.domain.model import Execution, format_decimal
 from execdist.domain.order_state import RecordOrigin, require_json_compatible
+from tests.unit.codecs.fixtures import sample_confirmation
 from tests.unit.domain.fixtures import (
     ORDER_ID,
     T0,
@@ -731,8 +732,6 @@ def test_format_time_tells_apart_the_two_instants_of_a_repeated_local_hour() -> 
 
 @pytest.mark.parametrize("text", ["NaN", "sNaN", "Infinity", "-Infinity"])
 def test_format_decimal_refuses_non_finite_decimals(text: str) -> None:
-    from execdist.domain.model import format_decimal
-
     with pytest.raises(ValueError, match="non-finite"):
         format_decimal(Decimal(text))
 
@@ -744,9 +743,6 @@ def test_format_decimal_refuses_non_finite_decimals(text: str) -> None:
 def test_a_confirmation_spells_its_figures_as_format_decimal_does(
     quantity: Decimal, price: Decimal
 ) -> None:
-    from execdist.domain.model import format_decimal
-    from tests.unit.codecs.fixtures import sample_confirmation
-
     # figures the join works out anew are new objects: spelled from their str, not their hash
     body = sample_confirmation(
         cum_qty=quantity, leaves_qty=-quantity, avg_px=price.copy_abs()
@@ -763,6 +759,4 @@ def test_a_confirmation_spells_its_figures_as_format_decimal_does(
 def test_a_confirmation_spells_each_form_of_a_figure_in_plain_notation(
     figure: str, text: str
 ) -> None:
-    from tests.unit.codecs.fixtures import sample_confirmation
-
     assert sample_confirmation(avg_px=Decimal(figure)).to_dict()["avg_px"] == text
