@@ -7,7 +7,8 @@
   it until a small time budget is spent, and commits at once:
   every output, changelog record and input offset of the batch, for all the worker's
   partitions, in one transaction of the worker's one producer (:mod:`.transaction`,
-  :mod:`.commit`). A record waits for nothing it does not need: no linger, no record count.
+  :mod:`.commit`). A record waits for nothing it does not need: no record count, and not
+  the producer's linger (the commit sends at once what the producer still holds).
   Unless a commit interval is set (``EXECDIST_COMMIT_INTERVAL_MS``): then the batches
   processed within that time since the last commit started share one transaction.
 * While a batch commits, the loop polls and processes the next one: its outputs are held and
