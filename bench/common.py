@@ -77,7 +77,7 @@ def broker_pid() -> int | None:
         return None
 
 
-async def reset_topics(keep_internal: bool = True) -> int:
+async def reset_topics() -> int:
     """Delete every topic but Kafka's own, so that each configuration starts from nothing, and
     wait until the broker has removed their files (:func:`files_removed`)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BROKER, request_timeout_ms=60000)

@@ -32,9 +32,10 @@ REGISTRY_PORT=${EXECDIST_REGISTRY_PORT:-8081}
 REGISTRY_MANAGEMENT_PORT=${EXECDIST_REGISTRY_MANAGEMENT_PORT:-$((REGISTRY_PORT + 1000))}
 REGISTRY_HEAP=${EXECDIST_REGISTRY_HEAP:-384m}
 BROKERS=${EXECDIST_BROKERS:-1}
-# How long a deleted topic's files stay before the broker removes them (Kafka's own default is
-# a minute). The bench sets it short, so that the files of the topics it deletes between its
-# parts are gone before the next part starts rather than a minute into it.
+# log.segment.delete.delay.ms: how long the files of a deleted topic (and of a segment past
+# retention) stay before the broker removes them; Kafka's own default is a minute. The bench
+# sets it to a second, so that the files of the topics it deletes between its parts are gone
+# before the next part starts rather than a minute into it.
 FILE_DELETE_DELAY_MS=${EXECDIST_KAFKA_FILE_DELETE_DELAY_MS:-60000}
 case "$BROKERS" in
   1) KAFKA_HEAP=${EXECDIST_KAFKA_HEAP:-768m} ;;
